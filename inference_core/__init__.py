@@ -1,0 +1,74 @@
+"""inference_core: run local LLMs through pluggable backends.
+
+import inference_core as ic
+with ic.load("model.gguf", context_len=4096) as model:
+    for token in model.generate("The capital of France is", max_tokens=16):
+        print(token.text, end="", flush=True)
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    BackendNotFound,
+    BackendUnavailable,
+    Cancelled,
+    ContextOverflow,
+    GenerationError,
+    GenerationTimeout,
+    InferenceError,
+    InvalidModelFile,
+    ModelClosed,
+    ModelLoadError,
+    NoBackendAvailable,
+    ServerCrashed,
+    ServerStartError,
+)
+from .hookspecs import hookimpl
+from .protocols import Backend, BackendStatus, CancelSignal, TextModel, TokenStream
+from .registry import backends, default_backend, get_backend, load, register, unregister
+from .types import (
+    BatchResult,
+    GenerateConfig,
+    GenerateMetrics,
+    LoadConfig,
+    Message,
+    ModelInfo,
+    Token,
+)
+
+__all__ = [
+    "Backend",
+    "BackendNotFound",
+    "BackendStatus",
+    "BackendUnavailable",
+    "BatchResult",
+    "CancelSignal",
+    "Cancelled",
+    "ContextOverflow",
+    "GenerateConfig",
+    "GenerateMetrics",
+    "GenerationError",
+    "GenerationTimeout",
+    "InferenceError",
+    "InvalidModelFile",
+    "LoadConfig",
+    "Message",
+    "ModelClosed",
+    "ModelInfo",
+    "ModelLoadError",
+    "NoBackendAvailable",
+    "ServerCrashed",
+    "ServerStartError",
+    "TextModel",
+    "Token",
+    "TokenStream",
+    "backends",
+    "default_backend",
+    "get_backend",
+    "hookimpl",
+    "load",
+    "register",
+    "unregister",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,104 @@
+"""The exception tree: every failure a caller can handle is an `InferenceError`.
+
+Messages say what happened, to which file or process, and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendNotFound",
+    "BackendUnavailable",
+    "Cancelled",
+    "ContextOverflow",
+    "GenerationError",
+    "GenerationTimeout",
+    "InferenceError",
+    "InvalidModelFile",
+    "ModelClosed",
+    "ModelLoadError",
+    "NoBackendAvailable",
+    "ServerCrashed",
+    "ServerStartError",
+]
+
+
+class InferenceError(Exception):
+    """Base of every error this library raises on purpose."""
+
+
+class BackendNotFound(InferenceError, LookupError):
+    """No backend of that name is registered."""
+
+
+class BackendUnavailable(InferenceError):
+    """The named backend exists but cannot run here; the message says why."""
+
+    def __init__(self, message: str, reasons: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+
+
+class NoBackendAvailable(InferenceError):
+    """`backend="auto"` found nothing usable; the message lists every backend and why."""
+
+
+class ModelLoadError(InferenceError):
+    """The model could not be loaded."""
+
+
+class InvalidModelFile(ModelLoadError, ValueError):
+    """The model file is missing, unreadable or not a valid GGUF file."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class ServerStartError(ModelLoadError):
+    """The inference server exited, stalled or could not bind while loading.
+
+    `log_tail` holds the server's last log lines; `returncode` its exit status
+    (negative for a signal) when it exited.
+    """
+
+    def __init__(self, message: str, *, log_tail: str = "", returncode: int | None = None) -> None:
+        full = f"{message}\n--- server log (last lines) ---\n{log_tail}" if log_tail else message
+        super().__init__(full)
+        self.log_tail = log_tail
+        self.returncode = returncode
+
+
+class GenerationError(InferenceError):
+    """A generation failed; the message carries the server's own words."""
+
+
+class ServerCrashed(GenerationError):
+    """The server process died or dropped the connection mid-request."""
+
+    def __init__(self, message: str, *, log_tail: str = "", returncode: int | None = None) -> None:
+        full = f"{message}\n--- server log (last lines) ---\n{log_tail}" if log_tail else message
+        super().__init__(full)
+        self.log_tail = log_tail
+        self.returncode = returncode
+
+
+class ContextOverflow(GenerationError):
+    """The prompt (plus what was asked to generate) does not fit the context."""
+
+    def __init__(self, message: str, *, prompt_tokens: int = 0, context_len: int = 0) -> None:
+        super().__init__(message)
+        self.prompt_tokens = prompt_tokens
+        self.context_len = context_len
+
+
+class GenerationTimeout(GenerationError, TimeoutError):
+    """The `timeout` given to a generation ran out."""
+
+
+class ModelClosed(InferenceError):
+    """The model was closed; load it again to use it."""
+
+
+class Cancelled(InferenceError):
+    """The generation was cancelled. Returned by `err()`, never raised from a stream."""

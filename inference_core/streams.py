@@ -1,0 +1,196 @@
+"""A ready-made `TokenStream` for backend authors.
+
+A backend supplies a generator of tokens that honours a `GenerationScope`
+(raising `Cancelled` or `GenerationTimeout` when the scope says so) and a way
+to abort it from another thread; `IteratorTokenStream` does the rest: the
+iterator protocol, `err()`, `text()`, cancellation, and telling the model how
+the generation ended so that `model.err()` works per thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import final
+
+from .errors import Cancelled, GenerationTimeout, InferenceError
+from .protocols import CancelSignal
+from .types import GenerateMetrics, Token
+
+__all__ = ["GenerationScope", "IteratorTokenStream", "LastOutcome"]
+
+
+@final
+class GenerationScope:
+    """When a generation must stop: a cancel flag, a caller's signal, a deadline."""
+
+    __slots__ = ("_cancelled", "_deadline", "_signal", "timeout")
+
+    def __init__(self, cancel: CancelSignal | None = None, timeout: float | None = None) -> None:
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        self._signal = cancel
+        self._cancelled = False
+        self.timeout = timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    @property
+    def cancelled(self) -> bool:
+        if not self._cancelled and self._signal is not None and self._signal.is_set():
+            self._cancelled = True
+        return self._cancelled
+
+    @property
+    def watched(self) -> bool:
+        """True when something outside the data can end the wait (signal or deadline)."""
+        return self._signal is not None or self._deadline is not None
+
+    def remaining(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+    def check(self) -> None:
+        """Raise `Cancelled` or `GenerationTimeout` if the generation must stop now."""
+        if self.cancelled:
+            raise Cancelled("the generation was cancelled")
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            raise GenerationTimeout(f"the generation did not finish within {self.timeout:g} s")
+
+
+@final
+class LastOutcome:
+    """Per-thread record of how the last generation ended, behind `model.err()`."""
+
+    __slots__ = ("_local",)
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def record(self, error: BaseException | None, metrics: GenerateMetrics | None) -> None:
+        self._local.error = error
+        self._local.metrics = metrics
+
+    def error(self) -> BaseException | None:
+        return getattr(self._local, "error", None)
+
+    def metrics(self) -> GenerateMetrics | None:
+        return getattr(self._local, "metrics", None)
+
+
+@final
+class IteratorTokenStream:
+    """A `TokenStream` over a backend's token generator.
+
+    `abort` must make a blocked `next(tokens)` return promptly from another
+    thread (closing a socket, setting a flag); `metrics` is asked once, when the
+    stream ends.
+    """
+
+    def __init__(
+        self,
+        tokens: Iterator[Token],
+        scope: GenerationScope,
+        *,
+        abort: Callable[[], None] = lambda: None,
+        metrics: Callable[[], GenerateMetrics | None] = lambda: None,
+        outcome: LastOutcome | None = None,
+        on_end: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._tokens = tokens
+        self._scope = scope
+        self._abort = abort
+        self._metrics_source = metrics
+        self._outcome = outcome
+        self._on_end = on_end
+        self._pieces: list[str] = []
+        self._error: BaseException | None = None
+        self._metrics: GenerateMetrics | None = None
+        self._done = False
+        self._running = False
+
+    def __iter__(self) -> IteratorTokenStream:
+        return self
+
+    def __next__(self) -> Token:
+        if self._done:
+            raise StopIteration
+        self._running = True
+        try:
+            self._scope.check()
+            token = next(self._tokens)
+        except StopIteration:
+            self._finish(None)
+            raise
+        except Cancelled as cancelled:
+            self._finish(cancelled)
+            raise StopIteration from None
+        except InferenceError as error:
+            self._finish(error)
+            raise
+        except BaseException as error:  # KeyboardInterrupt, bugs: still free the slot
+            self._finish(error)
+            raise
+        finally:
+            self._running = False
+        self._pieces.append(token.text)
+        return token
+
+    def _finish(self, error: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._error = error
+        if error is not None:
+            self._abort()
+        self._tokens_close()
+        self._metrics = self._metrics_source()
+        if self._outcome is not None:
+            self._outcome.record(error, self._metrics)
+        self._on_end()
+
+    def _tokens_close(self) -> None:
+        close = getattr(self._tokens, "close", None)
+        if close is not None:
+            close()
+
+    def err(self) -> BaseException | None:
+        return self._error
+
+    @property
+    def metrics(self) -> GenerateMetrics | None:
+        return self._metrics
+
+    def text(self) -> str:
+        for _ in self:
+            pass
+        return "".join(self._pieces)
+
+    def cancel(self) -> None:
+        """Safe from any thread: flag the scope, then unblock the reader."""
+        if not self._done:
+            self._scope.cancel()
+            self._abort()
+
+    def close(self) -> None:
+        """Idempotent. From another thread while `next()` runs, it only cancels:
+        the iterating thread then ends the stream itself."""
+        if self._done:
+            return
+        self._scope.cancel()
+        self._abort()
+        if not self._running:
+            self._finish(Cancelled("the stream was closed before its end"))
+
+    def __enter__(self) -> IteratorTokenStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_done", True):
+            self._scope.cancel()
+            self._abort()

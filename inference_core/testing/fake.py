@@ -1,0 +1,253 @@
+"""FakeBackend: a deterministic, dependency-free backend for integrators' tests.
+
+Its model echoes: it generates the words of the prompt (of the last user
+message for `chat`) in order, cycling, one token per word, until `max_tokens`
+or a stop token. With a temperature above 0 it draws words from the prompt
+at random, reproducibly for a given `seed`. Token ids are stable (a CRC of
+the word), so the same text always has the same ids.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, final
+
+from ..errors import ModelClosed
+from ..protocols import BackendStatus, CancelSignal
+from ..streams import GenerationScope, IteratorTokenStream, LastOutcome
+from ..types import (
+    BatchResult,
+    GenerateConfig,
+    GenerateMetrics,
+    LoadConfig,
+    MessageLike,
+    ModelInfo,
+    Token,
+    build_config,
+    to_message,
+)
+
+__all__ = ["FakeBackend", "FakeModel", "fake_token"]
+
+VOCAB_SIZE = 32_000
+
+
+def fake_token(word: str) -> Token:
+    """The token FakeModel emits for `word`: same word, same id."""
+    return Token(id=zlib.crc32(word.encode()) % VOCAB_SIZE, text=word)
+
+
+@final
+class FakeBackend:
+    """A backend whose models need no file and no hardware."""
+
+    def __init__(
+        self,
+        name: str = "fake",
+        priority: int = 0,
+        *,
+        available: bool = True,
+        reasons: Sequence[str] = (),
+        token_delay: float = 0.0,
+    ) -> None:
+        self.name = name
+        self.priority = priority
+        self._available = available
+        self._reasons = tuple(reasons) or (() if available else ("FakeBackend(available=False)",))
+        self.token_delay = token_delay
+        self.loaded: list[FakeModel] = []
+
+    def available(self) -> bool:
+        return self._available
+
+    def status(self) -> BackendStatus:
+        return BackendStatus(
+            name=self.name,
+            priority=self.priority,
+            available=self._available,
+            reasons=() if self._available else self._reasons,
+            details=(f"token_delay={self.token_delay:g}s",),
+        )
+
+    def load_model(self, path: str, config: LoadConfig) -> FakeModel:
+        model = FakeModel(path, config, token_delay=self.token_delay)
+        self.loaded.append(model)
+        return model
+
+
+@final
+class FakeModel:
+    """The echoing model of `FakeBackend`; safe from any number of threads."""
+
+    model_type = "fake"
+
+    def __init__(self, path: str, config: LoadConfig, *, token_delay: float = 0.0) -> None:
+        self.path = path
+        self.config = config
+        self.token_delay = token_delay
+        self.info = ModelInfo(
+            architecture="fake",
+            name="fake echo model",
+            context_length=config.context_len or 4096,
+            block_count=1,
+            vocab_size=VOCAB_SIZE,
+            embedding_length=1,
+            file_type="F32",
+            quant_bits=32.0,
+            size_label="0",
+            path=path,
+            file_size=0,
+        )
+        self._closed = threading.Event()
+        self._outcome = LastOutcome()
+
+    @property
+    def context_len(self) -> int:
+        return self.info.context_length
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def _check_open(self) -> None:
+        if self._closed.is_set():
+            raise ModelClosed(f"the model {self.path} is closed; load it again to use it")
+
+    def _tokens(
+        self,
+        words: list[str],
+        config: GenerateConfig,
+        scope: GenerationScope,
+        wake: threading.Event,
+    ) -> Iterator[Token]:
+        rng = random.Random(config.seed) if config.temperature > 0 else None
+        for position in range(config.max_tokens):
+            if self.token_delay:
+                wake.wait(self.token_delay)
+            scope.check()
+            if self._closed.is_set():
+                raise ModelClosed(f"the model {self.path} was closed during the generation")
+            word = rng.choice(words) if rng else words[position % len(words)]
+            token = fake_token(word if position == 0 else " " + word)
+            if token.id in config.stop_tokens:
+                return
+            yield token
+
+    def _stream(
+        self,
+        words: list[str],
+        config: GenerateConfig | None,
+        cancel: CancelSignal | None,
+        timeout: float | None,
+        options: dict[str, Any],
+    ) -> IteratorTokenStream:
+        self._check_open()
+        generate_config = build_config(GenerateConfig, config, options)
+        scope = GenerationScope(cancel, timeout)
+        wake = threading.Event()
+        started = time.perf_counter()
+        produced: list[int] = []
+
+        def counted() -> Iterator[Token]:
+            for token in self._tokens(words or ["<empty>"], generate_config, scope, wake):
+                produced.append(token.id)
+                yield token
+
+        def metrics() -> GenerateMetrics:
+            total = time.perf_counter() - started
+            count = len(produced)
+            return GenerateMetrics(
+                prompt_tokens=len(words),
+                generated_tokens=count,
+                prefill_seconds=0.0,
+                decode_seconds=total,
+                total_seconds=total,
+                prefill_tokens_per_second=0.0,
+                decode_tokens_per_second=count / total if total > 0 else 0.0,
+            )
+
+        return IteratorTokenStream(
+            counted(), scope, abort=wake.set, metrics=metrics, outcome=self._outcome
+        )
+
+    def generate(
+        self,
+        prompt: str,
+        config: GenerateConfig | None = None,
+        *,
+        cancel: CancelSignal | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> IteratorTokenStream:
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        return self._stream(prompt.split(), config, cancel, timeout, options)
+
+    def chat(
+        self,
+        messages: Sequence[MessageLike],
+        config: GenerateConfig | None = None,
+        *,
+        cancel: CancelSignal | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> IteratorTokenStream:
+        parsed = [to_message(message) for message in messages]
+        last_user = next((m.content for m in reversed(parsed) if m.role == "user"), "")
+        return self._stream(last_user.split(), config, cancel, timeout, options)
+
+    def batch_generate(
+        self,
+        prompts: Sequence[str],
+        config: GenerateConfig | None = None,
+        *,
+        cancel: CancelSignal | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> list[BatchResult]:
+        self._check_open()
+        generate_config = build_config(GenerateConfig, config, options)
+
+        def run(prompt: str) -> BatchResult:
+            stream = self.generate(prompt, generate_config, cancel=cancel, timeout=timeout)
+            tokens: list[Token] = []
+            try:
+                tokens.extend(stream)
+            except Exception as error:
+                return BatchResult(prompt, tuple(tokens), error, stream.metrics)
+            return BatchResult(prompt, tuple(tokens), stream.err(), stream.metrics)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(len(prompts), 8))) as pool:
+            return list(pool.map(run, prompts))
+
+    def classify(
+        self,
+        prompts: Sequence[str],
+        config: GenerateConfig | None = None,
+        *,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> list[Token]:
+        self._check_open()
+        build_config(GenerateConfig, config, options)
+        return [fake_token((prompt.split() or ["<empty>"])[0]) for prompt in prompts]
+
+    def err(self) -> BaseException | None:
+        return self._outcome.error()
+
+    def metrics(self) -> GenerateMetrics | None:
+        return self._outcome.metrics()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def __enter__(self) -> FakeModel:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

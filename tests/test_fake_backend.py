@@ -1,0 +1,59 @@
+"""The conformance kit run against FakeBackend, and FakeBackend's own promises."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from inference_core import GenerationTimeout, LoadConfig, ModelClosed
+from inference_core.protocols import Backend, TextModel
+from inference_core.testing import BackendContract, FakeBackend, FakeModel, TextModelContract
+
+
+class TestFakeBackendContract(BackendContract):
+    @pytest.fixture
+    def backend(self) -> Backend:
+        return FakeBackend()
+
+    @pytest.fixture
+    def model_path(self) -> str:
+        return "fake.gguf"
+
+
+@pytest.fixture(scope="module")
+def fake_model() -> Iterator[TextModel]:
+    model = FakeBackend().load_model("fake.gguf", LoadConfig())
+    yield model
+    model.close()
+
+
+class TestFakeModelContract(TextModelContract):
+    @pytest.fixture
+    def model(self, fake_model: TextModel) -> TextModel:
+        return fake_model
+
+
+def test_unavailable_fake_backend_reports_its_reason() -> None:
+    status = FakeBackend(available=False, reasons=["switched off"]).status()
+    assert not status.available and status.reasons == ("switched off",)
+
+
+def test_fake_model_echoes_the_prompt_cyclically() -> None:
+    model = FakeModel("m", LoadConfig())
+    assert model.generate("a b", max_tokens=5).text() == "a b a b a"
+
+
+def test_slow_fake_model_honours_timeout_while_waiting() -> None:
+    model = FakeBackend(token_delay=10.0).load_model("m", LoadConfig())
+    with pytest.raises(GenerationTimeout):
+        list(model.generate("a b", timeout=0.05))
+
+
+def test_close_from_another_thread_ends_a_running_stream() -> None:
+    model = FakeBackend(token_delay=0.01).load_model("m", LoadConfig())
+    stream = model.generate("a b", max_tokens=100_000)
+    threading.Timer(0.05, model.close).start()
+    with pytest.raises(ModelClosed):
+        list(stream)

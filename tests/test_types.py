@@ -1,0 +1,159 @@
+"""Value types: valid values round-trip, invalid ones name the field."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from inference_core import GenerateConfig, LoadConfig, Message, Token
+from inference_core.types import build_config, to_message
+
+unit = st.floats(min_value=0.0, max_value=1.0)
+valid_generate = st.fixed_dictionaries(
+    {},
+    optional={
+        "max_tokens": st.integers(1, 10**6),
+        "temperature": st.floats(0.0, 100.0),
+        "top_k": st.integers(0, 10**6),
+        "top_p": unit,
+        "min_p": unit,
+        "repeat_penalty": st.floats(0.0, 100.0, exclude_min=True),
+        "stop_tokens": st.lists(st.integers(0, 10**6), max_size=5).map(tuple),
+        "seed": st.none() | st.integers(0, 2**32 - 2),
+    },
+)
+
+
+@given(valid_generate)
+def test_valid_generate_options_round_trip(options: dict[str, object]) -> None:
+    config = build_config(GenerateConfig, None, options)
+    assert {key: getattr(config, key) for key in options} == options
+    assert attrs.evolve(config) == config
+
+
+bad_generate = st.one_of(
+    st.tuples(st.just("max_tokens"), st.integers(max_value=0) | st.just(True) | st.just(2.5)),
+    st.tuples(
+        st.just("temperature"), st.floats(max_value=-1e-9) | st.just(math.nan) | st.just(math.inf)
+    ),
+    st.tuples(st.just("top_k"), st.integers(max_value=-1)),
+    st.tuples(
+        st.sampled_from(["top_p", "min_p"]),
+        st.floats(min_value=1.000001) | st.floats(max_value=-1e-9) | st.just(math.nan),
+    ),
+    st.tuples(st.just("repeat_penalty"), st.floats(max_value=0.0) | st.just(math.nan)),
+    st.tuples(
+        st.just("seed"), st.integers(max_value=-1) | st.integers(min_value=2**32 - 1) | st.just("1")
+    ),
+    st.tuples(st.just("stop_tokens"), st.lists(st.integers(max_value=-1), min_size=1).map(tuple)),
+)
+
+
+@given(bad_generate)
+def test_invalid_generate_option_raises_value_error_naming_the_field(
+    item: tuple[str, object],
+) -> None:
+    field, value = item
+    with pytest.raises(ValueError, match=field):
+        GenerateConfig(**{field: value})  # type: ignore[arg-type]
+
+
+valid_load = st.fixed_dictionaries(
+    {},
+    optional={
+        "backend": st.text(max_size=10),
+        "context_len": st.integers(0, 10**7),
+        "gpu_layers": st.integers(-1, 1000) | st.just("auto"),
+        "parallel_slots": st.integers(0, 256),
+        "devices": st.lists(st.integers(0, 16), max_size=4).map(tuple),
+        "adapter_path": st.none() | st.text(min_size=1, max_size=20),
+        "extra_args": st.lists(st.text(max_size=10), max_size=4).map(tuple),
+    },
+)
+
+
+@given(valid_load)
+def test_valid_load_options_round_trip(options: dict[str, object]) -> None:
+    config = build_config(LoadConfig, None, options)
+    assert {key: getattr(config, key) for key in options} == options
+
+
+bad_load = st.one_of(
+    st.tuples(st.just("context_len"), st.integers(max_value=-1) | st.just(1.5)),
+    st.tuples(st.just("gpu_layers"), st.integers(max_value=-2) | st.just("all") | st.just(None)),
+    st.tuples(st.just("parallel_slots"), st.integers(max_value=-1) | st.integers(min_value=257)),
+    st.tuples(st.just("devices"), st.lists(st.integers(max_value=-1), min_size=1).map(tuple)),
+    st.tuples(st.just("extra_args"), st.just("--flag") | st.just((1, 2))),
+)
+
+
+@given(bad_load)
+def test_invalid_load_option_raises_value_error_naming_the_field(item: tuple[str, object]) -> None:
+    field, value = item
+    with pytest.raises(ValueError, match=field):
+        LoadConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_unknown_option_is_a_type_error_listing_the_known_ones() -> None:
+    with pytest.raises(TypeError, match=r"'max_tokenz'.*known options: max_tokens, temperature"):
+        build_config(GenerateConfig, None, {"max_tokenz": 3})
+
+
+def test_options_override_a_config_object() -> None:
+    base = GenerateConfig(max_tokens=5, temperature=0.7)
+    assert build_config(GenerateConfig, base, {"max_tokens": 9}) == GenerateConfig(9, 0.7)
+    assert build_config(GenerateConfig, base, {}) is base
+
+
+def test_a_config_of_the_wrong_type_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="GenerateConfig"):
+        build_config(GenerateConfig, LoadConfig(), {})  # type: ignore[type-var]
+
+
+def test_values_are_frozen() -> None:
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        GenerateConfig().max_tokens = 3  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        Token(1, "a").id = 2  # type: ignore[misc]
+
+
+@given(st.text(), st.text())
+def test_message_roles_are_checked(role: str, content: str) -> None:
+    if role in ("system", "user", "assistant", "tool"):
+        assert Message(role, content).role == role
+    else:
+        with pytest.raises(ValueError, match="role must be one of system, user, assistant, tool"):
+            Message(role, content)
+
+
+def test_dict_messages_are_accepted_and_checked() -> None:
+    assert to_message({"role": "user", "content": "hi"}) == Message("user", "hi")
+    with pytest.raises(ValueError, match="role"):
+        to_message({"role": "wizard", "content": "hi"})
+    with pytest.raises(ValueError, match="exactly 'role' and 'content'"):
+        to_message({"role": "user"})
+    with pytest.raises(TypeError):
+        to_message(("user", "hi"))  # type: ignore[arg-type]
+
+
+def test_token_ids_are_non_negative_integers() -> None:
+    with pytest.raises(ValueError, match="id"):
+        Token(-1, "x")
+    with pytest.raises(ValueError, match="text"):
+        Token(1, b"x")  # type: ignore[arg-type]
+
+
+def test_importing_the_core_pulls_in_no_backend_or_heavy_dependency() -> None:
+    code = (
+        "import sys, inference_core, inference_core.testing;"
+        "heavy = {'requests', 'gguf', 'numpy', 'inference_rocm', 'pytest'};"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
