@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import final
 
 from .errors import Cancelled, GenerationTimeout, InferenceError
-from .protocols import CancelSignal
-from .types import GenerateMetrics, Token
+from .protocols import CancelSignal, TokenStream
+from .types import BatchResult, GenerateMetrics, Token
 
-__all__ = ["GenerationScope", "IteratorTokenStream", "LastOutcome"]
+__all__ = ["GenerationScope", "IteratorTokenStream", "LastOutcome", "run_batch"]
 
 
 @final
@@ -194,3 +195,27 @@ class IteratorTokenStream:
         if not getattr(self, "_done", True):
             self._scope.cancel()
             self._abort()
+
+
+def run_batch(
+    start: Callable[[str], TokenStream], prompts: Sequence[str], workers: int
+) -> list[BatchResult]:
+    """Run `start(prompt)` streams on up to `workers` threads; one result per prompt, in order.
+
+    A failed prompt keeps the tokens it produced and carries its error; the
+    others are unaffected.
+    """
+
+    def collect(prompt: str) -> BatchResult:
+        tokens: list[Token] = []
+        stream = start(prompt)
+        try:
+            tokens.extend(stream)
+        except InferenceError as error:
+            return BatchResult(prompt, tuple(tokens), error, stream.metrics)
+        return BatchResult(prompt, tuple(tokens), stream.err(), stream.metrics)
+
+    if not prompts:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(len(prompts), workers))) as pool:
+        return list(pool.map(collect, prompts))

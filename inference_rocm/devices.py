@@ -1,8 +1,7 @@
 """AMD GPU discovery from sysfs: the KFD topology names the GPUs, DRM gives their memory.
 
-Only a few small files are read; nothing is run and no ROCm library is loaded,
-so ``status()`` can call this freely. Every path is taken under ``root`` so
-tests can point it at a fake tree.
+A few small files are read, nothing is run and no ROCm library loaded, so ``status()``
+can call this freely; every path is taken under ``root``, so tests can use a fake tree.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import attrs
 
@@ -25,6 +25,7 @@ _MAX_MAJOR = 63  # HsaEngineId keeps 6 bits of major (libhsakmt topology.c check
 _NODES = "sys/class/kfd/kfd/topology/nodes"
 _INT = re.compile(r"-?[0-9]{1,20}")
 _OVERRIDE = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})")
+_MEM_FILES = ("vram_total", "vram_used", "gtt_total")
 _PCI = re.compile(r"[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 
 # Marketing names for common device ids (PCI id database; libhsakmt's gfxip
@@ -128,13 +129,16 @@ def discover(
 
     ``ROCR_VISIBLE_DEVICES``, then ``HIP_VISIBLE_DEVICES`` (or
     ``CUDA_VISIBLE_DEVICES``, or ``GPU_DEVICE_ORDINAL``) hide and reorder devices
-    as the runtimes do; each device keeps its unfiltered ``index``. A device that
+    as the runtimes do; each device keeps its unfiltered ``index``. ``gfx`` follows
+    ``HSA_OVERRIDE_GFX_VERSION`` (an invalid one is logged and ignored). A device that
     cannot be read is left out with a logged reason. Never raises.
     """
     env = os.environ if environ is None else environ
     try:
-        base = os.path.realpath(os.fspath(root))
-        return _visible(_scan(base, _override(env)), env)
+        override = parse_hsa_override(raw) if (raw := env.get("HSA_OVERRIDE_GFX_VERSION")) else None
+        if raw and override is None:
+            _log.warning("HSA_OVERRIDE_GFX_VERSION=%r is not decimal a.b.c; ROCm rejects it", raw)
+        return _visible(_scan(os.path.realpath(os.fspath(root)), override), env)
     except Exception:  # advisory: a bug here must not take a backend's status() down
         _log.exception("AMD GPU discovery under %r failed", root)
         return []
@@ -144,27 +148,12 @@ class _Skip(Exception):
     """Why one node is left out."""
 
 
-@attrs.frozen
-class _Drm:
+class _Drm(NamedTuple):
     vram_total: int
     vram_used: int
     gtt_total: int
     vram_vendor_known: bool
     pci_address: str | None
-
-
-def _override(env: Mapping[str, str]) -> str | None:
-    raw = env.get("HSA_OVERRIDE_GFX_VERSION")
-    if not raw:
-        return None
-    gfx = parse_hsa_override(raw)
-    if gfx is None:
-        _log.warning(
-            "HSA_OVERRIDE_GFX_VERSION=%r is not major.minor.stepping in decimal (e.g. 10.3.0);"
-            " ROCm will refuse to start with it; reporting native targets",
-            raw,
-        )
-    return gfx
 
 
 def _scan(base: str, override: str | None) -> list[GpuDevice]:
@@ -183,16 +172,26 @@ def _scan(base: str, override: str | None) -> list[GpuDevice]:
             if target is None and "cpu_cores_count" not in props:
                 raise _Skip("not a KFD properties file (no gfx_target_version)")
         except _Skip as why:
-            _log.warning("KFD node %d skipped: %s; device indices after it may be off", node, why)
+            _log.warning("KFD node %d skipped: %s", node, why)
+            index += _is_gpu_node(os.path.join(nodes_dir, str(node)))
             continue
         if not target and not simds:
             continue  # gfx_target_version 0: a CPU node
         try:
             devices.append(_device(base, node, index, props, override))
-        except _Skip as why:
+        except (_Skip, OSError) as why:
             _log.warning("KFD node %d (GPU index %d) skipped: %s", node, index, why)
         index += 1
     return devices
+
+
+def _is_gpu_node(directory: str) -> bool:
+    """Whether a node with unusable properties is a GPU (CPU nodes have gpu_id 0), so the
+    GPUs after it keep the indices ROCm gives them."""
+    try:
+        return bool(int((_read(os.path.join(directory, "gpu_id")) or "0").strip()))
+    except (_Skip, ValueError):
+        return False
 
 
 def _device(
@@ -213,21 +212,11 @@ def _device(
         raise _Skip(f"vendor_id {vendor_id:#06x} is not AMD")
     drm = _drm(base, minor)
     name, apu_id = _NAMES.get(device_id, (f"AMD GPU 1002:{device_id:04x}", False))
-    return GpuDevice(
-        index=index,
-        gfx=override or native,
-        native_gfx=native,
-        name=name,
-        vendor_id=vendor_id,
-        device_id=device_id,
-        vram_total=drm.vram_total,
-        vram_used=drm.vram_used,
-        gtt_total=drm.gtt_total,
-        integrated=_integrated(props, native, apu_id, drm),
-        unique_id=_int(props, "unique_id") or None,
-        pci_address=drm.pci_address,
-        node=node,
-    )
+    integrated = _integrated(props, native, apu_id, drm)
+    unique_id = _int(props, "unique_id") or None
+    return GpuDevice(index, override or native, native, name, vendor_id, device_id,
+                     drm.vram_total, drm.vram_used, drm.gtt_total, integrated, unique_id,
+                     drm.pci_address, node)  # fmt: skip
 
 
 def _integrated(props: dict[str, str], native: str, apu_id: bool, drm: _Drm) -> bool:
@@ -264,23 +253,16 @@ def _drm(base: str, minor: int) -> _Drm:
         driver = None
     if driver != "amdgpu":
         raise _Skip(f"{render} is bound to {driver or 'no driver'}, not amdgpu")
-    vendor_name = _read(os.path.join(device, "mem_info_vram_vendor"))
+    vram_vendor = (_read(os.path.join(device, "mem_info_vram_vendor")) or "").strip()
     address = os.path.basename(device)
-    return _Drm(
-        vram_total=_read_int(device, "mem_info_vram_total") or 0,
-        vram_used=_read_int(device, "mem_info_vram_used") or 0,
-        gtt_total=_read_int(device, "mem_info_gtt_total") or 0,
-        vram_vendor_known=vendor_name is not None and vendor_name.strip() not in ("", "unknown"),
-        pci_address=address if _PCI.fullmatch(address) else None,
-    )
+    total, used, gtt = (_read_int(device, f"mem_info_{n}") or 0 for n in _MEM_FILES)
+    known = vram_vendor not in ("", "unknown")
+    return _Drm(total, used, gtt, known, address if _PCI.fullmatch(address) else None)
 
 
 def _resolve(base: str, relative: str) -> str | None:
-    """Follow symlinks as if ``base`` were "/", so a fake tree never escapes to the host.
-
-    Absolute targets are taken under ``base`` (a copy of a real machine's links
-    still works) unless they already point inside it (links a test made).
-    """
+    """Follow symlinks as if ``base`` were "/", so a fake tree never escapes to the host:
+    absolute targets are taken under ``base`` unless they already point inside it."""
     parts = [p for p in relative.split("/") if p]
     done: list[str] = []
     for _ in range(256):
@@ -311,7 +293,7 @@ def _properties(path: str) -> dict[str, str]:
     props: dict[str, str] = {}
     for line in text.splitlines():
         fields = line.split()
-        if len(fields) == 2:  # lines of another shape are ignored, as libhsakmt does
+        if len(fields) == 2:  # skip other lines (libhsakmt stops at the first such line)
             props[fields[0]] = fields[1]
     return props
 
@@ -347,22 +329,15 @@ def _read_int(directory: str, name: str) -> int | None:
     if text is None:
         return None
     value = text.strip()
-    try:
-        if len(value) > 24:
-            raise ValueError(value)
-        return int(value, 16) if value.lower().startswith("0x") else int(value)
-    except ValueError:
-        raise _Skip(f"{name} is not a number: {value[:40]!r}") from None
+    if not re.fullmatch(r"0x[0-9a-fA-F]{1,16}|[0-9]{1,20}", value):
+        raise _Skip(f"{name} is not a number: {value[:40]!r}")
+    return int(value, 0) if value.startswith("0x") else int(value)
 
 
 def _visible(devices: list[GpuDevice], env: Mapping[str, str]) -> list[GpuDevice]:
-    """Apply the runtimes' visibility lists, outermost first.
-
-    ROCR_VISIBLE_DEVICES (indices or GPU-<unique id>) filters what ROCR shows;
-    HIP then numbers what is left, and applies HIP_VISIBLE_DEVICES, or else
-    CUDA_VISIBLE_DEVICES, or else GPU_DEVICE_ORDINAL (the first that is set).
-    An empty variable counts as unset.
-    """
+    """ROCR_VISIBLE_DEVICES (indices or GPU-<unique id>) filters what ROCR shows; HIP numbers
+    what is left and applies HIP_, else CUDA_VISIBLE_DEVICES, else GPU_DEVICE_ORDINAL (the
+    first set; we read clr that way). An empty variable counts as unset."""
     if env.get("ROCR_VISIBLE_DEVICES"):
         devices = _select(devices, "ROCR_VISIBLE_DEVICES", env["ROCR_VISIBLE_DEVICES"])
     for name in ("HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL"):
@@ -378,12 +353,7 @@ def _select(devices: list[GpuDevice], name: str, value: str) -> list[GpuDevice]:
         found = _lookup(devices, entry)
         if found is None:
             _log.warning(
-                "%s=%r: %r matches none of the %d visible GPUs; it and the entries after it"
-                " are ignored",
-                name,
-                value,
-                entry,
-                len(devices),
+                "%s=%r: %r matches no GPU; it and those after it are ignored", name, value, entry
             )
             break
         if found not in chosen:

@@ -21,7 +21,6 @@ def supported_platform() -> bool:
 def register_backends(register: Callable[[Backend], None]) -> None:
     if not supported_platform():
         return
-    from .backends import LlamaCppBackend, RocmBackend
+    from .backends import LlamaCppBackend
 
-    register(RocmBackend())
     register(LlamaCppBackend())

@@ -14,12 +14,11 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, final
 
 from ..errors import ModelClosed
 from ..protocols import BackendStatus, CancelSignal
-from ..streams import GenerationScope, IteratorTokenStream, LastOutcome
+from ..streams import GenerationScope, IteratorTokenStream, LastOutcome, run_batch
 from ..types import (
     BatchResult,
     GenerateConfig,
@@ -128,7 +127,10 @@ class FakeModel:
         rng = random.Random(config.seed) if config.temperature > 0 else None
         for position in range(config.max_tokens):
             if self.token_delay:
-                wake.wait(self.token_delay)
+                remaining = scope.remaining()
+                wake.wait(
+                    self.token_delay if remaining is None else min(self.token_delay, remaining)
+                )
             scope.check()
             if self._closed.is_set():
                 raise ModelClosed(f"the model {self.path} was closed during the generation")
@@ -212,18 +214,11 @@ class FakeModel:
     ) -> list[BatchResult]:
         self._check_open()
         generate_config = build_config(GenerateConfig, config, options)
-
-        def run(prompt: str) -> BatchResult:
-            stream = self.generate(prompt, generate_config, cancel=cancel, timeout=timeout)
-            tokens: list[Token] = []
-            try:
-                tokens.extend(stream)
-            except Exception as error:
-                return BatchResult(prompt, tuple(tokens), error, stream.metrics)
-            return BatchResult(prompt, tuple(tokens), stream.err(), stream.metrics)
-
-        with ThreadPoolExecutor(max_workers=max(1, min(len(prompts), 8))) as pool:
-            return list(pool.map(run, prompts))
+        return run_batch(
+            lambda prompt: self.generate(prompt, generate_config, cancel=cancel, timeout=timeout),
+            prompts,
+            workers=8,
+        )
 
     def classify(
         self,

@@ -1,0 +1,375 @@
+"""The HTTP client for one llama-server: keep-alive JSON calls and SSE streams.
+
+It speaks HTTP/1.1 over plain sockets because the stream is the hot path: one
+large `recv` serves many events, chunked framing and SSE events are split with
+`bytes.find`/`split`, and only the JSON of each event is decoded. Unlike
+`http.client`, a socket read that times out can be resumed, which is how a
+waiting reader notices cancellation, its deadline or a dead server without a
+watchdog thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, final
+
+from inference_core.errors import (
+    ContextOverflow,
+    GenerationError,
+    InferenceError,
+)
+from inference_core.streams import GenerationScope
+
+__all__ = ["EventStream", "ServerClient", "error_for"]
+
+_RECV_SIZE = 65536
+_POLL_SECONDS = 0.5  # how often an idle reader checks its scope and the server process
+_MAX_HEAD = 65536
+
+# Given what went wrong on the wire, the error to raise: ServerCrashed when the
+# process has died (with its exit status and log), otherwise a GenerationError.
+Diagnose = Callable[[str], InferenceError]
+
+
+class _Disconnected(Exception):
+    """The peer closed the connection or reset it."""
+
+
+@final
+class _Connection:
+    """One keep-alive socket with a read buffer."""
+
+    __slots__ = ("buffer", "closed", "sock")
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+        self.closed = False
+
+    def recv(
+        self, scope: GenerationScope | None, diagnose: Diagnose, alive: Callable[[], bool]
+    ) -> bytes:
+        """Wait for more bytes, checking the scope and the server while idle."""
+        while True:
+            wait = _POLL_SECONDS
+            if scope is not None:
+                scope.check()
+                remaining = scope.remaining()
+                if remaining is not None:
+                    wait = max(0.001, min(wait, remaining))
+            self.sock.settimeout(wait)
+            try:
+                data = self.sock.recv(_RECV_SIZE)
+            except TimeoutError:
+                if not alive():
+                    raise diagnose("the server stopped answering") from None
+                continue
+            except OSError as error:
+                if scope is not None:
+                    scope.check()
+                raise _Disconnected(str(error)) from None
+            if not data:
+                if scope is not None:
+                    scope.check()  # an abort() from another thread looks like EOF
+                raise _Disconnected("connection closed")
+            return data
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.close()
+
+    def abort(self) -> None:
+        """Unblock a reader in another thread; the reader then closes the socket."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+
+@final
+class EventStream:
+    """The SSE events of one streamed response, as decoded JSON objects."""
+
+    def __init__(
+        self, client: ServerClient, connection: _Connection, scope: GenerationScope
+    ) -> None:
+        self._client = client
+        self._connection = connection
+        self._scope = scope
+        self.finished = False
+
+    def abort(self) -> None:
+        self._connection.abort()
+
+    def close(self) -> None:
+        self._client._forget(self)
+        if self.finished:
+            self._client._release(self._connection)
+        else:
+            self._connection.close()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Events until the chunked body ends; a body cut short raises."""
+        client = self._client
+        pending, loads = b"", json.loads
+        try:
+            for piece in _chunks(self._connection, self._scope, client):
+                events = (pending + piece).split(b"\n\n")
+                pending = events.pop()
+                for event in events:
+                    if event:
+                        yield _decode_event(event, loads)
+            self.finished = True
+            if pending.strip():
+                yield _decode_event(pending, loads)
+        except _Disconnected as error:
+            raise client.diagnose(f"the stream broke off before its end ({error})") from None
+        except ValueError as error:
+            raise GenerationError(f"the server sent a malformed stream: {error}") from None
+
+
+def _chunks(
+    connection: _Connection, scope: GenerationScope | None, client: ServerClient
+) -> Iterator[bytes]:
+    """The payloads of a chunked body; leaves what follows it in the connection's buffer."""
+    buffer, connection.buffer = connection.buffer, b""
+    recv, diagnose, alive = connection.recv, client.diagnose, client.alive
+    while True:
+        line_end = buffer.find(b"\r\n")
+        if line_end < 0:
+            buffer += recv(scope, diagnose, alive)
+            continue
+        try:
+            size = int(buffer[:line_end].split(b";", 1)[0], 16)
+        except ValueError:
+            raise ValueError(f"bad chunk size line {buffer[:line_end][:40]!r}") from None
+        end = line_end + 2 + size
+        while len(buffer) < end + 2:
+            buffer += recv(scope, diagnose, alive)
+        if size == 0:
+            connection.buffer = buffer[end + 2 :]
+            return
+        yield buffer[line_end + 2 : end]
+        buffer = buffer[end + 2 :]
+
+
+def _decode_event(event: bytes, loads: Callable[[bytes], Any]) -> dict[str, Any]:
+    """`data: {...}` is a result; `error: {...}` (or a data object with "error") a failure."""
+    if event.startswith(b"data: "):
+        value = loads(event[6:])
+    elif event.startswith(b"error: "):
+        value = {"error": loads(event[7:])}
+    else:
+        field, _, rest = event.partition(b":")
+        if field in (b"data", b"error"):
+            return _decode_event(field + b": " + rest.lstrip(), loads)
+        raise ValueError(f"unexpected SSE event {event[:80]!r}")
+    if not isinstance(value, dict):
+        raise ValueError(f"an event is not a JSON object: {event[:80]!r}")
+    return value
+
+
+def error_for(status: int, body: Any) -> InferenceError:
+    """Turn a server's error object into our exception type."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        error = {"message": str(error or body)}
+    message = str(error.get("message", "unknown error"))
+    if error.get("type") == "exceed_context_size_error":
+        prompt_tokens, context = error.get("n_prompt_tokens", 0), error.get("n_ctx", 0)
+        return ContextOverflow(
+            f"the prompt ({prompt_tokens} tokens) does not fit the context ({context} tokens): "
+            "shorten it, or load the model with a larger context_len",
+            prompt_tokens=int(prompt_tokens),
+            context_len=int(context),
+        )
+    if status == 401:
+        return GenerationError(f"the server refused the request: {message}")
+    return GenerationError(f"the server answered {status}: {message}")
+
+
+@final
+class ServerClient:
+    """Requests to one server. Thread-safe: each request holds its own connection."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        api_key: str,
+        *,
+        alive: Callable[[], bool],
+        diagnose: Diagnose,
+    ) -> None:
+        self.host, self.port = host, port
+        self.alive, self.diagnose = alive, diagnose
+        self._headers = (
+            f"Host: {host}:{port}\r\nAuthorization: Bearer {api_key}\r\n"
+            "Content-Type: application/json\r\n"
+        ).encode()
+        self._lock = threading.Lock()
+        self._idle: list[_Connection] = []
+        self._streams: set[EventStream] = set()
+        self._closed = False
+
+    def _acquire(self) -> _Connection:
+        with self._lock:
+            if self._closed:
+                raise InferenceError("the client is closed")
+            if self._idle:
+                return self._idle.pop()
+        try:
+            return _Connection(self.host, self.port)
+        except OSError as error:
+            raise self.diagnose(f"cannot connect to the server ({error})") from None
+
+    def _release(self, connection: _Connection) -> None:
+        with self._lock:
+            if not self._closed and not connection.closed:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def _forget(self, stream: EventStream) -> None:
+        with self._lock:
+            self._streams.discard(stream)
+
+    def _send(
+        self, method: str, path: str, body: Any, scope: GenerationScope | None
+    ) -> tuple[_Connection, int, dict[str, str]]:
+        """Send a request and read the response head; retries once on a stale keep-alive socket."""
+        payload = b"" if body is None else json.dumps(body).encode()
+        request = (
+            f"{method} {path} HTTP/1.1\r\n".encode()
+            + self._headers
+            + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        for attempt in (1, 2):
+            connection = self._acquire()
+            reused = connection.buffer == b"" and attempt == 1
+            try:
+                connection.sock.sendall(request)
+                status, headers = self._read_head(connection, scope)
+                return connection, status, headers
+            except (_Disconnected, OSError) as error:
+                connection.close()
+                if attempt == 2 or not reused:
+                    raise self.diagnose(f"the request {method} {path} failed ({error})") from None
+            except BaseException:
+                connection.close()
+                raise
+        raise AssertionError("unreachable")
+
+    def _read_head(
+        self, connection: _Connection, scope: GenerationScope | None
+    ) -> tuple[int, dict[str, str]]:
+        buffer = connection.buffer
+        while (end := buffer.find(b"\r\n\r\n")) < 0:
+            if len(buffer) > _MAX_HEAD:
+                raise _Disconnected("response head too large")
+            buffer += connection.recv(scope, self.diagnose, self.alive)
+        head, connection.buffer = buffer[:end].decode("latin-1"), buffer[end + 4 :]
+        status_line, *lines = head.split("\r\n")
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return int(status_line.split(" ", 2)[1]), headers
+
+    def _read_body(
+        self, connection: _Connection, headers: dict[str, str], scope: GenerationScope | None
+    ) -> bytes:
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            return b"".join(_chunks(connection, scope, self))
+        length = int(headers.get("content-length", "0"))
+        buffer = connection.buffer
+        while len(buffer) < length:
+            buffer += connection.recv(scope, self.diagnose, self.alive)
+        connection.buffer = buffer[length:]
+        return buffer[:length]
+
+    def request(
+        self, method: str, path: str, body: Any = None, *, scope: GenerationScope | None = None
+    ) -> Any:
+        """One JSON request; an error status raises the matching `InferenceError`."""
+        connection, status, headers = self._send(method, path, body, scope)
+        try:
+            raw = self._read_body(connection, headers, scope)
+        except _Disconnected as error:
+            connection.close()
+            raise self.diagnose(f"the response to {method} {path} broke off ({error})") from None
+        except BaseException:
+            connection.close()
+            raise
+        if headers.get("connection", "").lower() == "close":
+            connection.close()
+        else:
+            self._release(connection)
+        try:
+            value = json.loads(raw) if raw else None
+        except ValueError:
+            raise GenerationError(
+                f"{method} {path}: the server sent invalid JSON: {raw[:200]!r}"
+            ) from None
+        if status >= 400:
+            raise error_for(status, value)
+        return value
+
+    def status_of(self, path: str, timeout: float) -> int:
+        """The status code of a GET (for /health), or 0 when the server cannot be reached."""
+        try:
+            connection = _Connection(self.host, self.port)
+        except OSError:
+            return 0
+        try:
+            connection.sock.settimeout(timeout)
+            connection.sock.sendall(
+                f"GET {path} HTTP/1.1\r\n".encode() + self._headers + b"Connection: close\r\n\r\n"
+            )
+            head = b""
+            while b"\r\n" not in head:
+                data = connection.sock.recv(4096)
+                if not data:
+                    return 0
+                head += data
+            return int(head.split(b" ", 2)[1])
+        except (OSError, ValueError, IndexError):
+            return 0
+        finally:
+            connection.close()
+
+    def stream(self, path: str, body: Any, scope: GenerationScope) -> EventStream:
+        """Start a streamed request; an error status before the stream raises here."""
+        connection, status, headers = self._send("POST", path, body, scope)
+        if status >= 400 or headers.get("transfer-encoding", "").lower() != "chunked":
+            try:
+                raw = self._read_body(connection, headers, scope)
+            finally:
+                connection.close()
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = {"error": {"message": raw[:200].decode("utf-8", "replace")}}
+            raise error_for(status, value)
+        stream = EventStream(self, connection, scope)
+        with self._lock:
+            self._streams.add(stream)
+        return stream
+
+    def close(self) -> None:
+        """Abort open streams and drop idle connections (before the server is stopped)."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            streams = list(self._streams)
+        for stream in streams:
+            stream.abort()
+        for connection in idle:
+            connection.close()

@@ -1,0 +1,394 @@
+"""The TextModel over one llama-server.
+
+Tokens stream from the native `/completion` endpoint with `return_tokens`, so
+each carries its real id. llama-server sends no event for a token that leaves
+an incomplete UTF-8 sequence (byte pieces of emoji, CJK, accented text): the
+next event carries the whole character but only the last id, and
+`tokens_predicted` jumps. The missing ids are recovered by tokenizing that
+event's text with `/tokenize` (with pieces) and accepted only when the count
+and the trailing id agree with what the server reported; they are delivered
+in order, with empty text, before the token that completes the character.
+To recover ids cut off by the token limit the same way, the server is asked
+for a few tokens more than `max_tokens` (a UTF-8 character spans at most four
+byte tokens) and the stream is closed as soon as `max_tokens` have been
+delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, final
+
+from inference_core.errors import (
+    GenerationError,
+    InferenceError,
+    ModelClosed,
+    ServerCrashed,
+)
+from inference_core.protocols import CancelSignal
+from inference_core.streams import GenerationScope, IteratorTokenStream, LastOutcome, run_batch
+from inference_core.types import (
+    BatchResult,
+    GenerateConfig,
+    GenerateMetrics,
+    MessageLike,
+    ModelInfo,
+    Token,
+    build_config,
+    to_message,
+)
+
+from .client import EventStream, error_for
+from .server import LlamaServer
+
+__all__ = ["LlamaServerModel", "request_body"]
+
+logger = logging.getLogger(__name__)
+
+# Extra tokens requested beyond max_tokens so that a character split by the
+# limit still arrives whole (UTF-8 is at most 4 bytes, each token adds >= 1).
+_UTF8_SLACK = 3
+
+
+def request_body(
+    prompt: str | list[int], config: GenerateConfig, *, stream: bool
+) -> dict[str, Any]:
+    """The `/completion` request for a prompt and a GenerateConfig (0 = off, as in ours)."""
+    return {
+        "prompt": prompt,
+        "n_predict": config.max_tokens + (_UTF8_SLACK if stream else 0),
+        "stream": stream,
+        "return_tokens": True,
+        "timings_per_token": stream,  # a stream we close early still has the server's timings
+        "cache_prompt": True,
+        "temperature": config.temperature,
+        "top_k": config.top_k,
+        "top_p": config.top_p or 1.0,
+        "min_p": config.min_p,
+        "repeat_penalty": config.repeat_penalty,
+        "seed": -1 if config.seed is None else config.seed,
+    }
+
+
+def metrics_from(timings: dict[str, Any] | None) -> GenerateMetrics | None:
+    if not timings:
+        return None
+    prefill = float(timings.get("prompt_ms", 0.0)) / 1000
+    decode = float(timings.get("predicted_ms", 0.0)) / 1000
+    return GenerateMetrics(
+        prompt_tokens=int(timings.get("prompt_n", 0)),
+        generated_tokens=int(timings.get("predicted_n", 0)),
+        prefill_seconds=prefill,
+        decode_seconds=decode,
+        total_seconds=prefill + decode,
+        prefill_tokens_per_second=float(timings.get("prompt_per_second", 0.0)),
+        decode_tokens_per_second=float(timings.get("predicted_per_second", 0.0)),
+    )
+
+
+@final
+class _Generation:
+    """The state of one streamed generation, shared by its token generator and its stream."""
+
+    __slots__ = ("events", "timings")
+
+    def __init__(self) -> None:
+        self.events: EventStream | None = None
+        self.timings: dict[str, Any] | None = None
+
+    def abort(self) -> None:
+        events = self.events
+        if events is not None:
+            events.abort()
+
+
+@final
+class LlamaServerModel:
+    """A model served by one llama-server child. Safe to use from many threads."""
+
+    def __init__(
+        self,
+        server: LlamaServer,
+        info: ModelInfo,
+        *,
+        model_type: str,
+        context_len: int,
+        slots: int,
+    ) -> None:
+        self.server = server
+        self.info = info
+        self.model_type = model_type
+        self._context_len = context_len
+        self.slots = slots
+        self._outcome = LastOutcome()
+        self._closed = threading.Event()
+        self._crash: ServerCrashed | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<LlamaServerModel {self.info.path!r} pid={self.server.pid} port={self.server.port}>"
+        )
+
+    @property
+    def context_len(self) -> int:
+        return self._context_len
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def _check_usable(self) -> None:
+        if self._closed.is_set():
+            raise ModelClosed(f"the model {self.info.path} is closed; load it again to use it")
+        if self._crash is not None:
+            raise ServerCrashed(
+                f"the server of {self.info.path} has died; load the model again. "
+                f"It ended with: {self._crash.args[0].splitlines()[0]}",
+                log_tail=self._crash.log_tail,
+                returncode=self._crash.returncode,
+            )
+
+    def _translate(self, error: InferenceError) -> InferenceError:
+        """A failure caused by close() is ModelClosed; a crash makes the model dead."""
+        if self._closed.is_set():
+            return ModelClosed(f"the model {self.info.path} was closed during the generation")
+        if isinstance(error, ServerCrashed) and self._crash is None:
+            self._crash = error
+        return error
+
+    # -- generation -------------------------------------------------------
+
+    def generate(
+        self,
+        prompt: str,
+        config: GenerateConfig | None = None,
+        *,
+        cancel: CancelSignal | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> IteratorTokenStream:
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        self._check_usable()
+        return self._stream(
+            lambda _: prompt, build_config(GenerateConfig, config, options), cancel, timeout
+        )
+
+    def chat(
+        self,
+        messages: Sequence[MessageLike],
+        config: GenerateConfig | None = None,
+        *,
+        cancel: CancelSignal | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> IteratorTokenStream:
+        parsed = [to_message(message) for message in messages]
+        if not parsed:
+            raise ValueError("messages must not be empty")
+        self._check_usable()
+        payload = {"messages": [{"role": m.role, "content": m.content} for m in parsed]}
+
+        def render(scope: GenerationScope) -> str:
+            rendered = self.server.client.request("POST", "/apply-template", payload, scope=scope)
+            return str(rendered["prompt"])
+
+        return self._stream(render, build_config(GenerateConfig, config, options), cancel, timeout)
+
+    def _stream(
+        self,
+        prompt: Any,
+        config: GenerateConfig,
+        cancel: CancelSignal | None,
+        timeout: float | None,
+    ) -> IteratorTokenStream:
+        scope = GenerationScope(cancel, timeout)
+        generation = _Generation()
+        return IteratorTokenStream(
+            self._tokens(prompt, config, scope, generation),
+            scope,
+            abort=generation.abort,
+            metrics=lambda: metrics_from(generation.timings),
+            outcome=self._outcome,
+        )
+
+    def _tokens(
+        self, render: Any, config: GenerateConfig, scope: GenerationScope, generation: _Generation
+    ) -> Iterator[Token]:
+        try:
+            self._check_usable()
+            body = request_body(render(scope), config, stream=True)
+            events = generation.events = self.server.client.stream("/completion", body, scope)
+            try:
+                yield from self._deliver(events, config, generation)
+            finally:
+                events.close()
+        except InferenceError as error:
+            translated = self._translate(error)
+            if translated is error:
+                raise
+            raise translated from error
+
+    def _deliver(
+        self, events: EventStream, config: GenerateConfig, generation: _Generation
+    ) -> Iterator[Token]:
+        """Turn events into tokens in order, recovering ids the stream leaves out."""
+        delivered, limit, stops = 0, config.max_tokens, config.stop_tokens
+        for event in events:
+            if "error" in event:
+                raise error_for(500, event)
+            timings = event.get("timings")
+            if timings is not None:
+                generation.timings = timings
+            ids: list[int] = event.get("tokens") or ()  # type: ignore[assignment]
+            if len(ids) == 1 and event.get("tokens_predicted", delivered + 1) == delivered + 1:
+                token_id = ids[0]  # the hot path: one event, one token
+                if token_id in stops:
+                    return
+                delivered += 1
+                yield Token(token_id, event["content"])
+                if delivered == limit:
+                    return
+            elif ids:
+                text: str = event.get("content", "")
+                missing = int(event.get("tokens_predicted", delivered + len(ids))) - delivered
+                group = (
+                    self._recover(text, ids, missing)
+                    if missing > len(ids)
+                    else [(token_id, b"") for token_id in ids]
+                )
+                cut = next((i for i, (token_id, _) in enumerate(group) if token_id in stops), None)
+                end = min(len(group) if cut is None else cut, limit - delivered)
+                yield from _split_group(group[:end], text if end == len(group) else None)
+                delivered += end
+                if end < len(group) or delivered == limit:
+                    return
+            if event.get("stop"):
+                predicted = int(event.get("tokens_predicted", delivered))
+                if predicted > delivered and event.get("stop_type") != "limit":
+                    logger.warning(
+                        "llama-server ended on %d token(s) of an unfinished character it never "
+                        "sent; their ids are missing from this stream",
+                        predicted - delivered,
+                    )
+                return
+        raise GenerationError(
+            "the stream ended without the server's final event; the output is incomplete"
+        )
+
+    def _recover(self, text: str, ids: list[int], expected: int) -> list[tuple[int, bytes]]:
+        """The ids (and bytes) of a character split across tokens, by tokenizing its text."""
+        answer = self.server.client.request(
+            "POST", "/tokenize", {"content": text, "with_pieces": True}
+        )
+        group = [(piece["id"], _piece_bytes(piece["piece"])) for piece in answer["tokens"]]
+        if len(group) != expected or [token_id for token_id, _ in group[-len(ids) :]] != ids:
+            logger.warning(
+                "could not verify the ids of %r (the server reported %d tokens ending in %s, "
+                "the tokenizer gives %s); delivering the tokenizer's ids",
+                text,
+                expected,
+                ids,
+                [token_id for token_id, _ in group],
+            )
+        return group
+
+    # -- batch, classify ---------------------------------------------------
+
+    def batch_generate(
+        self,
+        prompts: Sequence[str],
+        config: GenerateConfig | None = None,
+        *,
+        cancel: CancelSignal | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> list[BatchResult]:
+        """Every prompt on its own slot, `slots` at a time."""
+        self._check_usable()
+        generate_config = build_config(GenerateConfig, config, options)
+        return run_batch(
+            lambda prompt: self.generate(prompt, generate_config, cancel=cancel, timeout=timeout),
+            prompts,
+            workers=self.slots,
+        )
+
+    def classify(
+        self,
+        prompts: Sequence[str],
+        config: GenerateConfig | None = None,
+        *,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> list[Token]:
+        """The greedy next token of each prompt: one prefill and one sampling step each."""
+        self._check_usable()
+        base = build_config(GenerateConfig, config, options)
+        body_config = GenerateConfig(
+            max_tokens=1, temperature=0.0, repeat_penalty=base.repeat_penalty
+        )
+
+        def one(prompt: str) -> Token:
+            scope = GenerationScope(None, timeout)
+            body = dict(request_body(prompt, body_config, stream=False), n_probs=1)
+            try:
+                answer = self.server.client.request("POST", "/completion", body, scope=scope)
+            except InferenceError as error:
+                raise self._translate(error) from error
+            best = answer["completion_probabilities"][0]
+            return Token(int(best["id"]), bytes(best["bytes"]).decode("utf-8", "replace"))
+
+        if len(prompts) <= 1:
+            return [one(prompt) for prompt in prompts]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(len(prompts), self.slots)) as pool:
+            return list(pool.map(one, prompts))
+
+    # -- state ---------------------------------------------------------------
+
+    def err(self) -> BaseException | None:
+        return self._outcome.error()
+
+    def metrics(self) -> GenerateMetrics | None:
+        return self._outcome.metrics()
+
+    def close(self) -> None:
+        """Abort open streams, stop the server (SIGTERM, then SIGKILL). Idempotent."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.server.stop()
+
+    def __enter__(self) -> LlamaServerModel:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", threading.Event()).is_set():
+            self.close()
+
+
+def _piece_bytes(piece: str | list[int]) -> bytes:
+    """/tokenize gives a piece as text, or as a list of bytes when it is not valid UTF-8."""
+    return bytes(piece) if isinstance(piece, list) else piece.encode()
+
+
+def _split_group(group: list[tuple[int, bytes]], text: str | None) -> Iterator[Token]:
+    """Tokens of one event: the text goes on the last; ids before it carry none.
+
+    `text` is None when the group was cut short (by the limit or a stop token):
+    the last token delivered then carries its bytes decoded the way the server
+    renders an unfinished character.
+    """
+    if not group:
+        return
+    for token_id, _ in group[:-1]:
+        yield Token(token_id, "")
+    if text is None:
+        text = b"".join(data for _, data in group).decode("utf-8", "replace")
+    yield Token(group[-1][0], text)

