@@ -1,0 +1,39 @@
+"""Session-wide real parts: the pinned llama-server and the SmolLM2 model.
+
+Tests that need them fail (never skip) when they are missing: tox and .ci/run
+install both, so a missing part is a broken setup, not an optional feature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import inference_core as ic
+from inference_core.demo import demo_model_path
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> str:
+    try:
+        return demo_model_path()
+    except ic.InvalidModelFile as error:
+        pytest.fail(str(error))
+
+
+@pytest.fixture(scope="session")
+def llama_server_binary() -> str:
+    from inference_rocm.server import find_binary
+
+    lookup = find_binary()
+    if lookup.path is None:
+        pytest.fail("; ".join(lookup.problems))
+    return lookup.path
+
+
+@pytest.fixture(scope="session")
+def shared_model(smollm2_path: str, llama_server_binary: str) -> Iterator[ic.TextModel]:
+    """One SmolLM2 server for the whole session: 4 slots, a 2048-token context."""
+    with ic.load(smollm2_path, backend="llama_cpp", context_len=2048, parallel_slots=4) as model:
+        yield model
