@@ -150,8 +150,9 @@ def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
 class LoadConfig:
     """How to load a model.
 
-    context_len 0 leaves the context to the backend (llama-server fits the model's
-    own length to memory; the real value is `model.context_len`). gpu_layers -1
+    context_len is the context of one sequence (each parallel slot gets this
+    much); 0 leaves it to the backend (llama-server fits the model's own
+    length to memory; the real value is `model.context_len`). gpu_layers -1
     offloads every layer, 0 none, "auto" as many as fit. parallel_slots 0 is the
     backend's default.
     """

