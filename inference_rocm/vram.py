@@ -1,0 +1,253 @@
+"""VRAM pre-flight: will the model fit on the chosen GPUs, and with how many layers?
+
+llama-server that runs out of GPU memory dies half-way through a load with a
+`hipMalloc failed` deep in its log; checking first turns that into an error with
+the numbers and the fix, and lets ``gpu_layers="auto"`` pick a layer count.
+
+The estimate follows how llama.cpp places a model: ``--n-gpu-layers k`` puts
+the last k repeating layers (weights and their KV cache) on the GPUs, and only
+a count above the layer count moves the output layer too; the token embeddings
+stay on the host. With several GPUs the layers are split in proportion to free
+VRAM (our ``--tensor-split``), and every GPU holds a compute buffer.
+
+Context: ``LoadConfig.context_len`` when set. When it is 0 the server starts
+from the model's trained length but, with ``--fit`` (on by default), shrinks an
+unset context down to 4096 tokens before giving up; so the estimate reports the
+trained length, while the check only requires the smaller of the two to fit.
+A KV cache quantised through ``extra_args`` makes the estimate pessimistic.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+
+import attrs
+
+from inference_core.errors import ModelLoadError
+from inference_core.types import LoadConfig
+
+from .devices import GpuDevice
+from .gguf_meta import GgufHeader
+
+__all__ = ["FIT_CONTEXT_FLOOR", "HEADROOM", "ModelMemory", "model_memory", "plan_gpu_layers"]
+
+logger = logging.getLogger(__name__)
+
+_MIB = 1 << 20
+_GIB = 1 << 30
+# Left free on each GPU for the HIP runtime, its code objects and fragmentation
+# (a HIP context alone takes a few hundred MiB; llama.cpp's --fit keeps 1 GiB).
+HEADROOM = 512 * _MIB
+FIT_CONTEXT_FLOOR = 4096  # llama-server's --fit-ctx default: it shrinks no further
+_UBATCH = 512  # llama-server's default micro-batch (-ub)
+_F16 = 2
+_F32 = 4
+_LAYER = re.compile(r"blk\.([0-9]+)\.")
+_OUTPUT = ("output.weight", "output_norm.weight")
+
+
+@attrs.frozen
+class ModelMemory:
+    """What one model needs, in bytes, at one context length, before placement.
+
+    ``layer_weights`` are the repeating layers' tensors (``blk.N.*``) by layer;
+    ``host_weights`` the rest of the file (token embeddings, output); and
+    ``output_weights`` what offloading the output layer puts on a GPU (the output
+    matrix, or a copy of the token embeddings when the model ties them).
+    """
+
+    context_len: int
+    layer_weights: tuple[int, ...]
+    host_weights: int
+    output_weights: int
+    kv_per_layer: int
+    compute: int
+
+    @property
+    def layers(self) -> int:
+        return len(self.layer_weights)
+
+    @property
+    def weights(self) -> int:
+        """All tensors in the file: what a CPU-only server maps."""
+        return sum(self.layer_weights) + self.host_weights
+
+    @property
+    def kv_cache(self) -> int:
+        return self.kv_per_layer * self.layers
+
+    @property
+    def total(self) -> int:
+        """Weights, KV cache and one compute buffer: the whole model on one device."""
+        return self.weights + self.kv_cache + self.compute
+
+    def offloaded(self, gpu_layers: int) -> tuple[int, int]:
+        """(bytes split across the GPUs, bytes on the last GPU only) for ``--n-gpu-layers``.
+
+        -1 or any count above the layer count offloads everything, output included.
+        """
+        count = self.layers + 1 if gpu_layers < 0 else min(gpu_layers, self.layers + 1)
+        repeating = min(count, self.layers)
+        split = sum(self.layer_weights[self.layers - repeating :]) + repeating * self.kv_per_layer
+        return split, self.output_weights if count > self.layers else 0
+
+    def gpu_bytes(self, gpu_layers: int) -> int:
+        """Everything the GPUs hold with ``gpu_layers`` offloaded, one compute buffer."""
+        split, last = self.offloaded(gpu_layers)
+        return split + last + (self.compute if gpu_layers != 0 else 0)
+
+
+def model_memory(header: GgufHeader, context_len: int) -> ModelMemory:
+    """Estimate weights, KV cache and compute buffer for ``context_len`` tokens.
+
+    Weights are the GGUF tensor sizes. The KV cache is f16 K and V for every layer:
+    kv heads x (key + value head size) x context x 2 bytes. The compute buffer is
+    llama.cpp's worst-case graph for one micro-batch with flash attention: f32
+    activations of about 3 x n_ff + 4 x n_embd floats a token and the f16 attention
+    mask over the context; fitted to the figures llama-server prints on the CPU (15.51
+    MiB for SmolLM2-135M at 2048 tokens, 21.51 at 8192). GPU backends without flash
+    attention need more; the per-GPU headroom absorbs that.
+    """
+    by_layer: dict[int, int] = {}
+    host = 0
+    sizes: dict[str, int] = {}
+    for tensor in header.tensors:
+        match = _LAYER.match(tensor.name)
+        if match:
+            layer = int(match.group(1))
+            by_layer[layer] = by_layer.get(layer, 0) + tensor.n_bytes
+        else:
+            host += tensor.n_bytes
+            sizes[tensor.name] = tensor.n_bytes
+    layers = max(header.arch_value("block_count"), max(by_layer, default=-1) + 1)
+    layer_weights = tuple(by_layer.get(index, 0) for index in range(layers))
+    output = sizes.get("output.weight", sizes.get("token_embd.weight", 0))
+    output += sizes.get("output_norm.weight", 0)
+
+    n_embd = header.arch_value("embedding_length")
+    n_head = header.arch_value("attention.head_count") or 1
+    n_head_kv = header.arch_value("attention.head_count_kv") or n_head
+    key = header.arch_value("attention.key_length") or n_embd // n_head
+    value = header.arch_value("attention.value_length") or n_embd // n_head
+    kv_per_layer = n_head_kv * (key + value) * context_len * _F16
+
+    n_ff = header.arch_value("feed_forward_length") or 4 * n_embd
+    ubatch = max(1, min(_UBATCH, context_len))
+    padded = -(-context_len // 256) * 256
+    compute = _F32 * ubatch * (3 * n_ff + 4 * n_embd) + _F16 * ubatch * padded
+    return ModelMemory(context_len, layer_weights, host, output, kv_per_layer, compute)
+
+
+def _shares(devices: Sequence[GpuDevice]) -> list[float]:
+    """Each device's part of the layers: proportional to free VRAM, as our --tensor-split."""
+    free = [device.vram_free for device in devices]
+    total = sum(free)
+    return [f / total if total else 1 / len(devices) for f in free]
+
+
+def _fits(memory: ModelMemory, gpu_layers: int, devices: Sequence[GpuDevice]) -> bool:
+    if gpu_layers == 0:
+        return True
+    split, last = memory.offloaded(gpu_layers)
+    for position, (device, share) in enumerate(zip(devices, _shares(devices), strict=True)):
+        need = share * split + memory.compute + HEADROOM
+        need += last if position == len(devices) - 1 else 0
+        if need > device.vram_free:
+            return False
+    return True
+
+
+def _most_layers(memory: ModelMemory, devices: Sequence[GpuDevice]) -> int:
+    """The largest --n-gpu-layers that fits: layers + 1 means all, output included."""
+    count = memory.layers + 1
+    while count > 0 and not _fits(memory, count, devices):
+        count -= 1
+    return count
+
+
+def _largest_context(header: GgufHeader, devices: Sequence[GpuDevice], upper: int) -> int:
+    """The largest context (a multiple of 256, below ``upper``) that fits with all layers."""
+    low, high = 0, upper // 256
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _fits(model_memory(header, middle * 256), -1, devices):
+            low = middle
+        else:
+            high = middle - 1
+    return low * 256
+
+
+def plan_gpu_layers(header: GgufHeader, config: LoadConfig, devices: Sequence[GpuDevice]) -> int:
+    """The ``--n-gpu-layers`` to run with (-1 = all) after checking the model fits.
+
+    An explicit count (-1 included) that does not fit raises ``ModelLoadError`` with
+    the numbers and the fix; ``"auto"`` returns the largest count that fits (0 when
+    none does: the model then runs on the CPU). 0 is never checked.
+    """
+    trained = header.arch_value("context_length")
+    context = config.context_len or trained or FIT_CONTEXT_FLOOR
+    memory = model_memory(header, context)
+    required = memory
+    if not config.context_len and context > FIT_CONTEXT_FLOOR:
+        required = model_memory(header, FIT_CONTEXT_FLOOR)  # what --fit may shrink to
+    if config.gpu_layers == "auto":
+        count = _most_layers(required, devices)
+        logger.info(
+            "gpu_layers='auto': %s of %d layers fit in %s at a %d-token context",
+            "all" if count > required.layers else count,
+            required.layers,
+            _describe(devices),
+            required.context_len,
+        )
+        return -1 if count > required.layers else count
+    gpu_layers = int(config.gpu_layers)
+    if _fits(required, gpu_layers, devices):
+        if required is not memory and not _fits(memory, gpu_layers, devices):
+            logger.info(
+                "a %d-token context does not fit in %s; llama-server will shrink it (--fit)",
+                context,
+                _describe(devices),
+            )
+        return gpu_layers
+    raise ModelLoadError(_not_fit_message(header, required, gpu_layers, devices))
+
+
+def _not_fit_message(
+    header: GgufHeader, memory: ModelMemory, gpu_layers: int, devices: Sequence[GpuDevice]
+) -> str:
+    layers = "all" if gpu_layers < 0 or gpu_layers > memory.layers else str(gpu_layers)
+    split, last = memory.offloaded(gpu_layers)
+    kv = min(memory.layers if gpu_layers < 0 else gpu_layers, memory.layers) * memory.kv_per_layer
+    weights = split + last - kv
+    need = split + last + (memory.compute + HEADROOM) * len(devices)
+    fits = _most_layers(memory, devices)
+    context = _largest_context(header, devices, memory.context_len)
+    fixes = [
+        f"gpu_layers={fits} (or gpu_layers='auto') fits"
+        if fits
+        else "not even one layer fits: use gpu_layers=0 (CPU only)",
+    ]
+    if context >= 256:
+        fixes.append(f"context_len={context} fits with every layer on the GPU")
+    return (
+        f"{header.path} does not fit in GPU memory with {layers} of {memory.layers} layers "
+        f"offloaded and a {memory.context_len}-token context: it needs about {_size(need)} "
+        f"(weights {_size(weights)}, KV cache {_size(kv)}, compute buffers "
+        f"{_size(memory.compute * len(devices))}, headroom {_size(HEADROOM * len(devices))}), "
+        f"which does not fit in the {_size(sum(d.vram_free for d in devices))} free on "
+        f"{_describe(devices)}. Load fewer layers or a smaller context: {'; '.join(fixes)}; "
+        "or free GPU memory, or add a GPU with LoadConfig.devices."
+    )
+
+
+def _describe(devices: Sequence[GpuDevice]) -> str:
+    return ", ".join(
+        f"GPU {d.index} ({d.gfx}, {_size(d.vram_free)} free of {_size(d.vram_total)})"
+        for d in devices
+    )
+
+
+def _size(n: float) -> str:
+    return f"{n / _GIB:.2f} GiB" if n >= _GIB else f"{n / _MIB:.0f} MiB"
