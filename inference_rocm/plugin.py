@@ -9,7 +9,7 @@ from collections.abc import Callable
 import inference_core
 from inference_core.protocols import Backend
 
-__all__ = ["register_backends", "supported_platform"]
+__all__ = ["inspect_model", "register_backends", "supported_platform"]
 
 
 def supported_platform() -> bool:
@@ -21,6 +21,26 @@ def supported_platform() -> bool:
 def register_backends(register: Callable[[Backend], None]) -> None:
     if not supported_platform():
         return
-    from .backends import LlamaCppBackend
+    from .backends import LlamaCppBackend, RocmBackend
 
+    register(RocmBackend())
     register(LlamaCppBackend())
+
+
+@inference_core.hookimpl
+def inspect_model(path: str) -> inference_core.ModelInfo | None:
+    """GGUF metadata on any platform: reading a header needs no server.
+
+    A file is ours when it ends in `.gguf` or starts with the GGUF magic; a
+    broken one of ours raises `InvalidModelFile` saying what is wrong.
+    """
+    from . import gguf_meta
+
+    if not path.lower().endswith(".gguf"):
+        try:
+            with open(path, "rb") as handle:
+                if handle.read(4) != b"GGUF":
+                    return None
+        except OSError:
+            return None
+    return gguf_meta.model_info(gguf_meta.read_header(path))

@@ -10,11 +10,13 @@ a count above the layer count moves the output layer too; the token embeddings
 stay on the host. With several GPUs the layers are split in proportion to free
 VRAM (our ``--tensor-split``), and every GPU holds a compute buffer.
 
-Context: ``LoadConfig.context_len`` when set. When it is 0 the server starts
-from the model's trained length but, with ``--fit`` (on by default), shrinks an
-unset context down to 4096 tokens before giving up; so the estimate reports the
-trained length, while the check only requires the smaller of the two to fit.
-A KV cache quantised through ``extra_args`` makes the estimate pessimistic.
+Context: ``LoadConfig.context_len`` is per sequence, and each of the
+``parallel_slots`` gets a KV cache that long. When it is 0 the server starts
+from the model's trained length (shared by the slots) but, with ``--fit`` (on
+by default), shrinks an unset context down to 4096 tokens before giving up; so
+the estimate reports the trained length, while the check only requires the
+smaller of the two to fit. A KV cache quantised through ``extra_args`` makes
+the estimate pessimistic.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ _OUTPUT = ("output.weight", "output_norm.weight")
 
 @attrs.frozen
 class ModelMemory:
-    """What one model needs, in bytes, at one context length, before placement.
+    """What one model needs, in bytes, for ``sequences`` of ``context_len`` tokens.
 
     ``layer_weights`` are the repeating layers' tensors (``blk.N.*``) by layer;
     ``host_weights`` the rest of the file (token embeddings, output); and
@@ -59,6 +61,7 @@ class ModelMemory:
     """
 
     context_len: int
+    sequences: int
     layer_weights: tuple[int, ...]
     host_weights: int
     output_weights: int
@@ -99,11 +102,12 @@ class ModelMemory:
         return split + last + (self.compute if gpu_layers != 0 else 0)
 
 
-def model_memory(header: GgufHeader, context_len: int) -> ModelMemory:
-    """Estimate weights, KV cache and compute buffer for ``context_len`` tokens.
+def model_memory(header: GgufHeader, context_len: int, sequences: int = 1) -> ModelMemory:
+    """Estimate weights, KV cache and compute buffer for ``sequences`` x ``context_len``.
 
     Weights are the GGUF tensor sizes. The KV cache is f16 K and V for every layer:
-    kv heads x (key + value head size) x context x 2 bytes. The compute buffer is
+    kv heads x (key + value head size) x all sequences' tokens x 2 bytes. The compute
+    buffer (its attention mask spans one sequence) is
     llama.cpp's worst-case graph for one micro-batch with flash attention: f32
     activations of about 3 x n_ff + 4 x n_embd floats a token and the f16 attention
     mask over the context; fitted to the figures llama-server prints on the CPU (15.51
@@ -131,13 +135,13 @@ def model_memory(header: GgufHeader, context_len: int) -> ModelMemory:
     n_head_kv = header.arch_value("attention.head_count_kv") or n_head
     key = header.arch_value("attention.key_length") or n_embd // n_head
     value = header.arch_value("attention.value_length") or n_embd // n_head
-    kv_per_layer = n_head_kv * (key + value) * context_len * _F16
+    kv_per_layer = n_head_kv * (key + value) * context_len * sequences * _F16
 
     n_ff = header.arch_value("feed_forward_length") or 4 * n_embd
     ubatch = max(1, min(_UBATCH, context_len))
     padded = -(-context_len // 256) * 256
     compute = _F32 * ubatch * (3 * n_ff + 4 * n_embd) + _F16 * ubatch * padded
-    return ModelMemory(context_len, layer_weights, host, output, kv_per_layer, compute)
+    return ModelMemory(context_len, sequences, layer_weights, host, output, kv_per_layer, compute)
 
 
 def _shares(devices: Sequence[GpuDevice]) -> list[float]:
@@ -167,12 +171,12 @@ def _most_layers(memory: ModelMemory, devices: Sequence[GpuDevice]) -> int:
     return count
 
 
-def _largest_context(header: GgufHeader, devices: Sequence[GpuDevice], upper: int) -> int:
-    """The largest context (a multiple of 256, below ``upper``) that fits with all layers."""
-    low, high = 0, upper // 256
+def _largest_context(header: GgufHeader, devices: Sequence[GpuDevice], memory: ModelMemory) -> int:
+    """The largest context_len (a multiple of 256, below ``memory``'s) that fits all layers."""
+    low, high = 0, memory.context_len // 256
     while low < high:
         middle = (low + high + 1) // 2
-        if _fits(model_memory(header, middle * 256), -1, devices):
+        if _fits(model_memory(header, middle * 256, memory.sequences), -1, devices):
             low = middle
         else:
             high = middle - 1
@@ -186,28 +190,30 @@ def plan_gpu_layers(header: GgufHeader, config: LoadConfig, devices: Sequence[Gp
     the numbers and the fix; ``"auto"`` returns the largest count that fits (0 when
     none does: the model then runs on the CPU). 0 is never checked.
     """
-    trained = header.arch_value("context_length")
-    context = config.context_len or trained or FIT_CONTEXT_FLOOR
-    memory = model_memory(header, context)
-    required = memory
-    if not config.context_len and context > FIT_CONTEXT_FLOOR:
-        required = model_memory(header, FIT_CONTEXT_FLOOR)  # what --fit may shrink to
+    slots = max(1, config.parallel_slots)
+    if config.context_len:
+        memory = required = model_memory(header, config.context_len, slots)
+    else:  # the server's own length, shared by the slots; --fit may shrink it to the floor
+        total = header.arch_value("context_length") or FIT_CONTEXT_FLOOR
+        memory = required = model_memory(header, max(1, total // slots), slots)
+        if total > FIT_CONTEXT_FLOOR:
+            required = model_memory(header, max(1, FIT_CONTEXT_FLOOR // slots), slots)
     if config.gpu_layers == "auto":
         count = _most_layers(required, devices)
         logger.info(
-            "gpu_layers='auto': %s of %d layers fit in %s at a %d-token context",
+            "gpu_layers='auto': %s of %d layers fit in %s with %s",
             "all" if count > required.layers else count,
             required.layers,
             _describe(devices),
-            required.context_len,
+            _context(required),
         )
         return -1 if count > required.layers else count
     gpu_layers = int(config.gpu_layers)
     if _fits(required, gpu_layers, devices):
         if required is not memory and not _fits(memory, gpu_layers, devices):
             logger.info(
-                "a %d-token context does not fit in %s; llama-server will shrink it (--fit)",
-                context,
+                "%s does not fit in %s; llama-server will shrink it (--fit)",
+                _context(memory),
                 _describe(devices),
             )
         return gpu_layers
@@ -223,7 +229,7 @@ def _not_fit_message(
     weights = split + last - kv
     need = split + last + (memory.compute + HEADROOM) * len(devices)
     fits = _most_layers(memory, devices)
-    context = _largest_context(header, devices, memory.context_len)
+    context = _largest_context(header, devices, memory)
     fixes = [
         f"gpu_layers={fits} (or gpu_layers='auto') fits"
         if fits
@@ -233,13 +239,19 @@ def _not_fit_message(
         fixes.append(f"context_len={context} fits with every layer on the GPU")
     return (
         f"{header.path} does not fit in GPU memory with {layers} of {memory.layers} layers "
-        f"offloaded and a {memory.context_len}-token context: it needs about {_size(need)} "
+        f"offloaded and {_context(memory)}: it needs about {_size(need)} "
         f"(weights {_size(weights)}, KV cache {_size(kv)}, compute buffers "
         f"{_size(memory.compute * len(devices))}, headroom {_size(HEADROOM * len(devices))}), "
         f"which does not fit in the {_size(sum(d.vram_free for d in devices))} free on "
         f"{_describe(devices)}. Load fewer layers or a smaller context: {'; '.join(fixes)}; "
         "or free GPU memory, or add a GPU with LoadConfig.devices."
     )
+
+
+def _context(memory: ModelMemory) -> str:
+    if memory.sequences == 1:
+        return f"a {memory.context_len}-token context"
+    return f"a {memory.context_len}-token context for each of {memory.sequences} slots"
 
 
 def _describe(devices: Sequence[GpuDevice]) -> str:

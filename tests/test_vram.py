@@ -1,0 +1,267 @@
+"""The VRAM pre-flight: the estimate against the real server's own figures, and the plan.
+
+The figures come from the pinned llama-server loading SmolLM2-135M on the CPU: at
+``-lv 4`` it prints its model, KV cache and compute buffer sizes while loading.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from inference_core.errors import ModelLoadError
+from inference_core.types import LoadConfig
+from inference_rocm import gguf_meta
+from inference_rocm.backends import load_with_server
+from inference_rocm.devices import GpuDevice
+from inference_rocm.gguf_meta import GgufHeader
+from inference_rocm.vram import (
+    FIT_CONTEXT_FLOOR,
+    HEADROOM,
+    ModelMemory,
+    model_memory,
+    plan_gpu_layers,
+)
+
+MIB = 1 << 20
+GIB = 1 << 30
+CONTEXT = 2048
+BUFFER = re.compile(r"(model|KV|compute) buffer size\s*=\s*([0-9.]+) MiB")
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture(
+    scope="module", params=[(CONTEXT, 0), (512, 4)], ids=["2048-tokens", "4-slots-of-512"]
+)
+def measured(
+    request: pytest.FixtureRequest, smollm2_path: str, llama_server_binary: str
+) -> tuple[ModelMemory, dict[str, float]]:
+    """Our estimate, and the MiB of each buffer kind the real server reports, for SmolLM2."""
+    context_len, slots = request.param
+    server_log = logging.getLogger("inference_rocm.server")
+    handler, level = _Lines(), server_log.level
+    server_log.addHandler(handler)
+    server_log.setLevel(logging.DEBUG)
+    config = LoadConfig(context_len=context_len, parallel_slots=slots, extra_args=("-lv", "4"))
+    try:
+        load_with_server(llama_server_binary, smollm2_path, config, gpu_layers=0).close()
+    finally:
+        server_log.removeHandler(handler)
+        server_log.setLevel(level)
+    figures: dict[str, float] = {}
+    for line in handler.lines:
+        for kind, mib in BUFFER.findall(line):
+            figures[kind] = figures.get(kind, 0.0) + float(mib)
+    assert set(figures) == {"model", "KV", "compute"}, "\n".join(handler.lines[-40:])
+    header = gguf_meta.read_header(smollm2_path)
+    return model_memory(header, context_len, max(1, slots)), figures
+
+
+@pytest.fixture(scope="module")
+def header(smollm2_path: str) -> GgufHeader:
+    return gguf_meta.read_header(smollm2_path)
+
+
+@pytest.fixture(scope="module")
+def memory(header: GgufHeader) -> ModelMemory:
+    return model_memory(header, CONTEXT)
+
+
+def gpu(index: int, free: int, total: int = 24 * GIB) -> GpuDevice:
+    return GpuDevice(index=index, gfx="gfx1100", native_gfx="gfx1100", name="test GPU",
+                     vendor_id=0x1002, device_id=0x744C, vram_total=total,
+                     vram_used=total - free, gtt_total=32 * GIB, integrated=False,
+                     unique_id=None, pci_address=None, node=index + 1)  # fmt: skip
+
+
+def room_for(memory: ModelMemory, gpu_layers: int) -> int:
+    """The free VRAM one GPU needs for exactly ``gpu_layers``."""
+    split, last = memory.offloaded(gpu_layers)
+    return split + last + memory.compute + HEADROOM
+
+
+# --- the estimate against llama-server's own figures -----------------------------------
+
+
+def within(estimate: int, server_mib: float, tolerance: float = 0.20) -> bool:
+    return abs(estimate / MIB - server_mib) <= tolerance * server_mib
+
+
+def test_weights_estimate_matches_the_server_model_buffer(
+    measured: tuple[ModelMemory, dict[str, float]],
+) -> None:
+    estimate, figures = measured
+    assert within(estimate.weights, figures["model"])  # 92.10 MiB both
+
+
+def test_kv_cache_estimate_matches_the_server_kv_buffer(
+    measured: tuple[ModelMemory, dict[str, float]],
+) -> None:
+    estimate, figures = measured
+    assert within(estimate.kv_cache, figures["KV"])  # 45.00 MiB both: 2048 cells in all
+
+
+def test_compute_estimate_matches_the_server_compute_buffer(
+    measured: tuple[ModelMemory, dict[str, float]],
+) -> None:
+    estimate, figures = measured
+    assert within(estimate.compute, figures["compute"])  # 15.51 and 14.01 MiB
+
+
+def test_total_estimate_matches_the_server_total(
+    measured: tuple[ModelMemory, dict[str, float]],
+) -> None:
+    estimate, figures = measured
+    assert within(estimate.total, sum(figures.values()), tolerance=0.05)
+
+
+# --- the estimate's parts ---------------------------------------------------------------
+
+
+def test_weights_are_split_by_layer_with_the_rest_on_the_host(
+    header: GgufHeader, memory: ModelMemory
+) -> None:
+    assert memory.layers == 30
+    assert sum(memory.layer_weights) + memory.host_weights == header.weights_bytes
+    assert len(set(memory.layer_weights)) == 1  # SmolLM2's layers are all alike
+
+
+def test_a_tied_output_layer_costs_a_copy_of_the_token_embeddings(
+    header: GgufHeader, memory: ModelMemory
+) -> None:
+    sizes = {t.name: t.n_bytes for t in header.tensors}
+    assert "output.weight" not in sizes
+    assert memory.output_weights == sizes["token_embd.weight"] + sizes["output_norm.weight"]
+
+
+def test_kv_cache_grows_with_the_context(header: GgufHeader) -> None:
+    # 30 layers x 3 kv heads x (64 + 64) x 2 bytes = 23040 bytes a token.
+    assert model_memory(header, 4096).kv_cache == 2 * model_memory(header, 2048).kv_cache
+    assert model_memory(header, 1).kv_cache == 30 * 3 * 128 * 2
+
+
+def test_each_slot_gets_a_kv_cache_of_context_len(header: GgufHeader) -> None:
+    assert model_memory(header, 512, 4).kv_cache == model_memory(header, 2048).kv_cache
+    assert model_memory(header, 512, 4).compute < model_memory(header, 2048).compute
+
+
+def test_slots_multiply_the_kv_cache_the_plan_checks(header: GgufHeader) -> None:
+    device = [gpu(0, room_for(model_memory(header, 1024), -1))]
+    assert plan_gpu_layers(header, LoadConfig(context_len=1024), device) == -1
+    with pytest.raises(ModelLoadError, match="1024-token context for each of 4 slots"):
+        plan_gpu_layers(header, LoadConfig(context_len=1024, parallel_slots=4), device)
+
+
+def test_offloading_some_layers_takes_the_last_ones_without_the_output(
+    memory: ModelMemory,
+) -> None:
+    split, last = memory.offloaded(10)
+    assert split == sum(memory.layer_weights[20:]) + 10 * memory.kv_per_layer
+    assert last == 0
+    assert memory.offloaded(-1) == memory.offloaded(31) == memory.offloaded(999)
+    assert memory.offloaded(-1)[1] == memory.output_weights
+    assert memory.gpu_bytes(0) == 0
+
+
+# --- the plan: fail with the numbers, or pick what fits --------------------------------
+
+
+def test_all_layers_that_fit_are_kept(header: GgufHeader) -> None:
+    config = LoadConfig(context_len=CONTEXT)
+    assert plan_gpu_layers(header, config, [gpu(0, 23 * GIB)]) == -1
+
+
+def test_all_layers_that_do_not_fit_raise_with_the_numbers_and_the_fix(
+    header: GgufHeader, memory: ModelMemory
+) -> None:
+    device = gpu(0, room_for(memory, 12) + MIB, total=8 * GIB)
+    with pytest.raises(ModelLoadError) as caught:
+        plan_gpu_layers(header, LoadConfig(context_len=CONTEXT), [device])
+    message = str(caught.value)
+    assert header.path in message
+    assert "all of 30 layers" in message and "2048-token context" in message
+    assert "weights 92 MiB" in message  # 30 layers and the tied output copy
+    assert "KV cache 45 MiB" in message
+    assert re.search(
+        r"in the [0-9]+ MiB free on GPU 0 \(gfx1100, [0-9]+ MiB free of 8.00 GiB\)", message
+    )
+    assert "gpu_layers=12 (or gpu_layers='auto') fits" in message
+
+
+def test_the_suggested_context_really_fits(header: GgufHeader, memory: ModelMemory) -> None:
+    device = gpu(0, room_for(memory, 28))
+    with pytest.raises(ModelLoadError) as caught:
+        plan_gpu_layers(header, LoadConfig(context_len=CONTEXT), [device])
+    match = re.search(r"context_len=([0-9]+) fits", str(caught.value))
+    assert match is not None
+    assert plan_gpu_layers(header, LoadConfig(context_len=int(match[1])), [device]) == -1
+
+
+def test_no_room_for_one_layer_suggests_cpu_only(header: GgufHeader) -> None:
+    with pytest.raises(ModelLoadError, match="use gpu_layers=0"):
+        plan_gpu_layers(header, LoadConfig(context_len=CONTEXT), [gpu(0, HEADROOM)])
+
+
+def test_auto_picks_the_largest_layer_count_that_fits(
+    header: GgufHeader, memory: ModelMemory
+) -> None:
+    config = LoadConfig(context_len=CONTEXT, gpu_layers="auto")
+    assert plan_gpu_layers(header, config, [gpu(0, room_for(memory, 12))]) == 12
+    assert plan_gpu_layers(header, config, [gpu(0, room_for(memory, 12) - 1)]) == 11
+
+
+def test_auto_offloads_everything_when_it_fits(header: GgufHeader, memory: ModelMemory) -> None:
+    config = LoadConfig(context_len=CONTEXT, gpu_layers="auto")
+    assert plan_gpu_layers(header, config, [gpu(0, room_for(memory, -1))]) == -1
+    # every repeating layer but not the output layer: 30, not "all"
+    assert plan_gpu_layers(header, config, [gpu(0, room_for(memory, -1) - 1)]) == 30
+
+
+def test_auto_with_no_room_for_one_layer_runs_on_the_cpu(header: GgufHeader) -> None:
+    config = LoadConfig(context_len=CONTEXT, gpu_layers="auto")
+    assert plan_gpu_layers(header, config, [gpu(0, HEADROOM)]) == 0
+
+
+def test_an_explicit_layer_count_that_fits_is_kept(header: GgufHeader, memory: ModelMemory) -> None:
+    device = gpu(0, room_for(memory, 12))
+    assert plan_gpu_layers(header, LoadConfig(context_len=CONTEXT, gpu_layers=12), [device]) == 12
+    with pytest.raises(ModelLoadError, match="with 13 of 30 layers"):
+        plan_gpu_layers(header, LoadConfig(context_len=CONTEXT, gpu_layers=13), [device])
+
+
+def test_cpu_only_is_never_checked(header: GgufHeader) -> None:
+    assert plan_gpu_layers(header, LoadConfig(gpu_layers=0), [gpu(0, 0)]) == 0
+
+
+def test_two_gpus_share_the_layers_in_proportion_to_free_vram(
+    header: GgufHeader, memory: ModelMemory
+) -> None:
+    split, last = memory.offloaded(-1)
+    # Each holds half the layers, a compute buffer and headroom; the last one the output too.
+    first = gpu(0, split // 2 + memory.compute + HEADROOM + last + MIB)
+    second = gpu(1, split // 2 + memory.compute + HEADROOM + last + MIB)
+    config = LoadConfig(context_len=CONTEXT)
+    assert plan_gpu_layers(header, config, [first, second]) == -1
+    with pytest.raises(ModelLoadError, match=r"free on GPU 0 \(.*\), GPU 1 \("):
+        plan_gpu_layers(header, config, [gpu(0, first.vram_free // 2), second])
+
+
+def test_an_unset_context_needs_only_the_size_llama_server_can_shrink_to(
+    header: GgufHeader,
+) -> None:
+    # SmolLM2 was trained for 8192 tokens; --fit shrinks an unset context to 4096 at least.
+    at_floor = model_memory(header, FIT_CONTEXT_FLOOR)
+    device = [gpu(0, room_for(at_floor, -1))]
+    assert plan_gpu_layers(header, LoadConfig(), device) == -1
+    with pytest.raises(ModelLoadError, match="8192-token context"):
+        plan_gpu_layers(header, LoadConfig(context_len=8192), device)
