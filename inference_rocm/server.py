@@ -339,7 +339,7 @@ class LlamaServer:
 
     def _log_after_exit(self) -> str:
         if self._log_thread is not None:
-            self._log_thread.join(timeout=1.0)
+            self._log_thread.join(timeout=5.0)  # EOF follows the exit; slow only under load
         return self.log_tail()
 
     def diagnose(self, what: str) -> InferenceError:

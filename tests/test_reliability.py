@@ -9,7 +9,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -26,6 +26,13 @@ pytestmark = pytest.mark.server
 
 FAKE_SERVER = Path(__file__).parent / "fakes" / "fake_llama_server.py"
 LONG = "Count from one to a thousand: 1, 2, 3, 4, 5, 6,"  # SmolLM2 keeps going, greedy
+
+
+@pytest.fixture
+def new_children() -> Callable[[], set[int]]:
+    """Children started since the test began (the session's shared server is older)."""
+    before = children()
+    return lambda: children() - before
 
 
 def load_fresh(path: str, **options: object) -> LlamaServerModel:
@@ -110,7 +117,7 @@ FAILURES = {
 
 @pytest.mark.parametrize("kind", sorted(FAILURES))
 def test_a_server_that_dies_while_loading_gives_server_start_error(
-    kind: str, tmp_path: Path, smollm2_path: str
+    kind: str, tmp_path: Path, smollm2_path: str, new_children: Callable[[], set[int]]
 ) -> None:
     source, message, log_line = FAILURES[kind]
     binary = make_executable(tmp_path / "llama-server", source)
@@ -120,11 +127,11 @@ def test_a_server_that_dies_while_loading_gives_server_start_error(
         backend.load_model(smollm2_path, ic.LoadConfig())
     assert time.monotonic() - started < 3.0
     assert log_line in caught.value.log_tail
-    assert children() == set()
+    assert new_children() == set()
 
 
 def test_a_server_that_never_becomes_ready_times_out_on_its_stall(
-    tmp_path: Path, smollm2_path: str
+    tmp_path: Path, smollm2_path: str, new_children: Callable[[], set[int]]
 ) -> None:
     binary = make_executable(
         tmp_path / "llama-server", "import time\nprint('loading', flush=True)\ntime.sleep(60)"
@@ -134,11 +141,11 @@ def test_a_server_that_never_becomes_ready_times_out_on_its_stall(
     with pytest.raises(ic.ServerStartError, match="made no progress"):
         backend.load_model(smollm2_path, ic.LoadConfig())
     assert time.monotonic() - started < 3.0
-    assert children() == set()
+    assert new_children() == set()
 
 
 def test_a_server_that_cannot_bind_is_retried_then_reported(
-    tmp_path: Path, smollm2_path: str
+    tmp_path: Path, smollm2_path: str, new_children: Callable[[], set[int]]
 ) -> None:
     binary = make_executable(
         tmp_path / "llama-server",
@@ -148,7 +155,7 @@ def test_a_server_that_cannot_bind_is_retried_then_reported(
     backend = LlamaCppBackend(environ={"LLAMA_SERVER_PATH": str(binary)})
     with pytest.raises(ic.ServerStartError, match="could not bind a port"):
         backend.load_model(smollm2_path, ic.LoadConfig())
-    assert children() == set()
+    assert new_children() == set()
 
 
 def test_a_port_clash_is_retried_on_a_new_port(
@@ -172,7 +179,7 @@ def test_a_port_clash_is_retried_on_a_new_port(
 
 @pytest.mark.parametrize("kind", ["missing", "directory", "empty", "wrong-magic", "truncated"])
 def test_bad_model_files_fail_before_any_process_starts(
-    kind: str, tmp_path: Path, smollm2_path: str
+    kind: str, tmp_path: Path, smollm2_path: str, new_children: Callable[[], set[int]]
 ) -> None:
     path = tmp_path / "model.gguf"
     if kind == "directory":
@@ -186,7 +193,7 @@ def test_bad_model_files_fail_before_any_process_starts(
     with pytest.raises(ic.InvalidModelFile) as caught:
         ic.load(path, backend="llama_cpp")
     assert str(path) in str(caught.value)
-    assert children() == set()
+    assert new_children() == set()
 
 
 @pytest.mark.parametrize("name", ["with spaces in it.gguf", "-starts-with-a-dash.gguf"])
@@ -286,14 +293,16 @@ def test_sixteen_threads_cancel_time_out_and_close_without_deadlock(smollm2_path
         model.generate("Hi")
 
 
-def test_fifty_load_close_cycles_leave_nothing_behind(smollm2_path: str) -> None:
+def test_fifty_load_close_cycles_leave_nothing_behind(
+    smollm2_path: str, new_children: Callable[[], set[int]]
+) -> None:
     load_fresh(smollm2_path, context_len=128).close()  # warm caches and the spawner thread
     fds, threads = open_fds(), thread_names()
     for _ in range(50):
         model = load_fresh(smollm2_path, context_len=128)
         assert len(list(model.generate("Hi", max_tokens=1))) == 1
         model.close()
-    assert children() == set()
+    assert new_children() == set()
     assert open_fds() == fds
     assert thread_names() == threads
 
