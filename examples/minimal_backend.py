@@ -86,9 +86,10 @@ class ShoutModel:
         **options: Any,
     ) -> list[ic.BatchResult]:
         generate_config = build_config(ic.GenerateConfig, config, options)
-        start: Callable[[str], ic.TokenStream] = lambda p: self.generate(
-            p, generate_config, cancel=cancel, timeout=timeout
-        )  # noqa: E731
+
+        def start(prompt: str) -> ic.TokenStream:
+            return self.generate(prompt, generate_config, cancel=cancel, timeout=timeout)
+
         return run_batch(start, prompts, workers=4)
 
     def classify(

@@ -25,7 +25,15 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .protocols import Backend, BackendStatus, CancelSignal, TextModel, TokenStream
-from .registry import backends, default_backend, get_backend, load, register, unregister
+from .registry import (
+    backends,
+    default_backend,
+    get_backend,
+    inspect_model,
+    load,
+    register,
+    unregister,
+)
 from .types import (
     BatchResult,
     GenerateConfig,
@@ -66,6 +74,7 @@ __all__ = [
     "default_backend",
     "get_backend",
     "hookimpl",
+    "inspect_model",
     "load",
     "register",
     "unregister",

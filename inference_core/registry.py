@@ -2,31 +2,37 @@
 
 Plugins are found lazily through `importlib.metadata` entry points and loaded
 with pluggy, each in its own try/except: a broken plugin is logged and listed
-by `backends()` with its error, never fatal.
+by `backends()` with its error, never fatal. The same isolation holds for the
+other hooks (`inspect_model`, `register_commands`): each plugin is called on
+its own, and one that raises is logged and skipped.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any, final
 
 import attrs
 import pluggy
 
 from . import hookspecs
-from .errors import BackendNotFound, BackendUnavailable, NoBackendAvailable
+from .errors import BackendNotFound, BackendUnavailable, InvalidModelFile, NoBackendAvailable
 from .protocols import Backend, BackendStatus, TextModel
-from .types import LoadConfig, build_config
+from .types import LoadConfig, ModelInfo, build_config
 
 __all__ = [
     "backends",
     "default_backend",
     "get_backend",
+    "inspect_model",
     "load",
     "register",
+    "register_commands",
     "reset",
     "unregister",
 ]
@@ -45,6 +51,7 @@ class _Registry:
         self._backends: dict[str, Backend] = {}
         self._broken: dict[str, BackendStatus] = {}
         self._discovered = False
+        self._manager: pluggy.PluginManager | None = None
 
     def _wanted(self) -> set[str] | None:
         """The backend names `INFERENCE_BACKENDS` allows, or None for all."""
@@ -58,7 +65,7 @@ class _Registry:
                 return
             self._discovered = True
             wanted = self._wanted()
-            manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+            manager = self._manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
             manager.add_hookspecs(hookspecs)
             for entry_point in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
                 self._load_plugin(manager, entry_point, wanted)
@@ -122,11 +129,22 @@ class _Registry:
         with self._lock:
             return list(self._backends.values()), list(self._broken.values())
 
+    def implementations(self, hook: str) -> list[tuple[str, Callable[..., Any]]]:
+        """(plugin name, function) of every loaded plugin implementing `hook`, in call order."""
+        self._ensure_discovered()
+        with self._lock:
+            if self._manager is None:
+                return []
+            impls = getattr(self._manager.hook, hook).get_hookimpls()
+            # pluggy calls the last registered first; keep its order.
+            return [(impl.plugin_name, impl.function) for impl in reversed(impls)]
+
     def reset(self) -> None:
         with self._lock:
             self._backends.clear()
             self._broken.clear()
             self._discovered = False
+            self._manager = None
 
 
 _registry = _Registry()
@@ -228,6 +246,54 @@ def load(
     load_config = attrs.evolve(load_config, backend=chosen.name)
     logger.debug("loading %s with backend %r", os.fspath(path), chosen.name)
     return chosen.load_model(os.fspath(path), load_config)
+
+
+def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
+    """A model file's metadata, read by the first plugin that understands it; no server starts.
+
+    Raises `InvalidModelFile` when the file is missing, broken, or of a kind
+    no installed plugin understands.
+    """
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise InvalidModelFile(name, "no such file; check the path")
+    if os.path.isdir(name):
+        raise InvalidModelFile(name, "is a directory, not a model file")
+    for plugin, function in _registry.implementations("inspect_model"):
+        try:
+            info = function(path=name)
+        except InvalidModelFile:
+            raise
+        except Exception as error:  # one plugin's bug must not hide what the others can read
+            logger.warning("plugin %r failed in inspect_model(%r): %r", plugin, name, error)
+            continue
+        if info is not None:
+            return info  # type: ignore[no-any-return]
+    raise InvalidModelFile(
+        name, "is not a model file any installed plugin understands (is it a GGUF file?)"
+    )
+
+
+def register_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Let every plugin add its CLI subcommands; one that raises is logged and left out."""
+    for plugin, function in _registry.implementations("register_commands"):
+        before = set(subparsers.choices)
+        try:
+            function(subparsers=subparsers)
+        except Exception as error:
+            logger.warning("plugin %r failed to add its commands: %r", plugin, error)
+            _drop_commands(subparsers, set(subparsers.choices) - before)
+
+
+def _drop_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], names: set[str]
+) -> None:
+    """Remove what a failed plugin half-added, so the help never lists a broken command."""
+    for name in names:
+        subparsers.choices.pop(name, None)
+    subparsers._choices_actions = [
+        action for action in subparsers._choices_actions if action.dest not in names
+    ]
 
 
 def register(backend: Backend) -> None:

@@ -11,7 +11,7 @@ import inference_core as ic
 from inference_core.testing import BackendContract, TextModelContract
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
-from minimal_backend import ShoutBackend  # noqa: E402
+from minimal_backend import ShoutBackend
 
 
 class TestShoutBackend(BackendContract):

@@ -1,0 +1,178 @@
+"""What `inference info` and `inference models` show: model files found, grouped, described.
+
+Metadata comes from the plugins' `inspect_model` hook through the registry,
+so no server starts and this module knows no file format beyond the naming
+of llama.cpp's split files (`name-00001-of-00003.gguf`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+
+from .errors import InvalidModelFile
+from .registry import inspect_model
+from .types import ModelInfo
+
+__all__ = ["ModelEntry", "describe", "entry_for", "find_models", "human_size", "table"]
+
+_SPLIT = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+
+
+@attrs.frozen
+class ModelEntry:
+    """One model: a file, or the parts of a split file (first part first), and what it is."""
+
+    path: str
+    parts: tuple[str, ...]
+    info: ModelInfo | None = None
+    error: str | None = None
+    status: str = "ok"  # "ok", "corrupt" (unreadable) or "incomplete" (split parts missing)
+
+    @property
+    def total_size(self) -> int:
+        return sum(os.path.getsize(part) for part in self.parts if os.path.exists(part))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "parts": list(self.parts),
+            "total_size": self.total_size,
+            "info": attrs.asdict(self.info) if self.info is not None else None,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+def _split_parts(path: str) -> tuple[str, ...]:
+    """Every part named like `path`'s split set (just `path` for a whole file)."""
+    match = _SPLIT.match(os.path.basename(path))
+    if match is None:
+        return (path,)
+    folder, count = os.path.dirname(path), int(match["count"])
+    return tuple(
+        os.path.join(folder, f"{match['stem']}-{index:05d}-of-{count:05d}.gguf")
+        for index in range(1, count + 1)
+    )
+
+
+def entry_for(path: str, parts: tuple[str, ...] | None = None) -> ModelEntry:
+    """Inspect one model (its first part); a bad or incomplete one gets `error`, never raises."""
+    parts = parts if parts is not None else _split_parts(path)
+    missing = [os.path.basename(part) for part in parts if not os.path.exists(part)]
+    lacking = f"split model is missing {', '.join(missing)}"
+    if missing and len(parts) > 1 and not os.path.exists(parts[0]):
+        return ModelEntry(path, parts, None, lacking, "incomplete")
+    try:
+        info = inspect_model(parts[0])
+    except InvalidModelFile as error:
+        return ModelEntry(path, parts, None, error.problem, "corrupt")
+    if missing:
+        return ModelEntry(path, parts, info, lacking, "incomplete")
+    return ModelEntry(path, parts, info)
+
+
+def _gguf_files(folder: str) -> Iterator[str]:
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            if name.lower().endswith(".gguf"):
+                yield os.path.join(root, name)
+
+
+def find_models(folder: str) -> list[ModelEntry]:
+    """Every GGUF model under `folder`, split files grouped under their first part."""
+    groups: dict[str, list[str]] = {}
+    for path in _gguf_files(folder):
+        match = _SPLIT.match(os.path.basename(path))
+        key = (
+            path
+            if match is None
+            else os.path.join(os.path.dirname(path), f"{match['stem']}-of-{match['count']}")
+        )
+        groups.setdefault(key, []).append(path)
+    entries = []
+    for found in groups.values():
+        expected = _split_parts(found[0])
+        entries.append(entry_for(expected[0], expected if len(expected) > 1 else None))
+    return sorted(entries, key=lambda entry: entry.path)
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _parameters(info: ModelInfo) -> str:
+    if info.size_label:
+        return info.size_label
+    if info.quant_bits > 0:
+        estimate = info.file_size * 8 / info.quant_bits
+        return f"~{estimate / 1e9:.1f}B" if estimate >= 1e9 else f"~{estimate / 1e6:.0f}M"
+    return "unknown"
+
+
+def describe(entry: ModelEntry) -> list[str]:
+    """`inference info`: one "field: value" line each, for people."""
+    info = entry.info
+    assert info is not None
+    rows = [
+        ("path", info.path),
+        ("name", info.name),
+        ("architecture", info.architecture or "unknown"),
+        ("parameters", _parameters(info)),
+        ("quantisation", f"{info.file_type} ({info.quant_bits:g} bits per weight)"),
+        ("context length", f"{info.context_length} (trained)"),
+        ("layers", str(info.block_count)),
+        ("embedding length", str(info.embedding_length)),
+        ("vocab size", str(info.vocab_size)),
+        ("file size", f"{human_size(entry.total_size)} ({entry.total_size} bytes)"),
+    ]
+    if len(entry.parts) > 1:
+        rows.append(("parts", str(len(entry.parts))))
+    if entry.error:
+        rows.append(("warning", entry.error))
+    width = max(len(label) for label, _ in rows) + 1
+    return [f"{label + ':':<{width}} {value}" for label, value in rows]
+
+
+def table(entries: list[ModelEntry], folder: str) -> list[str]:
+    """`inference models`: aligned columns, paths relative to the folder searched."""
+    header = ("PATH", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SIZE")
+    rows: list[tuple[str, ...]] = []
+    for entry in entries:
+        shown = os.path.relpath(entry.path, folder)
+        if len(entry.parts) > 1:
+            shown += f" ({len(entry.parts)} parts)"
+        if entry.info is None:
+            rows.append((shown, f"{entry.status.upper()}: {entry.error}"))
+            continue
+        info = entry.info
+        row = (
+            shown,
+            info.architecture or "?",
+            _parameters(info),
+            info.file_type,
+            str(info.context_length),
+            human_size(entry.total_size),
+        )
+        rows.append(row if entry.error is None else (*row, f"INCOMPLETE: {entry.error}"))
+    full = [header, *(row for row in rows if len(row) > 2)]
+    widths = [max(len(row[i]) for row in full) for i in range(5)]
+    widths[0] = max(widths[0], *(len(row[0]) for row in rows))
+
+    def line(row: tuple[str, ...]) -> str:
+        if len(row) == 2:  # a corrupt file: its reason runs on past the columns
+            return f"{row[0]:<{widths[0]}}  {row[1]}"
+        cells = [f"{cell:<{widths[i]}}" if i < 5 else cell for i, cell in enumerate(row)]
+        return "  ".join(cells).rstrip()
+
+    return [line(header), *(line(row) for row in rows)]

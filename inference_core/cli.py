@@ -1,0 +1,388 @@
+"""The `inference` command line (also `python -m inference_core`).
+
+It reaches backends only through the registry, so any installed plugin works
+here, and plugins may add subcommands through the `register_commands` hook.
+Exit status: 0 done, 1 an error (one line on stderr; --debug adds the
+traceback and the server's log), 2 a usage error (bad option or value),
+130 interrupted (Ctrl-C), 141 stdout closed early (e.g. `| head`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import attrs
+
+from . import __version__, registry
+from ._cli_models import describe, entry_for, find_models, table
+from ._cli_progress import Spinner
+from .demo import demo_model_path
+from .errors import ContextOverflow, InferenceError, InvalidModelFile, NoBackendAvailable
+from .protocols import BackendStatus, TextModel, TokenStream
+from .types import GenerateConfig, LoadConfig, Message
+
+__all__ = ["build_parser", "main"]
+
+_PROG = "inference"
+_INTERRUPTED = 130
+_BROKEN_PIPE = 141
+# GenerateConfig/LoadConfig field -> the option that sets it, to name it in errors.
+_OPTION_OF = {"context_len": "--ctx", "gpu_layers": "--gpu-layers"}
+
+
+class _UsageError(Exception):
+    """A bad value the parser's types could not catch; exit status 2."""
+
+
+# -- parser ---------------------------------------------------------------
+
+
+def _gpu_layers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be -1 (all), 0 (none), a layer count or 'auto', got {value!r}"
+        ) from None
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", "-m", metavar="PATH", help="GGUF file (default: the demo model)")
+    group.add_argument(
+        "--backend", "-b", default="auto", metavar="NAME", help="backend name (default: auto)"
+    )
+    group.add_argument("--ctx", type=int, default=0, metavar="N", help="context length (0: model)")
+    group.add_argument(
+        "--gpu-layers", type=_gpu_layers, default=-1, metavar="N", help="-1 all, 0 none, auto"
+    )
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--max-tokens", "-n", type=int, metavar="N", help="default 256")
+    sampling.add_argument("--temperature", "-t", type=float, metavar="T", help="0 = greedy")
+    sampling.add_argument("--top-k", type=int, metavar="K", help="0 = off")
+    sampling.add_argument("--top-p", type=float, metavar="P", help="0 = off")
+    sampling.add_argument("--min-p", type=float, metavar="P", help="0 = off")
+    sampling.add_argument("--repeat-penalty", type=float, metavar="R", help="1 = off")
+    sampling.add_argument("--seed", type=int, metavar="S", help="for reproducible sampling")
+    parser.add_argument("--stats", action="store_true", help="print timings to stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, plugins' subcommands included."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log to stderr and show tracebacks",
+    )
+    parser = argparse.ArgumentParser(
+        prog=_PROG, description="Run local LLMs (GGUF) through the installed inference backends."
+    )
+    # Its own action: `common`'s is shared with the subcommands, whose default must stay unset
+    # so that `inference --debug run ...` is not undone by `run`'s parser.
+    parser.add_argument("--debug", action="store_true", help="log to stderr and show tracebacks")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub = commands.add_parser("backends", parents=[common], help="list backends and their status")
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.set_defaults(handler=_cmd_backends)
+
+    sub = commands.add_parser("run", parents=[common], help="generate from a prompt")
+    sub.add_argument("prompt", metavar="PROMPT", help="the prompt, or - to read stdin")
+    _model_options(sub)
+    sub.set_defaults(handler=_cmd_run)
+
+    sub = commands.add_parser(
+        "chat", parents=[common], help="talk to a model (stdin may be a pipe)"
+    )
+    sub.add_argument("--system", "-s", metavar="TEXT", help="a system message")
+    _model_options(sub)
+    sub.set_defaults(handler=_cmd_chat)
+
+    sub = commands.add_parser("info", parents=[common], help="a model file's metadata")
+    sub.add_argument("path", metavar="PATH")
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.set_defaults(handler=_cmd_info)
+
+    sub = commands.add_parser("models", parents=[common], help="find GGUF models in a folder")
+    sub.add_argument("folder", metavar="DIR", nargs="?", default=".")
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.set_defaults(handler=_cmd_models)
+
+    registry.register_commands(commands)
+    return parser
+
+
+# -- backends, info, models ---------------------------------------------------
+
+
+def _status_json(status: BackendStatus, default: str | None) -> dict[str, Any]:
+    return {**attrs.asdict(status), "default": status.name == default}
+
+
+def _cmd_backends(args: argparse.Namespace) -> int:
+    statuses = registry.backends()
+    try:
+        default: str | None = registry.default_backend().name
+    except NoBackendAvailable:
+        default = None
+    if args.json:
+        print(json.dumps([_status_json(s, default) for s in statuses], indent=2))
+        return 0
+    if not statuses:
+        print("no backends registered" + _filter_note())
+        return 0
+    width = max(len(status.name) for status in statuses)
+    for status in statuses:
+        state = "available" if status.available else "unavailable"
+        mark = "  (default)" if status.name == default else ""
+        print(f"{status.name:<{width}}  priority {status.priority:<4} {state}{mark}")
+        for reason in status.reasons:
+            print(f"    - {reason}")
+        for detail in status.details:
+            print(f"    {detail}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    entry = entry_for(args.path)
+    if entry.info is None:
+        raise InvalidModelFile(args.path, entry.error or "cannot be read")
+    if args.json:
+        print(json.dumps(entry.to_json(), indent=2))
+    else:
+        print("\n".join(describe(entry)))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    if not os.path.isdir(args.folder):
+        raise InvalidModelFile(args.folder, "is not a folder; give the folder to search")
+    entries = find_models(args.folder)
+    if args.json:
+        print(json.dumps([entry.to_json() for entry in entries], indent=2))
+    elif entries:
+        print("\n".join(table(entries, args.folder)))
+    else:
+        print(f"no GGUF files under {args.folder}", file=sys.stderr)
+    return 0
+
+
+# -- run, chat --------------------------------------------------------------
+
+
+def _generate_config(args: argparse.Namespace) -> GenerateConfig:
+    names = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
+    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return GenerateConfig(**options)
+
+
+def _checked_configs(args: argparse.Namespace) -> tuple[GenerateConfig, LoadConfig]:
+    """Both configs, validated before anything loads; a bad value is a usage error."""
+    try:
+        load = LoadConfig(context_len=args.ctx, gpu_layers=args.gpu_layers)
+        return _generate_config(args), load
+    except ValueError as error:
+        field = str(error).split(" ", 1)[0]
+        option = _OPTION_OF.get(field, "--" + field.replace("_", "-"))
+        raise _UsageError(f"argument {option}: {error}") from None
+
+
+@contextlib.contextmanager
+def _loaded(args: argparse.Namespace, load: LoadConfig) -> Iterator[TextModel]:
+    """Load with a spinner; always close, with Ctrl-C held off so no server is left behind."""
+    path = args.model or demo_model_path()
+    show = sys.stderr.isatty() and not args.debug
+    with Spinner(sys.stderr, f"loading {os.path.basename(path)}", enabled=show):
+        model = registry.load(path, backend=args.backend, config=load)
+    try:
+        yield model
+    finally:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            model.close()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _stream_out(stream: TokenStream) -> str:
+    """Write tokens as they come; the text, for chat history."""
+    pieces: list[str] = []
+    try:
+        for token in stream:
+            sys.stdout.write(token.text)
+            sys.stdout.flush()
+            pieces.append(token.text)
+    finally:
+        stream.close()
+        if pieces:
+            with contextlib.suppress(OSError):
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+    return "".join(pieces)
+
+
+def _print_stats(stream: TokenStream) -> None:
+    metrics = stream.metrics
+    if metrics is None:
+        print("stats: the backend reported no timings", file=sys.stderr)
+        return
+    print(
+        f"prompt: {metrics.prompt_tokens} tokens, "
+        f"{metrics.prefill_tokens_per_second:.1f} tokens/s ({metrics.prefill_seconds:.3f} s); "
+        f"generated: {metrics.generated_tokens} tokens, "
+        f"{metrics.decode_tokens_per_second:.1f} tokens/s ({metrics.decode_seconds:.3f} s); "
+        f"total {metrics.total_seconds:.3f} s",
+        file=sys.stderr,
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config, load = _checked_configs(args)
+    prompt: str = sys.stdin.read().rstrip("\n") if args.prompt == "-" else args.prompt
+    if not prompt:
+        raise _UsageError("the prompt is empty")
+    with _loaded(args, load) as model:
+        stream = model.generate(prompt, config)
+        _stream_out(stream)
+        if args.stats:
+            _print_stats(stream)
+    return 0
+
+
+def _read_turn(interactive: bool) -> str | None:
+    """The next user line; None at end of input."""
+    if interactive:
+        try:
+            return input("> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return None
+    line = sys.stdin.readline()
+    return None if line == "" else line
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    config, load = _checked_configs(args)
+    interactive = sys.stdin.isatty()
+    start = [Message("system", args.system)] if args.system else []
+    with _loaded(args, load) as model:
+        if interactive:
+            print(
+                f"chatting with {model.info.name} (context {model.context_len}); "
+                "/reset clears the history, /exit or Ctrl-D quits",
+                file=sys.stderr,
+            )
+        history = list(start)
+        while (line := _read_turn(interactive)) is not None:
+            text = line.strip()
+            if not text:
+                continue
+            if text == "/exit":
+                break
+            if text == "/reset":
+                history = list(start)
+                if interactive:
+                    print("(history cleared)", file=sys.stderr)
+                continue
+            history.append(Message("user", text))
+            try:
+                stream = model.chat(history, config)
+                answer = _stream_out(stream)
+            except ContextOverflow as error:
+                if not interactive:
+                    raise
+                history.pop()
+                print(f"{_PROG}: {_one_line(error)}; /reset to start over", file=sys.stderr)
+                continue
+            history.append(Message("assistant", answer))
+            if args.stats:
+                _print_stats(stream)
+    return 0
+
+
+# -- main ---------------------------------------------------------------------
+
+
+def _filter_note() -> str:
+    value = os.environ.get("INFERENCE_BACKENDS")
+    return f" (INFERENCE_BACKENDS={value} limits which backends load)" if value else ""
+
+
+def _one_line(error: BaseException) -> str:
+    """The message without a server log tail; other extra lines joined into one."""
+    message = str(error).split("\n--- server log", 1)[0]
+    lines = [line.strip(" -") for line in message.splitlines() if line.strip()]
+    text = lines[0].rstrip(":") if lines else type(error).__name__
+    if len(lines) > 1:
+        text += ": " + "; ".join(lines[1:])
+    if isinstance(error, NoBackendAvailable):
+        text += _filter_note()
+    if isinstance(error, ContextOverflow):
+        text += " (here: --ctx N)"
+    if getattr(error, "log_tail", ""):
+        text += " (run with --debug to see the server's log)"
+    return text
+
+
+def _configure_logging(debug: bool) -> None:
+    """Only the CLI configures logging; the handler's level keeps the spinner's DEBUG out."""
+    level = logging.DEBUG if debug else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter(f"{_PROG}: %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def _fail(error: BaseException, debug: bool, *, internal: bool = False) -> int:
+    if debug:
+        traceback.print_exception(error)
+    prefix = "internal error: " if internal else ""
+    hint = " (run with --debug for the traceback)" if internal and not debug else ""
+    print(f"{_PROG}: error: {prefix}{_one_line(error)}{hint}", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    _configure_logging("--debug" in arguments)
+    parser = build_parser()
+    args = parser.parse_args(arguments)
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except _UsageError as error:
+        print(f"{_PROG} {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\n{_PROG}: interrupted", file=sys.stderr)
+        return _INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python's exit flush quiet too.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _BROKEN_PIPE
+    except InferenceError as error:
+        return _fail(error, args.debug)
+    except OSError as error:
+        return _fail(error, args.debug)
+    except Exception as error:
+        return _fail(error, args.debug, internal=True)

@@ -1,0 +1,407 @@
+"""The `inference` command line, run as a real subprocess against llama-server and SmolLM2.
+
+A bad option value (`--temperature -1`) is a usage error: exit status 2 and
+the option named, checked before any model loads. Every other failure is
+exit status 1 with one `inference: error: ...` line, and a traceback only
+with --debug.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+server = pytest.mark.server
+
+GREEDY = ("--temperature", "0", "--max-tokens", "8")
+
+
+def cli(
+    *args: str,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m inference_core ARGS`, with the environment this test process has."""
+    environ = {k: v for k, v in os.environ.items() if k != "INFERENCE_BACKENDS"}
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "inference_core", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("inference: error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def children_of(pid: int) -> set[int]:
+    """Direct children of every thread of `pid` (llama-server is spawned from a thread)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.update(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
+def gone(pid: int, within: float = 5.0) -> bool:
+    """True once `pid` no longer runs (reaped, or a zombie waiting for its new parent)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# -- happy paths ----------------------------------------------------------------
+
+
+@server
+def test_backends_lists_llama_cpp_with_its_binary_and_version(llama_server_binary: str) -> None:
+    result = cli("backends")
+    assert result.returncode == 0, result.stderr
+    assert "llama_cpp" in result.stdout and "available" in result.stdout
+    assert llama_server_binary in result.stdout
+    assert "build: version:" in result.stdout
+
+
+def test_backends_json_marks_the_default(llama_server_binary: str) -> None:
+    statuses = json.loads(cli("backends", "--json").stdout)
+    by_name = {status["name"]: status for status in statuses}
+    assert by_name["llama_cpp"]["available"] is True
+    [default] = [status for status in statuses if status["default"]]
+    assert default["available"]
+    assert default["priority"] == max(s["priority"] for s in statuses if s["available"])
+
+
+@server
+def test_run_streams_the_demo_model_to_stdout(smollm2_path: str) -> None:
+    result = cli("run", *GREEDY, "The capital of France is")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() and result.stdout.endswith("\n")
+    assert result.stderr == ""  # no spinner, no stats when stderr is not a terminal
+
+
+@server
+def test_run_with_model_and_stats_prints_metrics_to_stderr(smollm2_path: str) -> None:
+    result = cli("run", "--model", smollm2_path, "--stats", *GREEDY, "Once upon a time")
+    assert result.returncode == 0, result.stderr
+    assert "generated: 8 tokens" in result.stderr and "tokens/s" in result.stderr
+    assert "tokens/s" not in result.stdout
+
+
+@server
+def test_run_is_deterministic_when_greedy(smollm2_path: str) -> None:
+    first = cli("run", *GREEDY, "One, two, three,")
+    second = cli("run", "-m", smollm2_path, *GREEDY, "One, two, three,")
+    assert first.stdout == second.stdout
+
+
+@server
+def test_run_reads_the_prompt_from_stdin(smollm2_path: str) -> None:
+    piped = cli("run", *GREEDY, "-", stdin="One, two, three,\n")
+    direct = cli("run", *GREEDY, "One, two, three,")
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == direct.stdout
+
+
+def test_info_shows_the_metadata_without_a_server(smollm2_path: str) -> None:
+    result = cli("info", smollm2_path, env={"LLAMA_SERVER_PATH": "/nonexistent"})
+    assert result.returncode == 0, result.stderr
+    fields = dict(line.split(":", 1) for line in result.stdout.splitlines())
+    assert fields["architecture"].strip() == "llama"
+    assert fields["parameters"].strip() == "135M"
+    assert fields["quantisation"].strip().startswith("Q4_1")
+    assert fields["context length"].strip().startswith("8192")
+    assert fields["layers"].strip() == "30"
+    assert fields["vocab size"].strip() == "49152"
+
+
+def test_info_json_is_the_model_info(smollm2_path: str) -> None:
+    data = json.loads(cli("info", "--json", smollm2_path).stdout)
+    assert data["status"] == "ok" and data["error"] is None
+    assert data["info"]["architecture"] == "llama"
+    assert data["info"]["file_type"] == "Q4_1"
+    assert data["info"]["file_size"] == os.path.getsize(smollm2_path)
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path, smollm2_path: str) -> Path:
+    """A symlinked model, a copy inside a split pair, a corrupt file and a non-model file."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "smol.gguf").symlink_to(smollm2_path)
+    shutil.copyfile(smollm2_path, tmp_path / "sub" / "big-00001-of-00002.gguf")
+    (tmp_path / "sub" / "big-00002-of-00002.gguf").symlink_to(smollm2_path)
+    (tmp_path / "sub" / "broken.gguf").write_bytes(b"NOPE" + bytes(100))
+    (tmp_path / "notes.txt").write_text("not a model")
+    return tmp_path
+
+
+def test_models_lists_files_groups_splits_and_flags_corrupt_ones(model_dir: Path) -> None:
+    result = cli("models", str(model_dir))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["PATH", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SIZE"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert sorted(rows) == ["smol.gguf", "sub/big-00001-of-00002.gguf", "sub/broken.gguf"]
+    assert rows["smol.gguf"].split()[1:5] == ["llama", "135M", "Q4_1", "8192"]
+    assert "(2 parts)" in rows["sub/big-00001-of-00002.gguf"]
+    assert "CORRUPT: is not a GGUF model file" in rows["sub/broken.gguf"]
+
+
+def test_models_json(model_dir: Path) -> None:
+    entries = json.loads(cli("models", "--json", str(model_dir)).stdout)
+    by_name = {Path(entry["path"]).name: entry for entry in entries}
+    assert by_name["smol.gguf"]["info"]["architecture"] == "llama"
+    assert len(by_name["big-00001-of-00002.gguf"]["parts"]) == 2
+    broken = by_name["broken.gguf"]
+    assert broken["status"] == "corrupt" and broken["info"] is None
+    assert "not a GGUF model file" in broken["error"]
+
+
+def test_models_flags_a_split_model_with_missing_parts(tmp_path: Path, smollm2_path: str) -> None:
+    (tmp_path / "half-00001-of-00003.gguf").symlink_to(smollm2_path)
+    [entry] = json.loads(cli("models", "--json", str(tmp_path)).stdout)
+    assert entry["status"] == "incomplete"
+    assert "half-00002-of-00003.gguf, half-00003-of-00003.gguf" in entry["error"]
+
+
+@server
+def test_chat_through_a_pipe_answers_each_line_and_exits_at_eof(smollm2_path: str) -> None:
+    result = cli(
+        "chat", "--stats", *GREEDY, "--system", "Answer briefly.", stdin="Hello!\nWhat is 2+2?\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("generated:") == 2
+    assert result.stdout.strip()
+    assert "> " not in result.stdout  # no prompt when stdin is not a terminal
+
+
+@server
+def test_chat_reset_keeps_going_and_exit_stops(smollm2_path: str) -> None:
+    result = cli("chat", "--stats", *GREEDY, stdin="Hi\n/reset\nHello\n/exit\nnever answered\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("generated:") == 2
+
+
+# -- errors -------------------------------------------------------------------
+
+
+def test_missing_model_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.gguf")
+    assert_one_line_error(cli("run", "--model", missing, "hi"), missing, "no such file")
+
+
+def test_corrupt_model_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF" + b"\xff" * 60)
+    for args in (("run", "--model", str(corrupt), "hi"), ("info", str(corrupt))):
+        assert_one_line_error(cli(*args), str(corrupt))
+
+
+def test_bad_option_value_is_a_usage_error_naming_the_option() -> None:
+    result = cli("run", "--temperature", "-1", "hi")
+    assert result.returncode == 2
+    assert "--temperature" in result.stderr and "temperature must be" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_option_and_missing_command_are_usage_errors() -> None:
+    assert cli("run", "--max-tokens", "many", "hi").returncode == 2
+    assert cli("run").returncode == 2
+    assert cli().returncode == 2
+
+
+def test_no_backend_available_says_so_and_names_the_filter(smollm2_path: str) -> None:
+    result = cli("run", "hi", env={"INFERENCE_BACKENDS": "nonexistent"})
+    assert_one_line_error(result, "no inference backend is available", "nonexistent")
+
+
+def test_server_that_dies_while_loading_is_one_line_and_its_log_needs_debug(
+    tmp_path: Path, smollm2_path: str
+) -> None:
+    fake = tmp_path / "llama-server"
+    fake.write_text("#!/bin/sh\necho 'warming up the fake server'\nkill -ILL $$\n")
+    fake.chmod(0o755)
+    env = {"LLAMA_SERVER_PATH": str(fake)}
+    result = cli("run", "hi", env=env)
+    assert_one_line_error(result, "SIGILL", "--debug")
+    assert "warming up" not in result.stderr
+    debug = cli("run", "--debug", "hi", env=env)
+    assert debug.returncode == 1
+    assert "warming up the fake server" in debug.stderr and "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_a_traceback_and_only_then(tmp_path: Path, where: str) -> None:
+    missing = str(tmp_path / "nope.gguf")
+    assert "Traceback" not in cli("info", missing).stderr
+    args = ("--debug", "info", missing) if where == "before" else ("info", missing, "--debug")
+    result = cli(*args)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "InvalidModelFile" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("inference: error: ")
+
+
+# -- progress -------------------------------------------------------------------
+
+
+@server
+def test_loading_shows_a_spinner_on_a_terminal_and_clears_it(smollm2_path: str) -> None:
+    controller, terminal = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "inference_core", "run", *GREEDY, "Hello"],
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        text=True,
+    ) as process:
+        os.close(terminal)
+        stdout, _ = process.communicate(timeout=60)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the CLI closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert process.returncode == 0 and stdout.strip()
+    assert b"loading SmolLM2-135M-Instruct.Q4_1.gguf" in shown
+    assert shown.endswith(b"\r\x1b[K")  # the spinner's line is wiped once the model is loaded
+
+
+# -- Ctrl-C ---------------------------------------------------------------------
+
+
+def interrupt(after_output: bool) -> tuple[subprocess.Popen[str], set[int], str, str]:
+    """Start a long generation, SIGINT it during load or once tokens flow; wait for its exit."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inference_core", "run", "--max-tokens", "100000", "Tell a story"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "INFERENCE_BACKENDS"},
+    )
+    assert process.stdout is not None
+    servers: set[int] = set()
+    deadline = time.monotonic() + 30
+    while not servers and time.monotonic() < deadline and process.poll() is None:
+        servers = children_of(process.pid)
+        time.sleep(0.01)
+    if after_output:
+        process.stdout.read(1)  # the first token: the server is loaded and generating
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+    return process, servers, stdout, stderr
+
+
+@server
+@pytest.mark.parametrize("after_output", [False, True], ids=["during-load", "during-generation"])
+def test_ctrl_c_stops_cleanly_and_leaves_no_server(smollm2_path: str, after_output: bool) -> None:
+    process, servers, _, stderr = interrupt(after_output)
+    assert servers, "the CLI never started a llama-server"
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    for pid in servers:
+        assert gone(pid), f"llama-server {pid} is still running"
+
+
+# -- plugins ----------------------------------------------------------------------
+
+
+def _install_plugin(folder: Path, name: str, source: str) -> None:
+    (folder / f"{name}.py").write_text(textwrap.dedent(source))
+    info = folder / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[inference_core.backends]\n{name} = {name}\n")
+
+
+def test_plugins_add_commands_and_a_failing_one_is_left_out(tmp_path: Path) -> None:
+    _install_plugin(
+        tmp_path,
+        "hello_plugin",
+        """
+        import inference_core
+
+        def hello(args):
+            print(f"hello, {args.who}")
+            return 0
+
+        @inference_core.hookimpl
+        def register_commands(subparsers):
+            sub = subparsers.add_parser("hello", help="say hello")
+            sub.add_argument("who")
+            sub.set_defaults(handler=hello)
+        """,
+    )
+    _install_plugin(
+        tmp_path,
+        "faulty_plugin",
+        """
+        import inference_core
+
+        @inference_core.hookimpl
+        def register_commands(subparsers):
+            subparsers.add_parser("faulty", help="half-added")
+            raise RuntimeError("faulty plugin exploded")
+        """,
+    )
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.getenv("PYTHONPATH")]))}
+    result = cli("hello", "world", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello, world\n"
+    assert "faulty plugin exploded" in result.stderr  # logged as a warning, not fatal
+    help_text = cli("--help", env=env).stdout
+    assert "hello" in help_text and "faulty" not in help_text
+    assert cli("faulty", env=env).returncode == 2
+
+
+def test_a_plugin_whose_inspector_raises_does_not_hide_the_model(
+    tmp_path: Path, smollm2_path: str
+) -> None:
+    _install_plugin(
+        tmp_path,
+        "faulty_inspector",
+        """
+        import inference_core
+
+        @inference_core.hookimpl
+        def inspect_model(path):
+            raise RuntimeError("faulty inspector")
+        """,
+    )
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.getenv("PYTHONPATH")]))}
+    result = cli("info", "--json", smollm2_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["info"]["architecture"] == "llama"
+    assert "faulty inspector" in result.stderr
