@@ -9,7 +9,7 @@ from collections.abc import Callable
 import inference_core
 from inference_core.protocols import Backend
 
-__all__ = ["inspect_model", "register_backends", "supported_platform"]
+__all__ = ["inspect_model", "register_backends", "register_commands", "supported_platform"]
 
 
 def supported_platform() -> bool:
@@ -44,3 +44,11 @@ def inspect_model(path: str) -> inference_core.ModelInfo | None:
         except OSError:
             return None
     return gguf_meta.model_info(gguf_meta.read_header(path))
+
+
+@inference_core.hookimpl
+def register_commands(subparsers: object) -> None:
+    """`inference server build|list|remove`."""
+    from .commands import add_server_commands
+
+    add_server_commands(subparsers)

