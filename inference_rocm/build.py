@@ -189,20 +189,12 @@ def missing_toolchain(
     elif backend == "vulkan":
         if which("glslc", path=path) is None:
             missing.append("glslc, the shader compiler (apt install glslc)")
-        headers = [Path(env.get("VULKAN_SDK", "/nonexistent")) / "include", Path("/usr/include")]
-        if not any((root / "vulkan" / "vulkan.h").exists() for root in headers):
+        includes = [Path(root) / "include" for root in (env.get("VULKAN_SDK"), "/usr") if root]
+        if not any((root / "vulkan" / "vulkan.h").exists() for root in includes):
             missing.append("the Vulkan headers and loader (apt install libvulkan-dev)")
-        if not any(Path(p).exists() for p in _SPIRV_HEADERS):
+        if not any((root / "spirv" / "unified1" / "spirv.hpp").exists() for root in includes):
             missing.append("SPIRV-Headers (apt install spirv-headers)")
     return missing
-
-
-_SPIRV_HEADERS = (
-    "/usr/share/cmake/SPIRV-Headers",
-    "/usr/lib/cmake/SPIRV-Headers",
-    "/usr/share/SPIRV-Headers",
-    "/usr/include/spirv/unified1/spirv.hpp",
-)
 
 
 # -- sources ------------------------------------------------------------------------

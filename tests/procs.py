@@ -51,6 +51,7 @@ def wait_gone(pid: int, seconds: float) -> bool:
 
 def make_executable(path: Path, source: str) -> Path:
     """A fake llama-server: a Python script run by this interpreter."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"#!{sys.executable}\n{source}")
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path

@@ -10,8 +10,6 @@ The prompt of a /completion request picks the stream it sends:
   anything else: three tokens and a proper final event
 """
 
-from __future__ import annotations
-
 import contextlib
 import json
 import os

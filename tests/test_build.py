@@ -1,0 +1,155 @@
+"""`inference server build`: its command lines, toolchain checks, cache and proof."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from inference_rocm import build
+from inference_rocm.server import find_binary
+
+from .procs import make_executable
+
+FAKE_SERVER = Path(__file__).parent / "fakes" / "fake_llama_server.py"
+
+
+def flags_of(backend: str, **options: object) -> tuple[str, ...]:
+    return build.plan(backend, Path("/src"), Path("/out"), **options).flags  # type: ignore[arg-type]
+
+
+def test_cpu_build_uses_loadable_variants_and_never_native() -> None:
+    flags = flags_of("cpu")
+    assert "-DGGML_BACKEND_DL=ON" in flags and "-DGGML_CPU_ALL_VARIANTS=ON" in flags
+    assert "-DGGML_NATIVE=OFF" in flags
+    assert not any("march=native" in flag for flag in flags)
+    assert "-DLLAMA_USE_PREBUILT_UI=OFF" in flags  # nothing is downloaded during the build
+
+
+def test_rocm_build_turns_on_hip_for_the_given_targets() -> None:
+    the_plan = build.plan("rocm", Path("/src"), Path("/out"), gfx=["gfx1100", "gfx90a"], jobs=2)
+    assert "-DGGML_HIP=ON" in the_plan.flags
+    assert "-DGPU_TARGETS=gfx1100;gfx90a" in the_plan.flags
+    assert "-DGGML_CPU_ALL_VARIANTS=ON" not in the_plan.flags
+    assert the_plan.compile[-4:] == ("--target", "llama-server", "-j", "2")
+    assert the_plan.configure[:5] == ("cmake", "-S", "/src", "-B", "/out")
+
+
+def test_rocm_build_without_targets_says_to_name_them() -> None:
+    with pytest.raises(build.BuildError, match="--gfx"):
+        flags_of("rocm")
+
+
+def test_rocm_build_rejects_what_is_not_a_gfx_target() -> None:
+    with pytest.raises(build.BuildError, match="navi31"):
+        flags_of("rocm", gfx=["navi31"])
+
+
+def test_vulkan_build_turns_on_vulkan() -> None:
+    flags = flags_of("vulkan")
+    assert "-DGGML_VULKAN=ON" in flags and "-DGGML_HIP=ON" not in flags
+
+
+def test_unknown_backend_is_a_build_error() -> None:
+    with pytest.raises(build.BuildError, match="cpu, rocm, vulkan"):
+        flags_of("cuda")
+
+
+def test_missing_rocm_toolchain_is_named_item_by_item(tmp_path: Path) -> None:
+    environ = {"PATH": str(tmp_path), "ROCM_PATH": str(tmp_path / "rocm")}
+    missing = " | ".join(build.missing_toolchain("rocm", environ))
+    for needed in ("cmake", "C++ compiler", "hipcc", "rocBLAS", "hipBLAS"):
+        assert needed in missing
+
+
+def test_a_complete_rocm_toolchain_passes_the_check(tmp_path: Path) -> None:
+    rocm = tmp_path / "rocm"
+    for tool in ("bin/hipcc", "tools/cmake", "tools/c++"):
+        make_executable(rocm / tool if tool.startswith("bin") else tmp_path / tool, "")
+    for library in ("librocblas.so.4", "libhipblas.so.2"):
+        (rocm / "lib").mkdir(exist_ok=True)
+        (rocm / "lib" / library).write_bytes(b"")
+    environ = {"PATH": str(tmp_path / "tools"), "ROCM_PATH": str(rocm)}
+    assert build.missing_toolchain("rocm", environ) == []
+
+
+def test_missing_vulkan_toolchain_is_named(tmp_path: Path) -> None:
+    environ = {"PATH": str(tmp_path), "VULKAN_SDK": str(tmp_path / "sdk")}
+    missing = " | ".join(build.missing_toolchain("vulkan", environ))
+    assert "glslc" in missing
+    if not Path("/usr/include/vulkan/vulkan.h").exists():
+        assert "libvulkan-dev" in missing
+
+
+def test_build_stops_before_fetching_when_the_toolchain_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("ROCM_PATH", str(tmp_path / "rocm"))
+    with pytest.raises(build.BuildError, match=r"cannot build for rocm: missing .*hipcc"):
+        build.build("rocm", proof_model="m.gguf", gfx=["gfx1100"], cache=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "sources").exists()
+
+
+def fake_build(cache: Path, name: str, built: str, backend: str = "cpu") -> Path:
+    folder = cache / "builds" / name
+    make_executable(folder / "bin" / "llama-server", "")
+    (folder / "manifest.json").write_text(
+        json.dumps({"backend": backend, "built": built, "decode_tokens_per_second": 95.0})
+    )
+    return folder
+
+
+def test_cache_lists_finished_builds_newest_first_and_never_a_half_finished_one(
+    tmp_path: Path,
+) -> None:
+    old = fake_build(tmp_path, "0.3.36-cpu-1", "2026-01-01T00:00:00Z")
+    new = fake_build(tmp_path, "0.3.36-cpu-2", "2026-02-01T00:00:00Z")
+    fake_build(tmp_path, ".building-x", "2027-01-01T00:00:00Z")  # staging: not finished
+    make_executable(tmp_path / "builds" / "no-manifest" / "bin" / "llama-server", "")
+    assert [b.path for b in build.cached_builds(tmp_path)] == [new, old]
+    build.remove_build("0.3.36-cpu-2", tmp_path)
+    assert [b.path for b in build.cached_builds(tmp_path)] == [old]
+    with pytest.raises(build.BuildError, match="no cached build"):
+        build.remove_build("nope", tmp_path)
+
+
+def test_lookup_takes_a_cached_build_after_path_and_before_the_wheel(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    folder = fake_build(cache / "inference-core", "0.3.36-cpu-1", "2026-01-01T00:00:00Z")
+    environ = {"PATH": str(tmp_path / "empty"), "XDG_CACHE_HOME": str(cache)}
+    lookup = find_binary(environ)
+    assert lookup.path == str(folder / "bin" / "llama-server")
+    assert "95.0 tokens/s" in lookup.source
+    on_path = make_executable(tmp_path / "bin" / "llama-server", "")
+    assert find_binary({**environ, "PATH": str(on_path.parent)}).path == str(on_path)
+
+
+def test_proof_removes_a_cpu_variant_that_crashes_here(tmp_path: Path, smollm2_path: str) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "libggml-cpu-zen4.so").write_bytes(b"")
+    (bin_dir / "libggml-cpu-sapphirerapids.so").write_bytes(b"")
+    crash_if_amx = (
+        "import os, signal, sys\n"
+        "here = os.path.dirname(os.path.abspath(sys.argv[0]))\n"
+        "amx = os.path.join(here, 'libggml-cpu-sapphirerapids.so')\n"
+        "if os.path.exists(amx):\n"
+        "    print('load_backend: loaded CPU backend from ' + amx, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGILL)\n"
+    )
+    binary = make_executable(bin_dir / "llama-server", crash_if_amx + FAKE_SERVER.read_text())
+    rate, removed = build.prove(binary, smollm2_path)
+    assert removed == ["sapphirerapids"]
+    assert sorted(os.listdir(bin_dir)) == ["libggml-cpu-zen4.so", "llama-server"]
+    assert rate >= 0
+
+
+def test_a_proof_that_fails_for_another_reason_is_a_build_error(
+    tmp_path: Path, smollm2_path: str
+) -> None:
+    binary = make_executable(tmp_path / "llama-server", "raise SystemExit(3)")
+    with pytest.raises(build.BuildError, match=r"does not run here.*status 3"):
+        build.prove(binary, smollm2_path)
