@@ -309,7 +309,12 @@ def prove(
         server_log.setLevel(logging.DEBUG)
         try:
             with load_with_server(
-                str(binary), model, LoadConfig(context_len=512), gpu_layers=-1, load_timeout=60
+                str(binary),
+                model,
+                LoadConfig(context_len=512),
+                gpu_layers=-1,
+                extra_args=("-lv", "4"),  # the level that logs which CPU variant was loaded
+                load_timeout=60,
             ) as loaded:
                 stream = loaded.generate("The capital of France is", max_tokens=64)
                 if not list(stream):
