@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, final
 
 from inference_core.errors import (
@@ -199,7 +200,7 @@ class LlamaServerModel:
 
     def _stream(
         self,
-        prompt: Any,
+        render: Callable[[GenerationScope], str],
         config: GenerateConfig,
         cancel: CancelSignal | None,
         timeout: float | None,
@@ -207,7 +208,7 @@ class LlamaServerModel:
         scope = GenerationScope(cancel, timeout)
         generation = _Generation()
         return IteratorTokenStream(
-            self._tokens(prompt, config, scope, generation),
+            self._tokens(render, config, scope, generation),
             scope,
             abort=generation.abort,
             metrics=lambda: metrics_from(generation.timings),
@@ -215,8 +216,13 @@ class LlamaServerModel:
         )
 
     def _tokens(
-        self, render: Any, config: GenerateConfig, scope: GenerationScope, generation: _Generation
+        self,
+        render: Callable[[GenerationScope], str],
+        config: GenerateConfig,
+        scope: GenerationScope,
+        generation: _Generation,
     ) -> Iterator[Token]:
+        """The request starts on the first `next()`: errors raise from the iterator."""
         try:
             self._check_usable()
             body = request_body(render(scope), config, stream=True)
@@ -342,8 +348,6 @@ class LlamaServerModel:
 
         if len(prompts) <= 1:
             return [one(prompt) for prompt in prompts]
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(max_workers=min(len(prompts), self.slots)) as pool:
             return list(pool.map(one, prompts))
 
