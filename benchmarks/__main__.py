@@ -1,0 +1,162 @@
+"""`python -m benchmarks [--quick]`: run every benchmark, print the table, write the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from typing import Any, TypeVar
+
+import inference_core as ic
+from inference_core.demo import demo_model_path
+from inference_rocm.backends import binary_version
+from inference_rocm.model import LlamaServerModel
+from inference_rocm.server import find_binary
+
+from .concurrency import measure_concurrency
+from .live import measure_live, measure_time_to_first_token
+from .memory import measure_memory
+from .readers import Endpoint
+from .recording import record_both
+from .replay_cost import measure_replay
+from .report import Row, markdown, table, write_json
+from .startup import measure_import, measure_readiness
+
+_T = TypeVar("_T")
+_RESULTS = os.path.join(os.path.dirname(__file__), "results", "latest.json")
+# Greedy SmolLM2 keeps writing on this prompt for well over 1,000 tokens.
+PROMPT = "Write a long story about a dragon who learns to code."
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How much to measure: runs of each figure and the sizes of the streams."""
+
+    replay_tokens: int
+    replay_rounds: int
+    live_tokens: int
+    live_rounds: int
+    ttft_rounds: int
+    concurrent_tokens: int
+    concurrent_rounds: int
+    generations: int
+    loads: int
+    import_runs: int
+
+
+FULL = Settings(
+    replay_tokens=1000,
+    replay_rounds=15,
+    live_tokens=256,
+    live_rounds=9,
+    ttft_rounds=21,
+    concurrent_tokens=96,
+    concurrent_rounds=5,
+    generations=1000,
+    loads=5,
+    import_runs=7,
+)
+QUICK = Settings(
+    replay_tokens=200,
+    replay_rounds=3,
+    live_tokens=16,
+    live_rounds=2,
+    ttft_rounds=3,
+    concurrent_tokens=8,
+    concurrent_rounds=1,
+    generations=40,
+    loads=2,
+    import_runs=2,
+)
+
+
+def _machine() -> dict[str, Any]:
+    binary = find_binary().path
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "llama_server": binary_version(binary) if binary else None,
+        "openai": version("openai"),
+        "requests": version("requests"),
+    }
+
+
+def _step(name: str, run: Callable[[], _T]) -> _T:
+    """Run one benchmark, saying on stderr what runs and how long it took."""
+    print(f"benchmarks: {name} ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    result = run()
+    print(f"benchmarks: {name} took {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return result
+
+
+def run(settings: Settings) -> list[Row]:
+    """Every benchmark, on the bundled SmolLM2 model; one model serves all but the loads."""
+    path = demo_model_path()
+    rows = _step("import", lambda: measure_import(settings.import_runs))
+    rows += _step("load", lambda: measure_readiness(path, settings.loads))
+    with ic.load(path, backend="llama_cpp", context_len=2048, parallel_slots=4) as model:
+        assert isinstance(model, LlamaServerModel)
+        server = model.server
+        endpoint = Endpoint("127.0.0.1", server.port, server._api_key)
+        recording = _step(
+            "recording", lambda: record_both(endpoint, PROMPT, settings.replay_tokens)
+        )
+        rows += _step(
+            "replay",
+            lambda: measure_replay(recording, PROMPT, model.info, settings.replay_rounds),
+        )
+        rows += _step(
+            "live",
+            lambda: (
+                measure_live(model, endpoint, PROMPT, settings.live_tokens, settings.live_rounds)
+                + measure_time_to_first_token(model, endpoint, PROMPT, settings.ttft_rounds)
+            ),
+        )
+        rows += _step(
+            "concurrent",
+            lambda: measure_concurrency(
+                model, endpoint, PROMPT, settings.concurrent_tokens, settings.concurrent_rounds
+            ),
+        )
+        rows += _step("memory", lambda: measure_memory(model, PROMPT, settings.generations))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="few runs and short streams: checks that it runs"
+    )
+    parser.add_argument("--output", default=_RESULTS, help="the JSON file (default: %(default)s)")
+    parser.add_argument("--markdown", help="also write the table as Markdown to this file")
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    rows = run(settings)
+    print(table(rows))
+    context = {
+        "command": "python -m benchmarks" + (" --quick" if args.quick else ""),
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": _machine(),
+        "settings": asdict(settings),
+    }
+    write_json(args.output, rows, context)
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as file:
+            file.write(markdown(rows))
+    missed = [row.name for row in rows if row.verdict == "MISSED"]
+    print(f"targets missed: {', '.join(missed)}" if missed else "all targets met")
+    if args.quick:
+        print("(--quick checks that the suite runs: its few short runs do not judge the targets)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

