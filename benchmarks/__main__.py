@@ -25,6 +25,7 @@ from .readers import Endpoint
 from .recording import record_both
 from .replay_cost import measure_replay
 from .report import Row, markdown, table, write_json
+from .servers import measure_servers
 from .startup import measure_import, measure_readiness
 
 _T = TypeVar("_T")
@@ -47,6 +48,8 @@ class Settings:
     generations: int
     loads: int
     import_runs: int
+    server_tokens: int
+    server_rounds: int
 
 
 FULL = Settings(
@@ -60,6 +63,8 @@ FULL = Settings(
     generations=1000,
     loads=5,
     import_runs=7,
+    server_tokens=200,
+    server_rounds=5,
 )
 QUICK = Settings(
     replay_tokens=200,
@@ -72,6 +77,8 @@ QUICK = Settings(
     generations=40,
     loads=2,
     import_runs=2,
+    server_tokens=16,
+    server_rounds=1,
 )
 
 
@@ -126,6 +133,11 @@ def run(settings: Settings) -> list[Row]:
             ),
         )
         rows += _step("memory", lambda: measure_memory(model, PROMPT, settings.generations))
+    # Last, with the shared server closed: each build runs alone on the cores.
+    rows += _step(
+        "server builds",
+        lambda: measure_servers(path, settings.server_tokens, settings.server_rounds),
+    )
     return rows
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.build
 
 
 def test_cpu_build_is_found_automatically_and_runs_here(tmp_path: Path, smollm2_path: str) -> None:
-    environ = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path)}
+    environ = {**os.environ, "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path)}
     command = [sys.executable, "-m", "inference_core", "server", "build", "--backend", "cpu"]
     result = subprocess.run(
         [*command, "--jobs", "2", "--json"],
