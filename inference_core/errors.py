@@ -55,32 +55,27 @@ class InvalidModelFile(ModelLoadError, ValueError):
         self.problem = problem
 
 
-class ServerStartError(ModelLoadError):
-    """The inference server exited, stalled or could not bind while loading.
-
-    `log_tail` holds the server's last log lines; `returncode` its exit status
-    (negative for a signal) when it exited.
-    """
+class _ServerFailure(InferenceError):
+    """A server process failed: `log_tail` holds its last log lines (also in the
+    message), `returncode` its exit status, negative for a signal."""
 
     def __init__(self, message: str, *, log_tail: str = "", returncode: int | None = None) -> None:
         full = f"{message}\n--- server log (last lines) ---\n{log_tail}" if log_tail else message
         super().__init__(full)
         self.log_tail = log_tail
         self.returncode = returncode
+
+
+class ServerStartError(_ServerFailure, ModelLoadError):
+    """The inference server exited, stalled or could not bind while loading."""
 
 
 class GenerationError(InferenceError):
     """A generation failed; the message carries the server's own words."""
 
 
-class ServerCrashed(GenerationError):
+class ServerCrashed(_ServerFailure, GenerationError):
     """The server process died or dropped the connection mid-request."""
-
-    def __init__(self, message: str, *, log_tail: str = "", returncode: int | None = None) -> None:
-        full = f"{message}\n--- server log (last lines) ---\n{log_tail}" if log_tail else message
-        super().__init__(full)
-        self.log_tail = log_tail
-        self.returncode = returncode
 
 
 class ContextOverflow(GenerationError):
