@@ -9,6 +9,8 @@ ratios pair runs that saw the same machine load.
 
 from __future__ import annotations
 
+import time
+
 from inference_core.types import LoadConfig
 from inference_rocm import build
 from inference_rocm.backends import load_with_server
@@ -32,7 +34,11 @@ def _server_rate(model: LlamaServerModel, tokens: int) -> float:
 
 
 def _llama_cpp_python_rate(path: str, tokens: int) -> float | None:
-    """One decode run of llama-cpp-python, timed by its own perf counters (None if absent)."""
+    """One decode run of llama-cpp-python (None if absent).
+
+    Timed from its first streamed token to its last, as llama-server times its
+    own decode: sampling included, the prompt excluded.
+    """
     try:
         import llama_cpp  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
@@ -40,10 +46,11 @@ def _llama_cpp_python_rate(path: str, tokens: int) -> float | None:
     llm = llama_cpp.Llama(path, n_ctx=1024, n_threads=2, verbose=False)
     try:
         llm.create_completion(_PROMPT, max_tokens=16, temperature=0.0)  # warm up
-        llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
-        llm.create_completion(_PROMPT, max_tokens=tokens, temperature=0.0)
-        perf = llama_cpp.llama_perf_context(llm._ctx.ctx)
-        return float(perf.n_eval / perf.t_eval_ms * 1000)
+        stamps = [
+            time.perf_counter()
+            for _ in llm.create_completion(_PROMPT, max_tokens=tokens, temperature=0.0, stream=True)
+        ]
+        return (len(stamps) - 1) / (stamps[-1] - stamps[0])
     finally:
         llm.close()
 
