@@ -150,8 +150,6 @@ class LlamaCppBackend:
     def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel:
         lookup = self._lookup()
         if lookup.path is None:
-            from inference_core.errors import BackendUnavailable
-
             raise BackendUnavailable(f"{self.name}: " + "; ".join(lookup.problems), lookup.problems)
         gpu_layers = None if config.gpu_layers == "auto" else int(config.gpu_layers)
         return load_with_server(

@@ -28,7 +28,7 @@ from typing import IO, final
 
 import attrs
 
-from inference_core.errors import InferenceError, ServerCrashed, ServerStartError
+from inference_core.errors import GenerationError, InferenceError, ServerCrashed, ServerStartError
 
 from .client import ServerClient
 
@@ -365,8 +365,6 @@ class LlamaServer:
 
     def diagnose(self, what: str) -> InferenceError:
         """What a broken connection means: a dead server, or a transport problem."""
-        from inference_core.errors import GenerationError
-
         returncode = self.returncode(wait=1.0)
         if returncode is None:
             return GenerationError(f"llama-server (pid {self.pid}) is running but {what}")
