@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,33 @@ def test_a_proof_that_fails_for_another_reason_is_a_build_error(
     binary = make_executable(tmp_path / "llama-server", "raise SystemExit(3)")
     with pytest.raises(build.BuildError, match=r"does not run here.*status 3"):
         build.prove(binary, smollm2_path)
+
+
+def run_cli(*args: str, cache: Path, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+    if path is not None:
+        environ["PATH"] = path
+    return subprocess.run(
+        [sys.executable, "-m", "inference_core", "server", *args],
+        env=environ, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+
+
+def test_server_list_and_remove_on_the_command_line(tmp_path: Path) -> None:
+    fake_build(tmp_path / "inference-core", "0.3.36-cpu-1", "2026-01-01T00:00:00Z")
+    listed = run_cli("list", "--json", cache=tmp_path)
+    assert [entry["name"] for entry in json.loads(listed.stdout)] == ["0.3.36-cpu-1"]
+    assert "95.0 tokens/s" in run_cli("list", cache=tmp_path).stdout
+    assert run_cli("remove", cache=tmp_path).returncode == 2
+    removed = run_cli("remove", "0.3.36-cpu-1", cache=tmp_path)
+    assert removed.returncode == 0 and "removed" in removed.stdout
+    assert "no builds" in run_cli("list", cache=tmp_path).stdout
+    missing = run_cli("remove", "nope", cache=tmp_path)
+    assert missing.returncode == 1 and "no cached build named 'nope'" in missing.stderr
+
+
+def test_server_build_without_a_toolchain_fails_in_one_line(tmp_path: Path) -> None:
+    result = run_cli("build", "--backend", "vulkan", cache=tmp_path, path=str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.startswith("inference: error: cannot build for vulkan: missing cmake")
+    assert "glslc" in result.stderr and "Traceback" not in result.stderr
