@@ -30,7 +30,7 @@ from pathlib import Path
 
 import attrs
 
-from inference_core.errors import InferenceError, ServerStartError
+from inference_core.errors import InferenceError, ServerCrashed, ServerStartError
 
 __all__ = [
     "BACKENDS",
@@ -294,12 +294,18 @@ class CachedBuild:
 def prove(
     binary: Path, model: str, *, log: Callable[[str], None] = logger.info
 ) -> tuple[float, list[str]]:
-    """Run a short generation; remove CPU variants that crash here. Decode tokens/s, removed."""
+    """Run a short generation; remove CPU variants that crash here. Decode tokens/s, removed.
+
+    The first try runs at the server's normal log level, so the rate it reports
+    is the everyday one; after a crash by a signal the next try raises the log
+    level to learn which CPU variant was loaded.
+    """
     from inference_core.types import LoadConfig
 
     from .backends import load_with_server
 
     removed: list[str] = []
+    verbose = False
     while True:
         lines: list[str] = []
         handler = _Collect(lines)
@@ -313,7 +319,7 @@ def prove(
                 model,
                 LoadConfig(context_len=512),
                 gpu_layers=-1,
-                extra_args=("-lv", "4"),  # the level that logs which CPU variant was loaded
+                extra_args=("-lv", "4") if verbose else (),  # 4 logs the CPU variant loaded
                 load_timeout=60,
             ) as loaded:
                 stream = loaded.generate("The capital of France is", max_tokens=64)
@@ -321,8 +327,11 @@ def prove(
                     raise BuildError("the built server generated nothing")
                 metrics = stream.metrics
                 return (metrics.decode_tokens_per_second if metrics else 0.0), removed
-        except ServerStartError as error:
+        except (ServerStartError, ServerCrashed) as error:
             variant = _crashed_variant(error, "\n".join(lines))
+            if variant is None and not verbose and _by_signal(error):
+                verbose = True
+                continue
             if variant is None:
                 raise BuildError(f"the built llama-server does not run here: {error}") from None
             path, name = variant
@@ -343,16 +352,22 @@ class _Collect(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def _signal_name(error: ServerStartError) -> str:
+def _by_signal(error: ServerStartError | ServerCrashed) -> bool:
+    return error.returncode is not None and error.returncode < 0
+
+
+def _signal_name(error: ServerStartError | ServerCrashed) -> str:
     code = error.returncode
     if code is not None and code < 0:
         return signal.Signals(-code).name
     return f"status {code}"
 
 
-def _crashed_variant(error: ServerStartError, log_text: str) -> tuple[str, str] | None:
+def _crashed_variant(
+    error: ServerStartError | ServerCrashed, log_text: str
+) -> tuple[str, str] | None:
     """The CPU variant a server that died by a signal had loaded, if it was a variant."""
-    if error.returncode is None or error.returncode >= 0:
+    if not _by_signal(error):
         return None
     found = _VARIANT.findall(log_text)
     if not found:
