@@ -176,8 +176,9 @@ _OVERRIDE_HINTS = {
     **dict.fromkeys(("gfx1102", "gfx1103"), "11.0.0"),
 }
 _ROCM_BUILD = (
-    "use a ROCm (HIP) build of llama-server: build one with cmake -DGGML_HIP=ON (the README's "
-    "ROCm section) and set ROCM_LLAMA_SERVER_PATH (or LLAMA_SERVER_PATH) to it"
+    "use a ROCm (HIP) build of llama-server: `inference server build --backend rocm` makes one "
+    "and the backends find it, or build one with cmake -DGGML_HIP=ON (the README's ROCm "
+    "section) and set ROCM_LLAMA_SERVER_PATH (or LLAMA_SERVER_PATH) to it"
 )
 
 
