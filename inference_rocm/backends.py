@@ -33,21 +33,30 @@ logger = logging.getLogger(__name__)
 _ALL_LAYERS = "999"  # llama-server clamps this to the model's layer count
 
 
-@functools.lru_cache(maxsize=16)
-def _version_of(path: str, mtime: float) -> str:
+def _output_lines(path: str, flag: str) -> list[str]:
     try:
         result = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+            [path, flag], capture_output=True, text=True, timeout=10, check=False
         )
     except (OSError, subprocess.SubprocessError) as error:
-        return f"unknown ({error})"
-    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+        return [f"unknown ({error})"]
+    return [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+
+
+@functools.lru_cache(maxsize=16)
+def _version_of(path: str, mtime: float) -> str:
+    """Version, compiler and the devices the build can use: what to expect of its speed."""
+    lines = _output_lines(path, "--version")
     wanted = [line for line in lines if line.startswith(("version:", "built with"))]
-    return "; ".join(wanted or lines[-2:]) or f"unknown (exit status {result.returncode})"
+    listing = _output_lines(path, "--list-devices")
+    start = listing.index("Available devices:") + 1 if "Available devices:" in listing else 0
+    devices = [line for line in listing[start:] if line != "(none)"]
+    found = ", ".join(devices) if devices else "none, it runs on the CPU"
+    return "; ".join([*(wanted or lines[-2:]), f"devices: {found}"])
 
 
 def binary_version(path: str) -> str:
-    """`llama-server --version`, cached per binary and modification time."""
+    """`llama-server --version` and `--list-devices`, cached per binary and modification time."""
     try:
         return _version_of(path, os.stat(path).st_mtime)
     except OSError as error:
