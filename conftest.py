@@ -24,7 +24,7 @@ def smollm2_path() -> str:
 
 @pytest.fixture(scope="session")
 def llama_server_binary() -> str:
-    from inference_rocm.server import find_binary
+    from inference_rocm.binaries import find_binary
 
     lookup = find_binary()
     if lookup.path is None:

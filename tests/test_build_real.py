@@ -12,7 +12,7 @@ import pytest
 
 from inference_core import LoadConfig
 from inference_rocm.backends import LlamaCppBackend
-from inference_rocm.server import find_binary
+from inference_rocm.binaries import find_binary
 
 pytestmark = pytest.mark.build
 

