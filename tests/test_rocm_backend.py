@@ -175,7 +175,7 @@ def test_no_binary_says_where_to_get_a_rocm_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workstation(with_kfd(tmp_path))
-    monkeypatch.setattr(binaries, "_wheel_binary", lambda: None)
+    monkeypatch.setattr(binaries, "wheel_binary", lambda: None)
     backend = RocmBackend(
         tmp_path,
         {
@@ -189,10 +189,10 @@ def test_no_binary_says_where_to_get_a_rocm_build(
     assert "cmake -DGGML_HIP=ON" in reason and "ROCM_LLAMA_SERVER_PATH" in reason
 
 
-def fake_cached_build(cache: Path, backend: str) -> Path:
+def fake_cached_build(cache: Path, backend: str, built: str = "2026-01-01T00:00:00Z") -> Path:
     folder = cache / "inference-core" / "builds" / f"0.3.36-{backend}-1"
     binary = make_executable(folder / "bin" / "llama-server", "")
-    manifest = {"backend": backend, "built": "2026-01-01T00:00:00Z"}
+    manifest = {"backend": backend, "built": built}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return binary
 
@@ -213,7 +213,7 @@ def test_the_wheel_alone_never_makes_rocm_available(tmp_path: Path) -> None:
 def test_a_cached_cpu_build_never_makes_rocm_available(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(binaries, "_wheel_binary", lambda: None)
+    monkeypatch.setattr(binaries, "wheel_binary", lambda: None)
     workstation(with_kfd(tmp_path / "root"))
     cpu_build = fake_cached_build(tmp_path / "cache", "cpu")
     environ = {"PATH": str(tmp_path / "empty"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
@@ -225,8 +225,9 @@ def test_a_cached_cpu_build_never_makes_rocm_available(
 def test_a_cached_rocm_build_is_taken_over_a_newer_cpu_one(tmp_path: Path) -> None:
     workstation(with_kfd(tmp_path / "root"))
     rocm_build = fake_cached_build(tmp_path / "cache", "rocm")
-    fake_cached_build(tmp_path / "cache", "cpu")  # the same date: listed first or second
+    fake_cached_build(tmp_path / "cache", "cpu", built="2026-02-01T00:00:00Z")
     environ = {"PATH": str(tmp_path / "empty"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    assert binaries.find_binary(environ).runs_on == frozenset({"cpu"})  # the newest
     status = RocmBackend(tmp_path / "root", environ).status()
     assert status.available
     assert f"llama-server: {rocm_build} (from cached rocm build" in status.details[0]
@@ -247,7 +248,7 @@ def test_auto_falls_to_llama_cpp_when_only_a_cpu_build_is_found(tmp_path: Path) 
 def test_every_failed_check_gives_its_own_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(binaries, "_wheel_binary", lambda: None)
+    monkeypatch.setattr(binaries, "wheel_binary", lambda: None)
     mi210_server(tmp_path)  # GPUs, but no /dev/kfd and no binary
     environ = {"PATH": str(tmp_path / "empty"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     reasons = RocmBackend(tmp_path, environ).status().reasons
