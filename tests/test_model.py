@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -49,6 +50,33 @@ def test_emoji_prompt_really_exercises_split_characters(shared_model: ic.TextMod
     tokens = list(shared_model.generate(PROMPTS["emoji"], max_tokens=12))
     assert any(token.text == "" for token in tokens), "no token left an unfinished character"
     assert "🎉" in "".join(token.text for token in tokens)
+
+
+def test_the_pinned_build_answers_every_field_we_read(
+    shared_model: ic.TextModel, llama_server_binary: str
+) -> None:
+    """One place that names each endpoint and field the backend relies on, so that a new
+    pin of the server that drops one fails here by name."""
+    assert isinstance(shared_model, LlamaServerModel)
+    client = shared_model.server.client
+    props = client.request("GET", "/props")
+    assert props["default_generation_settings"]["n_ctx"] == shared_model.context_len
+    assert props["total_slots"] == 4
+    pieces = client.request("POST", "/tokenize", {"content": "🎉", "with_pieces": True})
+    assert b"".join(bytes(piece["piece"]) for piece in pieces["tokens"]) == "🎉".encode()
+    assert len(pieces["tokens"]) == 3 and all(isinstance(p["id"], int) for p in pieces["tokens"])
+    template = client.request(
+        "POST", "/apply-template", {"messages": [{"role": "user", "content": "Hi"}]}
+    )
+    assert "<|im_start|>user\nHi" in template["prompt"]
+    stream = shared_model.generate("Once upon a time", max_tokens=40)
+    first_two = [next(stream), next(stream)]
+    stream.close()  # timings_per_token: a stream closed early still has the server's timings
+    assert stream.metrics is not None and stream.metrics.generated_tokens == len(first_two)
+    listing = subprocess.run(
+        [llama_server_binary, "--list-devices"], capture_output=True, text=True, timeout=30
+    )
+    assert "Available devices:" in listing.stdout + listing.stderr
 
 
 def test_chat_renders_the_models_own_template(shared_model: ic.TextModel) -> None:
