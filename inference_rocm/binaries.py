@@ -269,9 +269,10 @@ def candidates(environ: Mapping[str, str] | None = None) -> Candidates:
         problems.append(f"${variable}={named} {problem}")
     usable: list[BinaryLookup] = []
     skipped: list[tuple[BinaryLookup, CrashVerdict]] = []
+    verdicts = _read_verdicts(env)
     for lookup in _found_by_lookup(env):
         assert lookup.path is not None
-        verdict = known_crash(lookup.path, env)
+        verdict = _verdict_for(lookup.path, verdicts)
         if verdict is None:
             usable.append(lookup)
         else:
@@ -345,12 +346,12 @@ def known_crash(path: str, environ: Mapping[str, str] | None = None) -> CrashVer
     A rebuilt or replaced binary has another modification time, so it is tried afresh.
     """
     env = os.environ if environ is None else environ
-    mtime = _mtime_ns(path)
-    cpu = cpu_fingerprint()
-    for verdict in _read_verdicts(env):
-        if (verdict.path, verdict.mtime_ns, verdict.cpu) == (path, mtime, cpu):
-            return verdict
-    return None
+    return _verdict_for(path, _read_verdicts(env))
+
+
+def _verdict_for(path: str, verdicts: list[CrashVerdict]) -> CrashVerdict | None:
+    here = (path, _mtime_ns(path), cpu_fingerprint())
+    return next((v for v in verdicts if (v.path, v.mtime_ns, v.cpu) == here), None)
 
 
 def record_crash(
