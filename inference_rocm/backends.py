@@ -8,16 +8,19 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import attrs
 
 from inference_core.errors import (
     BackendUnavailable,
+    GenerationTimeout,
     InvalidModelFile,
     ModelLoadError,
     ServerStartError,
 )
 from inference_core.protocols import BackendStatus
+from inference_core.streams import GenerationScope
 from inference_core.types import LoadConfig
 
 from . import gguf_meta, vram
@@ -90,6 +93,19 @@ def server_args(config: LoadConfig, gpu_layers: int | None) -> list[str]:
     return args + list(config.extra_args)
 
 
+def _settings(server: LlamaServer, load_timeout: float) -> Any:
+    """`/props`, within the load timeout: a server that is up but never answers is a
+    failed start, not a hang."""
+    try:
+        return server.client.request("GET", "/props", scope=GenerationScope(timeout=load_timeout))
+    except GenerationTimeout:
+        raise ServerStartError(
+            f"llama-server answered /health but not /props within {load_timeout:g} s while "
+            f"loading {server.options.model_path}; it was stopped",
+            log_tail=server.log_tail(),
+        ) from None
+
+
 def load_with_server(
     binary: str,
     path: str,
@@ -119,7 +135,7 @@ def load_with_server(
     )
     server = LlamaServer.start(options)
     try:
-        props = server.client.request("GET", "/props")
+        props = _settings(server, load_timeout)
         settings = props.get("default_generation_settings", {})
         context_len = int(settings.get("n_ctx") or config.context_len or info.context_length)
         slots = int(props.get("total_slots") or config.parallel_slots or 1)

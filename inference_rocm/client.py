@@ -27,8 +27,9 @@ from inference_core.errors import (
 )
 from inference_core.streams import GenerationScope
 
-__all__ = ["EventStream", "ServerClient", "error_for"]
+__all__ = ["REQUEST_TIMEOUT", "EventStream", "ServerClient", "error_for"]
 
+REQUEST_TIMEOUT = 60.0  # seconds, for a JSON request made without a generation's scope
 _RECV_SIZE = 65536
 _POLL_SECONDS = 0.5  # how often an idle reader checks its scope and the server process
 _MAX_HEAD = 65536
@@ -304,6 +305,11 @@ class ServerClient:
                 connection.sock.sendall(request)
                 status, headers = self._read_head(connection, scope)
                 return connection, status, headers
+            except InferenceError:
+                # A deadline or a cancel (GenerationTimeout is an OSError too): the
+                # request was sent, so it is never retried, and it keeps its type.
+                connection.close()
+                raise
             except (_Disconnected, OSError) as error:
                 connection.close()
                 if attempt == 2 or not reused:
@@ -344,7 +350,13 @@ class ServerClient:
     def request(
         self, method: str, path: str, body: Any = None, *, scope: GenerationScope | None = None
     ) -> Any:
-        """One JSON request; an error status raises the matching `InferenceError`."""
+        """One JSON request; an error status raises the matching `InferenceError`.
+
+        Without a scope it gets a deadline of its own: a server that is alive but
+        never answers ends the call with `GenerationTimeout`, never hangs it.
+        """
+        if scope is None:
+            scope = GenerationScope(timeout=REQUEST_TIMEOUT)
         connection, status, headers = self._send(method, path, body, scope)
         try:
             raw = self._read_body(connection, headers, scope)

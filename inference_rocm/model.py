@@ -228,7 +228,7 @@ class LlamaServerModel:
             body = request_body(render(scope), config, stream=True)
             events = generation.events = self.server.client.stream("/completion", body, scope)
             try:
-                yield from self._deliver(events, config, generation)
+                yield from self._deliver(events, config, generation, scope)
             finally:
                 events.close()
         except InferenceError as error:
@@ -238,7 +238,11 @@ class LlamaServerModel:
             raise translated from error
 
     def _deliver(
-        self, events: EventStream, config: GenerateConfig, generation: _Generation
+        self,
+        events: EventStream,
+        config: GenerateConfig,
+        generation: _Generation,
+        scope: GenerationScope,
     ) -> Iterator[Token]:
         """Turn events into tokens in order, recovering ids the stream leaves out."""
         delivered, limit, stops = 0, config.max_tokens, config.stop_tokens
@@ -261,7 +265,7 @@ class LlamaServerModel:
                 text: str = event.get("content", "")
                 missing = int(event.get("tokens_predicted", delivered + len(ids))) - delivered
                 group = (
-                    self._recover(text, ids, missing)
+                    self._recover(text, ids, missing, scope)
                     if missing > len(ids)
                     else [(token_id, b"") for token_id in ids]
                 )
@@ -284,10 +288,13 @@ class LlamaServerModel:
             "the stream ended without the server's final event; the output is incomplete"
         )
 
-    def _recover(self, text: str, ids: list[int], expected: int) -> list[tuple[int, bytes]]:
-        """The ids (and bytes) of a character split across tokens, by tokenizing its text."""
+    def _recover(
+        self, text: str, ids: list[int], expected: int, scope: GenerationScope
+    ) -> list[tuple[int, bytes]]:
+        """The ids (and bytes) of a character split across tokens, by tokenizing its text
+        (within the generation's own deadline and cancel)."""
         answer = self.server.client.request(
-            "POST", "/tokenize", {"content": text, "with_pieces": True}
+            "POST", "/tokenize", {"content": text, "with_pieces": True}, scope=scope
         )
         group = [(piece["id"], _piece_bytes(piece["piece"])) for piece in answer["tokens"]]
         if len(group) != expected or [token_id for token_id, _ in group[-len(ids) :]] != ids:

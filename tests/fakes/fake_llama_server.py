@@ -7,7 +7,13 @@ The prompt of a /completion request picks the stream it sends:
   "error"      two tokens, then an `error:` event
   "truncate"   two tokens, then the connection closes without the final chunk
   "eof-chunk"  two tokens, then a clean end of the body without the final `stop` event
+  "silent..."  no answer at all: the connection stays open, the head never comes
+  "split"      one event whose one token ends a character of three byte tokens, as
+               llama-server sends an emoji: the client must ask /tokenize for the rest
   anything else: three tokens and a proper final event
+`--fake-silent PATH` (repeatable) makes every request to PATH go unanswered the same way.
+Each request is logged as `request METHOD PATH PROMPT`, so a test can count them.
+Connections are served side by side, each on its own thread.
 """
 
 import contextlib
@@ -15,6 +21,7 @@ import json
 import os
 import socket
 import sys
+import threading
 
 
 def _arg(name: str) -> str:
@@ -44,7 +51,12 @@ def _respond(conn: socket.socket, status: str, body: dict[str, object]) -> None:
     )
 
 
+def _silent_paths() -> set[str]:
+    return {sys.argv[i + 1] for i, arg in enumerate(sys.argv) if arg == "--fake-silent"}
+
+
 def _serve(conn: socket.socket, key: str) -> None:
+    silent = _silent_paths()
     buffer = b""
     while True:
         while b"\r\n\r\n" not in buffer:
@@ -60,6 +72,10 @@ def _serve(conn: socket.socket, key: str) -> None:
         while len(buffer) < length:
             buffer += conn.recv(65536)
         body, buffer = buffer[:length], buffer[length:]
+        prompt = str(json.loads(body or b"{}").get("prompt", ""))
+        print(f"request {lines[0].split(' ')[0]} {path} {prompt}", flush=True)
+        if path in silent or prompt.startswith("silent"):
+            continue  # read on: the next thing to arrive is the client closing
         if path == "/health":
             _respond(conn, "200 OK", {"status": "ok"})
             continue
@@ -73,7 +89,6 @@ def _serve(conn: socket.socket, key: str) -> None:
                 conn, "200 OK", {"default_generation_settings": {"n_ctx": 512}, "total_slots": 1}
             )
             continue
-        prompt = str(json.loads(body or b"{}").get("prompt", ""))
         conn.sendall(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
@@ -92,6 +107,11 @@ def _serve(conn: socket.socket, key: str) -> None:
             conn.sendall(_token(0) + _token(1))
             conn.shutdown(socket.SHUT_RDWR)
             return
+        elif prompt == "split":
+            conn.sendall(
+                _event({"content": "🎉", "tokens": [227], "stop": False, "tokens_predicted": 3})
+            )
+            continue  # the body stays open: the test ends it
         elif prompt == "eof-chunk":
             conn.sendall(_token(0) + _token(1) + b"0\r\n\r\n")
             continue
@@ -127,8 +147,12 @@ def main() -> None:
     print(f"main: server is listening on http://{_arg('--host')}:{_arg('--port')}", flush=True)
     while True:
         conn, _ = listener.accept()
-        with conn, contextlib.suppress(OSError):
-            _serve(conn, key)
+        threading.Thread(target=_serve_and_close, args=(conn, key), daemon=True).start()
+
+
+def _serve_and_close(conn: socket.socket, key: str) -> None:
+    with conn, contextlib.suppress(OSError):
+        _serve(conn, key)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,124 @@
+"""Every wait is bounded, and a deadline or a cancel keeps its type whatever it interrupts.
+
+A fake llama-server (tests/fakes) stands in where the real one cannot be made to go
+quiet on demand: a request it never answers, a `/props` or `/tokenize` that never
+comes back. It logs every request it receives, so a retry cannot hide.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import inference_core as ic
+from inference_rocm.backends import LlamaCppBackend
+from inference_rocm.model import LlamaServerModel
+
+from .procs import children, make_executable
+
+FAKE_SERVER = Path(__file__).parent / "fakes" / "fake_llama_server.py"
+
+
+def fake_binary(folder: Path) -> Path:
+    return make_executable(folder / "llama-server", FAKE_SERVER.read_text())
+
+
+def load_fake(
+    binary: Path, model_path: str, *extra: str, load_timeout: float = 30.0
+) -> ic.TextModel:
+    backend = LlamaCppBackend(environ={"LLAMA_SERVER_PATH": str(binary)}, load_timeout=load_timeout)
+    return backend.load_model(model_path, ic.LoadConfig(extra_args=extra))
+
+
+def log_lines(model: ic.TextModel) -> list[str]:
+    assert isinstance(model, LlamaServerModel)
+    return model.server.log_tail(60).splitlines()
+
+
+def requests_seen(model: ic.TextModel, prompt: str, marker: str) -> int:
+    """How many requests for `prompt` the fake logged, once it has logged one for `marker`
+    (sent after everything the test sent before)."""
+    list(model.generate(marker, max_tokens=10))
+    deadline = time.monotonic() + 10
+    while f"request POST /completion {marker}" not in log_lines(model):
+        assert time.monotonic() < deadline, log_lines(model)
+        time.sleep(0.05)
+    return log_lines(model).count(f"request POST /completion {prompt}")
+
+
+@pytest.fixture(scope="module")
+def fake_model(
+    smollm2_path: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ic.TextModel]:
+    with load_fake(fake_binary(tmp_path_factory.mktemp("fake")), smollm2_path) as model:
+        yield model
+
+
+def test_a_deadline_before_the_response_head_is_a_timeout_sent_once(
+    fake_model: ic.TextModel,
+) -> None:
+    list(fake_model.generate("fine", max_tokens=10))  # leaves a keep-alive connection idle
+    stream = fake_model.generate("silent, timed out", max_tokens=10, timeout=0.5)
+    with pytest.raises(ic.GenerationTimeout):
+        next(stream)
+    assert type(stream.err()) is ic.GenerationTimeout
+    assert requests_seen(fake_model, "silent, timed out", "fine") == 1
+
+
+def test_a_cancel_before_the_response_head_ends_the_stream_sent_once(
+    fake_model: ic.TextModel,
+) -> None:
+    list(fake_model.generate("fine", max_tokens=10))
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    stream = fake_model.generate("silent, cancelled", max_tokens=10, cancel=cancel)
+    assert list(stream) == []
+    assert isinstance(stream.err(), ic.Cancelled)
+    assert requests_seen(fake_model, "silent, cancelled", "fine") == 1
+
+
+def test_the_model_serves_again_after_a_timeout(fake_model: ic.TextModel) -> None:
+    with pytest.raises(ic.GenerationTimeout):
+        list(fake_model.generate("silent", max_tokens=10, timeout=0.3))
+    assert [t.id for t in fake_model.generate("fine", max_tokens=10)] == [100, 101, 102]
+
+
+def test_a_server_that_never_answers_props_fails_the_load_within_its_timeout(
+    tmp_path: Path, smollm2_path: str
+) -> None:
+    before = children()
+    started = time.monotonic()
+    with pytest.raises(ic.ServerStartError, match=r"not /props within 2 s") as caught:
+        load_fake(fake_binary(tmp_path), smollm2_path, "--fake-silent", "/props", load_timeout=2)
+    assert time.monotonic() - started < 30  # bounded; without the deadline it never returns
+    assert "request GET /props" in caught.value.log_tail
+    assert children() - before == set()
+
+
+@pytest.fixture
+def silent_tokenizer(smollm2_path: str, tmp_path: Path) -> Iterator[ic.TextModel]:
+    with load_fake(fake_binary(tmp_path), smollm2_path, "--fake-silent", "/tokenize") as model:
+        yield model
+
+
+def test_the_byte_token_recovery_honours_the_generations_deadline(
+    silent_tokenizer: ic.TextModel,
+) -> None:
+    stream = silent_tokenizer.generate("split", max_tokens=10, timeout=1.0)
+    with pytest.raises(ic.GenerationTimeout):
+        list(stream)
+    assert any(line.startswith("request POST /tokenize") for line in log_lines(silent_tokenizer))
+
+
+def test_the_byte_token_recovery_honours_the_generations_cancel(
+    silent_tokenizer: ic.TextModel,
+) -> None:
+    cancel = threading.Event()
+    stream = silent_tokenizer.generate("split", max_tokens=10, cancel=cancel)
+    threading.Timer(0.5, cancel.set).start()
+    assert list(stream) == []
+    assert isinstance(stream.err(), ic.Cancelled)
