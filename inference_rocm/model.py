@@ -367,9 +367,8 @@ class LlamaServerModel:
         return self._outcome.metrics()
 
     def close(self) -> None:
-        """Abort open streams, stop the server (SIGTERM, then SIGKILL). Idempotent."""
-        if self._closed.is_set():
-            return
+        """Abort open streams, stop the server (SIGTERM, then SIGKILL). Idempotent, and
+        in every thread that calls it the server is gone when it returns."""
         self._closed.set()
         self.server.stop()
 

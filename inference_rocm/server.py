@@ -96,7 +96,8 @@ class ServerOptions:
     args: tuple[str, ...] = ()
     environ: Mapping[str, str] = attrs.field(factory=dict)
     load_timeout: float = 120.0  # seconds without log output or progress
-    stop_grace: float = 5.0
+    stop_grace: float = 5.0  # from SIGTERM to SIGKILL
+    kill_wait: float = 5.0  # after SIGKILL, before giving up on a process stuck in the kernel
     port_attempts: int = 3
 
 
@@ -181,6 +182,7 @@ class LlamaServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._log_thread: threading.Thread | None = None
         self._stopped = False
+        self._stop_lock = threading.Lock()
         self.client = ServerClient(
             HOST, port, self._api_key, alive=self.alive, diagnose=self.diagnose
         )
@@ -345,22 +347,40 @@ class LlamaServer:
         return message
 
     def stop(self) -> None:
-        """Close our connections, SIGTERM, wait, then SIGKILL. Idempotent; never raises."""
-        if self._stopped:
+        """Close our connections, SIGTERM, wait, then SIGKILL. Idempotent; never raises.
+
+        Exactly once under threads: a second caller waits for the first to finish,
+        so the server is gone whenever `stop()` returns. After SIGKILL the wait is
+        bounded: a process stuck in the kernel (a hung GPU driver) is logged and left.
+        """
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            self.client.close()
+            process = self._process
+            if process is not None and process.poll() is None:
+                self._terminate(process)
+            if self._log_thread is not None:
+                self._log_thread.join(timeout=2.0)
+
+    def _terminate(self, process: subprocess.Popen[bytes]) -> None:
+        self._signal(signal.SIGTERM)
+        try:
+            process.wait(self.options.stop_grace)
             return
-        self._stopped = True
-        self.client.close()
-        process = self._process
-        if process is not None and process.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                process.wait(self.options.stop_grace)
-            except subprocess.TimeoutExpired:
-                logger.warning("llama-server (pid %d) ignored SIGTERM; killing it", process.pid)
-                self._signal(signal.SIGKILL)
-                process.wait()
-        if self._log_thread is not None:
-            self._log_thread.join(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            logger.warning("llama-server (pid %d) ignored SIGTERM; killing it", process.pid)
+        self._signal(signal.SIGKILL)
+        try:
+            process.wait(self.options.kill_wait)
+        except subprocess.TimeoutExpired:
+            logger.error(
+                "llama-server (pid %d) is still there %g s after SIGKILL, stuck in the kernel "
+                "(a GPU driver hang?); no longer waiting for it",
+                process.pid,
+                self.options.kill_wait,
+            )
 
     def _signal(self, signum: int) -> None:
         assert self._process is not None

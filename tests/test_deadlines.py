@@ -1,4 +1,5 @@
-"""Every wait is bounded, and a deadline or a cancel keeps its type whatever it interrupts.
+"""Every wait is bounded, a deadline or a cancel keeps its type whatever it interrupts, and
+close() is exactly once.
 
 A fake llama-server (tests/fakes) stands in where the real one cannot be made to go
 quiet on demand: a request it never answers, a `/props` or `/tokenize` that never
@@ -7,6 +8,8 @@ comes back. It logs every request it receives, so a retry cannot hide.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +20,7 @@ import pytest
 import inference_core as ic
 from inference_rocm.backends import LlamaCppBackend
 from inference_rocm.model import LlamaServerModel
+from inference_rocm.server import LlamaServer, ServerOptions
 
 from .procs import children, make_executable
 
@@ -122,3 +126,66 @@ def test_the_byte_token_recovery_honours_the_generations_cancel(
     threading.Timer(0.5, cancel.set).start()
     assert list(stream) == []
     assert isinstance(stream.err(), ic.Cancelled)
+
+
+# -- close(): bounded, and exactly once under threads ------------------------------------
+
+
+def test_stop_gives_up_on_a_server_that_outlives_sigkill(
+    tmp_path: Path,
+    smollm2_path: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ignores_sigterm = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    binary = make_executable(tmp_path / "llama-server", ignores_sigterm + FAKE_SERVER.read_text())
+    options = ServerOptions(str(binary), smollm2_path, stop_grace=0.3, kill_wait=0.3)
+    server = LlamaServer.start(options)
+    real_signal = LlamaServer._signal
+
+    def stuck_in_the_kernel(self: LlamaServer, signum: int) -> None:
+        if signum != signal.SIGKILL:  # a process stuck in the kernel outlives SIGKILL
+            real_signal(self, signum)
+
+    monkeypatch.setattr(LlamaServer, "_signal", stuck_in_the_kernel)
+    stopping = threading.Thread(target=server.stop)
+    try:
+        stopping.start()
+        stopping.join(15)
+        assert not stopping.is_alive(), "stop() waits forever for an unkillable process"
+        assert server.alive()
+        assert f"llama-server (pid {server.pid}) is still there" in caplog.text
+    finally:
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGKILL)
+        stopping.join(15)
+
+
+def test_close_from_two_threads_stops_once_and_returns_when_the_server_is_gone(
+    tmp_path: Path, smollm2_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_exit = (
+        "import os, signal, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(1.0), os._exit(0)))\n"
+    )
+    binary = make_executable(tmp_path / "llama-server", slow_exit + FAKE_SERVER.read_text())
+    model = load_fake(binary, smollm2_path)
+    assert isinstance(model, LlamaServerModel)
+    sent: list[int] = []
+    real_signal = LlamaServer._signal
+
+    def counted(self: LlamaServer, signum: int) -> None:
+        sent.append(signum)
+        real_signal(self, signum)
+
+    monkeypatch.setattr(LlamaServer, "_signal", counted)
+    first = threading.Thread(target=model.close)
+    first.start()
+    deadline = time.monotonic() + 10
+    while not sent:  # the first close() is now waiting for the server to exit
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    model.close()
+    assert not model.server.alive(), "close() returned while the server was still running"
+    first.join(10)
+    assert sent == [signal.SIGTERM]
