@@ -208,7 +208,10 @@ def run_batch(
 
     def collect(prompt: str) -> BatchResult:
         tokens: list[Token] = []
-        stream = start(prompt)
+        try:
+            stream = start(prompt)
+        except InferenceError as error:  # the model closed or died before this one began
+            return BatchResult(prompt, (), error, None)
         try:
             tokens.extend(stream)
         except InferenceError as error:

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from inference_core import GenerationTimeout, LoadConfig, ModelClosed
-from inference_core.protocols import Backend, TextModel
+from inference_core.protocols import Backend, TextModel, TokenStream
+from inference_core.streams import run_batch
 from inference_core.testing import BackendContract, FakeBackend, FakeModel, TextModelContract
 
 
@@ -57,3 +58,18 @@ def test_close_from_another_thread_ends_a_running_stream() -> None:
     threading.Timer(0.05, model.close).start()
     with pytest.raises(ModelClosed):
         list(stream)
+
+
+def test_run_batch_gives_each_prompt_its_own_result_whatever_fails() -> None:
+    model = FakeModel("fake.gguf", LoadConfig())
+
+    def start(prompt: str) -> TokenStream:
+        if prompt == "refused":
+            raise ModelClosed("closed before this prompt began")
+        return model.generate(prompt, max_tokens=3)
+
+    results = run_batch(start, ["a b c", "refused", "d e f"], workers=1)
+    assert [result.prompt for result in results] == ["a b c", "refused", "d e f"]
+    assert [result.ok for result in results] == [True, False, True]
+    assert isinstance(results[1].error, ModelClosed) and results[1].tokens == ()
+    assert "".join(token.text for token in results[2].tokens) == "d e f"

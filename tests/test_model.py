@@ -161,6 +161,22 @@ def test_batch_generate_runs_prompts_side_by_side(shared_model: ic.TextModel) ->
         ]
 
 
+def test_a_batch_cut_by_close_keeps_one_result_per_prompt(smollm2_path: str) -> None:
+    model = LlamaCppBackend().load_model(
+        smollm2_path, ic.LoadConfig(context_len=512, parallel_slots=1)
+    )
+    prompts = ["Once upon a time", "The capital of France is", "Count: one, two,", "Hello"]
+    closer = threading.Timer(0.5, model.close)  # while the first prompt streams
+    closer.start()
+    try:
+        results = model.batch_generate(prompts, max_tokens=400)
+    finally:
+        closer.join()
+    assert [result.prompt for result in results] == prompts
+    assert all(isinstance(result.error, ic.ModelClosed) for result in results), results
+    assert all(result.tokens == () for result in results[1:])
+
+
 def test_prompt_longer_than_the_context_is_context_overflow(shared_model: ic.TextModel) -> None:
     with pytest.raises(ic.ContextOverflow, match="does not fit the context") as caught:
         list(shared_model.generate("word " * 3000, max_tokens=4))
