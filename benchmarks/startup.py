@@ -76,7 +76,7 @@ def _one_load(path: str, lines: _Lines) -> tuple[float, float]:
 
 def measure_readiness(path: str, loads: int) -> list[Row]:
     """Loads of the model, each on a fresh server."""
-    server_log = logging.getLogger("inference_rocm.server")
+    server_log = logging.getLogger("inference_rocm.server.output")
     handler, level = _Lines(), server_log.level
     server_log.addHandler(handler)
     server_log.setLevel(logging.DEBUG)

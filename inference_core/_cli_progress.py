@@ -1,9 +1,11 @@
 """The CLI's load spinner: elapsed time and the backend's latest log line, on a terminal only.
 
 Backends log what their server is doing (llama-server's own lines arrive at
-DEBUG); while a model loads, a handler on the root logger keeps the latest
-line and a thread redraws one status line on stderr. Nothing is drawn when
-stderr is not a terminal, so pipes and logs stay clean.
+DEBUG). The CLI, when it configures logging at startup, attaches `LATEST`, a
+handler that keeps the latest line; while a model loads, a thread redraws one
+status line on stderr from it. The spinner itself never touches logging's
+configuration. Nothing is drawn when stderr is not a terminal, so pipes and
+logs stay clean.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from types import TracebackType
 from typing import TextIO, final
 
-__all__ = ["Spinner"]
+__all__ = ["LATEST", "LatestLine", "Spinner"]
 
 _FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 _ASCII_FRAMES = "|/-\\"
@@ -27,7 +29,7 @@ _CLEAR_LINE = "\r\x1b[K"
 
 
 @final
-class _LatestLine(logging.Handler):
+class LatestLine(logging.Handler):
     """Remembers the last log message, without formatting or keeping history."""
 
     def __init__(self) -> None:
@@ -41,6 +43,9 @@ class _LatestLine(logging.Handler):
             return
         if text:
             self.latest = text
+
+
+LATEST = LatestLine()
 
 
 @final
@@ -58,19 +63,13 @@ class Spinner:
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._handler = _LatestLine()
-        self._root_level = logging.NOTSET
         encoding = (getattr(stream, "encoding", None) or "ascii").lower()
         self._frames = _FRAMES if encoding.startswith("utf") else _ASCII_FRAMES
 
     def __enter__(self) -> Spinner:
         if not self._enabled:
             return self
-        root = logging.getLogger()
-        self._root_level = root.level
-        # Let DEBUG records reach our handler; the CLI's stderr handler keeps its own level.
-        root.setLevel(logging.DEBUG)
-        root.addHandler(self._handler)
+        LATEST.latest = ""
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="inference-spinner", daemon=True)
         self._thread.start()
@@ -86,9 +85,6 @@ class Spinner:
             return
         self._stop.set()
         self._thread.join()
-        root = logging.getLogger()
-        root.removeHandler(self._handler)
-        root.setLevel(self._root_level)
         self._write(_CLEAR_LINE)
 
     def _run(self) -> None:
@@ -96,7 +92,7 @@ class Spinner:
         while frame == 0 or not self._stop.wait(self._interval):
             elapsed = time.monotonic() - self._started
             status = f"{self._frames[frame % len(self._frames)]} {self._label} {elapsed:4.1f}s"
-            latest = self._handler.latest
+            latest = LATEST.latest
             width = self._columns() - 1
             line = f"{status}  {latest}" if latest else status
             self._write(_CLEAR_LINE + line[:width])

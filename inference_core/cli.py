@@ -24,7 +24,7 @@ import attrs
 
 from . import __version__, registry
 from ._cli_models import describe, entry_for, find_models, table
-from ._cli_progress import Spinner
+from ._cli_progress import LATEST, Spinner
 from .demo import demo_model_path
 from .errors import ContextOverflow, InferenceError, InvalidModelFile, NoBackendAvailable
 from .protocols import BackendStatus, TextModel, TokenStream
@@ -205,7 +205,7 @@ def _checked_configs(args: argparse.Namespace) -> tuple[GenerateConfig, LoadConf
 def _loaded(args: argparse.Namespace, load: LoadConfig) -> Iterator[TextModel]:
     """Load with a spinner; always close, with Ctrl-C held off so no server is left behind."""
     path = args.model or demo_model_path()
-    show = sys.stderr.isatty() and not args.debug
+    show = _spinner_wanted(args.debug)
     with Spinner(sys.stderr, f"loading {os.path.basename(path)}", enabled=show):
         model = registry.load(path, backend=args.backend, config=load)
     try:
@@ -338,14 +338,23 @@ def _one_line(error: BaseException) -> str:
     return text
 
 
+def _spinner_wanted(debug: bool) -> bool:
+    """A load spinner on a terminal; never with --debug, whose lines would cut through it."""
+    return sys.stderr.isatty() and not debug
+
+
 def _configure_logging(debug: bool) -> None:
-    """Only the CLI configures logging; the handler's level keeps the spinner's DEBUG out."""
+    """Only the CLI configures logging, once, at startup. On a terminal the spinner's
+    handler takes the DEBUG lines of a loading server; stderr shows warnings only."""
     level = logging.DEBUG if debug else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(level)
     handler.setFormatter(logging.Formatter(f"{_PROG}: %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
+    if _spinner_wanted(debug):
+        root.addHandler(LATEST)
+        level = logging.DEBUG
     root.setLevel(level)
 
 

@@ -57,14 +57,23 @@ class InvalidModelFile(ModelLoadError, ValueError):
 
 class _ServerFailure(InferenceError):
     """A server process failed: `summary` is what happened, `log_tail` its last log
-    lines (the message holds both), `returncode` its exit status, negative for a signal."""
+    lines (the message holds both), `returncode` its exit status, negative for a
+    signal, and `log` as much of its log as was kept (its first lines and its last)."""
 
-    def __init__(self, message: str, *, log_tail: str = "", returncode: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        log_tail: str = "",
+        returncode: int | None = None,
+        log: str = "",
+    ) -> None:
         full = f"{message}\n--- server log (last lines) ---\n{log_tail}" if log_tail else message
         super().__init__(full)
         self.summary = message
         self.log_tail = log_tail
         self.returncode = returncode
+        self.log = log or log_tail
 
 
 class ServerStartError(_ServerFailure, ModelLoadError):

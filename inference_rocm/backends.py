@@ -103,6 +103,7 @@ def _settings(server: LlamaServer, load_timeout: float) -> Any:
             f"llama-server answered /health but not /props within {load_timeout:g} s while "
             f"loading {server.options.model_path}; it was stopped",
             log_tail=server.log_tail(),
+            log=server.log(),
         ) from None
 
 
@@ -178,6 +179,7 @@ def start_first_that_runs(
                     "here, or unset it to let the lookup choose",
                     log_tail=error.log_tail,
                     returncode=error.returncode,
+                    log=error.log,
                 ) from None
             record_crash(lookup.path, "SIGILL", environ)
             logger.warning(
@@ -195,6 +197,7 @@ def start_first_that_runs(
         f"{BUILD_ADVICE}",
         log_tail=last.log_tail,
         returncode=last.returncode,
+        log=last.log,
     )
 
 

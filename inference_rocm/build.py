@@ -297,12 +297,6 @@ def prove(
     removed: list[str] = []
     verbose = False
     while True:
-        lines: list[str] = []
-        handler = _Collect(lines)
-        server_log = logging.getLogger("inference_rocm.server")
-        server_log.addHandler(handler)
-        previous_level = server_log.level
-        server_log.setLevel(logging.DEBUG)
         try:
             with load(
                 str(binary),
@@ -318,7 +312,7 @@ def prove(
                 metrics = stream.metrics
                 return (metrics.decode_tokens_per_second if metrics else 0.0), removed
         except (ServerStartError, ServerCrashed) as error:
-            variant = _crashed_variant(error, "\n".join(lines))
+            variant = _crashed_variant(error)
             if variant is None and not verbose and _by_signal(error):
                 verbose = True
                 continue
@@ -328,18 +322,6 @@ def prove(
             log(f"the CPU variant {name} crashes here ({_signal_name(error)}); removing it")
             Path(path).unlink()
             removed.append(name)
-        finally:
-            server_log.removeHandler(handler)
-            server_log.setLevel(previous_level)
-
-
-class _Collect(logging.Handler):
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines = lines
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
 
 
 def _by_signal(error: ServerStartError | ServerCrashed) -> bool:
@@ -353,13 +335,12 @@ def _signal_name(error: ServerStartError | ServerCrashed) -> str:
     return f"status {code}"
 
 
-def _crashed_variant(
-    error: ServerStartError | ServerCrashed, log_text: str
-) -> tuple[str, str] | None:
-    """The CPU variant a server that died by a signal had loaded, if it was a variant."""
+def _crashed_variant(error: ServerStartError | ServerCrashed) -> tuple[str, str] | None:
+    """The CPU variant a server that died by a signal had loaded, if it was a variant
+    (from the start of its log, which the error carries)."""
     if not _by_signal(error):
         return None
-    found = _VARIANT.findall(log_text)
+    found = _VARIANT.findall(error.log)
     if not found:
         return None
     path, name = found[-1]

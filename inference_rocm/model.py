@@ -149,6 +149,7 @@ class LlamaServerModel:
                 f"It ended with: {self._crash.args[0].splitlines()[0]}",
                 log_tail=self._crash.log_tail,
                 returncode=self._crash.returncode,
+                log=self._crash.log,
             )
 
     def _translate(self, error: InferenceError) -> InferenceError:

@@ -39,9 +39,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-server_log = logging.getLogger("inference_rocm.server")
+# The child's own lines, apart from the library's messages (DEBUG: they are many).
+server_output = logging.getLogger("inference_rocm.server.output")
 
 HOST = "127.0.0.1"
+_LOG_HEAD_LINES = 200  # where a build says which backends and CPU variant it loaded
 _LOG_TAIL_LINES = 60
 _ERROR_TAIL_LINES = 25
 _PR_SET_PDEATHSIG = 1
@@ -176,7 +178,9 @@ class LlamaServer:
         self.options = options
         self.port = port
         self._api_key = secrets.token_urlsafe(32)
+        self._head: list[str] = []
         self._tail: collections.deque[str] = collections.deque(maxlen=_LOG_TAIL_LINES)
+        self._lines_seen = 0
         self._activity = threading.Condition()
         self._last_activity = time.monotonic()
         self._process: subprocess.Popen[bytes] | None = None
@@ -256,14 +260,17 @@ class LlamaServer:
         self._log_thread.start()
 
     def _pump_log(self, stream: IO[bytes]) -> None:
-        """Keep a bounded tail, forward lines to the `inference_rocm.server` logger."""
+        """Keep the first lines and a bounded tail; forward each line to its logger."""
         key = self._api_key
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip()
             if key in line:
                 line = line.replace(key, "***")
+            if len(self._head) < _LOG_HEAD_LINES:
+                self._head.append(line)
             self._tail.append(line)
-            server_log.debug("[%d] %s", self.port, line)
+            self._lines_seen += 1
+            server_output.debug("[%d] %s", self.port, line)
             with self._activity:
                 self._last_activity = time.monotonic()
                 self._activity.notify_all()
@@ -273,6 +280,14 @@ class LlamaServer:
 
     def log_tail(self, lines: int = _ERROR_TAIL_LINES) -> str:
         return "\n".join(list(self._tail)[-lines:])
+
+    def log(self) -> str:
+        """The log as kept: its first lines and its last, with how many were left out."""
+        after_head = self._lines_seen - len(self._head)
+        tail = list(self._tail)[-after_head:] if after_head > 0 else []
+        left_out = after_head - len(tail)
+        gap = [f"... ({left_out} lines left out)"] if left_out > 0 else []
+        return "\n".join([*self._head, *gap, *tail])
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -301,6 +316,7 @@ class LlamaServer:
             f"{describe_exit(returncode)}: {what}{_advice(returncode)}",
             log_tail=self._log_after_exit(),
             returncode=returncode,
+            log=self.log(),
         )
 
     def _wait_ready(self) -> None:
@@ -314,7 +330,10 @@ class LlamaServer:
                 if _BIND_FAILURE.search(tail):
                     raise _PortClash
                 raise ServerStartError(
-                    self._start_failure(returncode, tail), log_tail=tail, returncode=returncode
+                    self._start_failure(returncode, tail),
+                    log_tail=tail,
+                    returncode=returncode,
+                    log=self.log(),
                 )
             status = self.client.status_of("/health", timeout=1.0)
             if status == 200:
@@ -335,6 +354,7 @@ class LlamaServer:
             f"{self.options.load_timeout:g} s and was stopped; a larger model may need a "
             "longer load timeout",
             log_tail=tail,
+            log=self.log(),
         )
 
     def _start_failure(self, returncode: int, tail: str) -> str:

@@ -127,7 +127,7 @@ def test_the_key_never_reaches_our_logs(
             smollm2_path, ic.LoadConfig()
         )
     assert "my key is ***" in caught.value.log_tail
-    forwarded = [r.getMessage() for r in caplog.records if r.name == "inference_rocm.server"]
+    forwarded = [r.getMessage() for r in caplog.records if r.name == "inference_rocm.server.output"]
     assert any("my key is ***" in line for line in forwarded)
 
 

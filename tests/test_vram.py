@@ -48,7 +48,7 @@ def measured(
 ) -> tuple[ModelMemory, dict[str, float]]:
     """Our estimate, and the MiB of each buffer kind the real server reports, for SmolLM2."""
     context_len, slots = request.param
-    server_log = logging.getLogger("inference_rocm.server")
+    server_log = logging.getLogger("inference_rocm.server.output")
     handler, level = _Lines(), server_log.level
     server_log.addHandler(handler)
     server_log.setLevel(logging.DEBUG)

@@ -1,0 +1,90 @@
+"""Logging is for people, not a channel: each part logs to its own logger and nothing
+reconfigures logging at run time; what needs a server's log gets it from the server."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import inference_core as ic
+from inference_core._cli_progress import Spinner
+from inference_rocm import build
+from inference_rocm.backends import LlamaCppBackend, load_with_server
+from inference_rocm.model import LlamaServerModel
+
+from .procs import make_executable
+
+OUTPUT = "inference_rocm.server.output"
+
+
+def logging_state() -> list[tuple[str, int, tuple[logging.Handler, ...]]]:
+    names = ["", "inference_core", "inference_rocm", "inference_rocm.server", OUTPUT]
+    loggers = [logging.getLogger(name) for name in names]
+    return [(name, lg.level, tuple(lg.handlers)) for name, lg in zip(names, loggers, strict=True)]
+
+
+@pytest.mark.server
+def test_the_servers_lines_and_the_librarys_messages_have_loggers_of_their_own(
+    smollm2_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with ic.load(smollm2_path, backend="llama_cpp", context_len=128) as model:
+        assert isinstance(model, LlamaServerModel)
+        port = model.server.port
+    output = [r.getMessage() for r in caplog.records if r.name == OUTPUT]
+    library = [r.getMessage() for r in caplog.records if r.name == "inference_rocm.server"]
+    assert any("listening" in line for line in output)
+    assert all(line.startswith(f"[{port}] ") for line in output)
+    assert any(line.startswith("starting ") for line in library)
+    assert not any(line.startswith(f"[{port}] ") for line in library)
+
+
+def test_a_failed_start_carries_the_first_lines_of_a_long_log(
+    tmp_path: Path, smollm2_path: str
+) -> None:
+    chatty = make_executable(
+        tmp_path / "llama-server",
+        "for n in range(300):\n    print(f'line {n}', flush=True)\nraise SystemExit(1)",
+    )
+    backend = LlamaCppBackend(environ={"LLAMA_SERVER_PATH": str(chatty)})
+    with pytest.raises(ic.ServerStartError) as caught:
+        backend.load_model(smollm2_path, ic.LoadConfig())
+    kept = caught.value.log.splitlines()
+    assert kept[:200] == [f"line {n}" for n in range(200)]
+    assert kept[200] == "... (40 lines left out)"
+    assert kept[201:] == [f"line {n}" for n in range(240, 300)]
+    assert caught.value.log_tail.splitlines() == [f"line {n}" for n in range(275, 300)]
+
+
+def test_the_build_proof_leaves_logging_alone(tmp_path: Path, smollm2_path: str) -> None:
+    seen: list[list[tuple[str, int, tuple[logging.Handler, ...]]]] = []
+
+    def watching(binary: str, path: str, config: ic.LoadConfig, **options: Any) -> ic.TextModel:
+        seen.append(logging_state())
+        return load_with_server(binary, path, config, **options)
+
+    before = logging_state()
+    crash = "import os, signal\nprint('up', flush=True)\nos.kill(os.getpid(), signal.SIGILL)"
+    binary = make_executable(tmp_path / "bin" / "llama-server", crash)
+    with pytest.raises(build.BuildError, match="does not run here"):
+        build.prove(binary, smollm2_path, load=watching)
+    assert len(seen) == 2  # the first try, then one at a higher log level after the signal
+    assert seen == [before, before]
+    assert logging_state() == before
+
+
+def test_the_spinner_leaves_logging_alone() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    before = logging_state()
+    terminal = Terminal()
+    with Spinner(terminal, "loading model.gguf", enabled=True, interval=0.01):
+        assert logging_state() == before
+    assert logging_state() == before
+    assert "loading model.gguf" in terminal.getvalue()
