@@ -96,8 +96,8 @@ class _Registry:
                 entry_point.value,
                 error,
             )
-            if wanted is not None and entry_point.name not in wanted:
-                return
+            # Listed whatever INFERENCE_BACKENDS says: which backend names a plugin would
+            # have registered is unknown when it fails, and its error must not vanish.
             self._broken[entry_point.name] = BackendStatus(
                 name=entry_point.name,
                 priority=0,

@@ -64,6 +64,15 @@ def test_environment_filter_limits_what_loads(
     assert [status.name for status in ic.backends()] == ["broken"]
 
 
+def test_a_broken_plugin_is_listed_whatever_the_filter_names(
+    clean_registry: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INFERENCE_BACKENDS", "echo")
+    statuses = {status.name: status for status in ic.backends()}
+    assert sorted(statuses) == ["broken", "echo"]
+    assert "a_module_that_does_not_exist" in statuses["broken"].reasons[0]
+
+
 def test_unknown_backend_is_backend_not_found(only: None) -> None:
     with pytest.raises(ic.BackendNotFound, match=r"'nope'.*echo"):
         ic.load("x.gguf", backend="nope")
