@@ -26,7 +26,15 @@ from . import __version__, registry
 from ._cli_models import describe, entry_for, find_models, table
 from ._cli_progress import LATEST, Spinner
 from .demo import demo_model_path
-from .errors import ContextOverflow, InferenceError, InvalidModelFile, NoBackendAvailable
+from .errors import (
+    ContextOverflow,
+    InferenceError,
+    InvalidModelFile,
+    InvalidValue,
+    NoBackendAvailable,
+    ServerCrashed,
+    ServerStartError,
+)
 from .protocols import BackendStatus, TextModel, TokenStream
 from .types import GenerateConfig, LoadConfig, Message
 
@@ -195,9 +203,8 @@ def _checked_configs(args: argparse.Namespace) -> tuple[GenerateConfig, LoadConf
     try:
         load = LoadConfig(context_len=args.ctx, gpu_layers=args.gpu_layers)
         return _generate_config(args), load
-    except ValueError as error:
-        field = str(error).split(" ", 1)[0]
-        option = _OPTION_OF.get(field, "--" + field.replace("_", "-"))
+    except InvalidValue as error:
+        option = _OPTION_OF.get(error.field, "--" + error.field.replace("_", "-"))
         raise _UsageError(f"argument {option}: {error}") from None
 
 
@@ -324,7 +331,8 @@ def _filter_note() -> str:
 
 def _one_line(error: BaseException) -> str:
     """The message without a server log tail; other extra lines joined into one."""
-    message = str(error).split("\n--- server log", 1)[0]
+    failed = error if isinstance(error, (ServerStartError, ServerCrashed)) else None
+    message = str(error) if failed is None else failed.summary
     lines = [line.strip(" -") for line in message.splitlines() if line.strip()]
     text = lines[0].rstrip(":") if lines else type(error).__name__
     if len(lines) > 1:
@@ -333,7 +341,7 @@ def _one_line(error: BaseException) -> str:
         text += _filter_note()
     if isinstance(error, ContextOverflow):
         text += " (here: --ctx N)"
-    if getattr(error, "log_tail", ""):
+    if failed is not None and failed.log_tail:
         text += " (run with --debug to see the server's log)"
     return text
 

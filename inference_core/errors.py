@@ -14,6 +14,7 @@ __all__ = [
     "GenerationTimeout",
     "InferenceError",
     "InvalidModelFile",
+    "InvalidValue",
     "ModelClosed",
     "ModelLoadError",
     "NoBackendAvailable",
@@ -24,6 +25,18 @@ __all__ = [
 
 class InferenceError(Exception):
     """Base of every error this library raises on purpose."""
+
+
+class InvalidValue(ValueError):
+    """A field of a config or value type was given a value it does not take.
+
+    A `ValueError` (a mistake in the call, not a failure at run time); `field`
+    names the field, for callers that map it back to an option of their own.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class BackendNotFound(InferenceError, LookupError):

@@ -9,6 +9,8 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
+from .errors import InvalidValue
+
 __all__ = [
     "ROLES",
     "BatchResult",
@@ -38,7 +40,9 @@ def _int_in(low: int, high: int | None = None) -> _Validator:
 
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if not _is_int(value) or value < low or (high is not None and value > high):
-            raise ValueError(f"{attribute.name} must be an integer {allowed}, got {value!r}")
+            raise InvalidValue(
+                attribute.name, f"{attribute.name} must be an integer {allowed}, got {value!r}"
+            )
 
     return check
 
@@ -56,14 +60,16 @@ def _float_in(low: float, high: float, *, low_open: bool = False) -> _Validator:
             and value <= high
         )
         if not ok:
-            raise ValueError(f"{attribute.name} must be a number in {allowed}, got {value!r}")
+            raise InvalidValue(
+                attribute.name, f"{attribute.name} must be a number in {allowed}, got {value!r}"
+            )
 
     return check
 
 
 def _str(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, str):
-        raise ValueError(f"{attribute.name} must be a string, got {value!r}")
+        raise InvalidValue(attribute.name, f"{attribute.name} must be a string, got {value!r}")
 
 
 def _int_tuple(value: Iterable[int]) -> tuple[int, ...]:
@@ -73,7 +79,10 @@ def _int_tuple(value: Iterable[int]) -> tuple[int, ...]:
 def _non_negative_ints(_: Any, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
     for item in value:
         if not _is_int(item) or item < 0:
-            raise ValueError(f"{attribute.name} must hold integers >= 0, got {item!r} in {value!r}")
+            raise InvalidValue(
+                attribute.name,
+                f"{attribute.name} must hold integers >= 0, got {item!r} in {value!r}",
+            )
 
 
 @attrs.frozen
@@ -98,7 +107,7 @@ class Message:
     @role.validator
     def _check_role(self, attribute: attrs.Attribute[str], value: object) -> None:
         if value not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {value!r}")
+            raise InvalidValue("role", f"role must be one of {', '.join(ROLES)}, got {value!r}")
 
 
 MessageLike = Message | Mapping[str, str]
@@ -142,7 +151,9 @@ def _optional_path(value: str | os.PathLike[str] | None) -> str | None:
 
 def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
     if isinstance(value, str):
-        raise ValueError(f"extra_args must be a sequence of strings, got the string {value!r}")
+        raise InvalidValue(
+            "extra_args", f"extra_args must be a sequence of strings, got the string {value!r}"
+        )
     return tuple(value)
 
 
@@ -170,14 +181,17 @@ class LoadConfig:
     @gpu_layers.validator
     def _check_gpu_layers(self, attribute: attrs.Attribute[Any], value: object) -> None:
         if value != "auto" and not (_is_int(value) and value >= -1):  # type: ignore[operator]
-            raise ValueError(
-                f"gpu_layers must be -1 (all), 0 (none), a layer count or 'auto', got {value!r}"
+            raise InvalidValue(
+                "gpu_layers",
+                f"gpu_layers must be -1 (all), 0 (none), a layer count or 'auto', got {value!r}",
             )
 
     @extra_args.validator
     def _check_extra_args(self, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
         if not all(isinstance(arg, str) for arg in value):
-            raise ValueError(f"extra_args must be a sequence of strings, got {value!r}")
+            raise InvalidValue(
+                "extra_args", f"extra_args must be a sequence of strings, got {value!r}"
+            )
 
 
 @attrs.frozen

@@ -131,7 +131,7 @@ def load_with_server(
         binary=binary,
         model_path=info.path,
         args=(*server_args(config, gpu_layers), *extra_args),
-        environ=dict(environ) if environ is not None else {},
+        environ=environ,
         load_timeout=load_timeout,
     )
     server = LlamaServer.start(options)

@@ -96,7 +96,7 @@ class ServerOptions:
     binary: str
     model_path: str
     args: tuple[str, ...] = ()
-    environ: Mapping[str, str] = attrs.field(factory=dict)
+    environ: Mapping[str, str] | None = None  # what the child inherits from; None: ours
     load_timeout: float = 120.0  # seconds without log output or progress
     stop_grace: float = 5.0  # from SIGTERM to SIGKILL
     kill_wait: float = 5.0  # after SIGKILL, before giving up on a process stuck in the kernel
@@ -230,7 +230,7 @@ class LlamaServer:
 
     def _spawn(self) -> None:
         env = child_environment(
-            self.options.binary, {"LLAMA_API_KEY": self._api_key}, self.options.environ or None
+            self.options.binary, {"LLAMA_API_KEY": self._api_key}, self.options.environ
         )
         argv = self.argv()
         logger.info("starting %s", " ".join(argv))

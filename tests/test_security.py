@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import inference_core as ic
-from inference_rocm.backends import LlamaCppBackend
+from inference_rocm.backends import LlamaCppBackend, load_with_server
 from inference_rocm.model import LlamaServerModel
 
 from .procs import make_executable
@@ -104,6 +104,23 @@ def test_the_child_environment_carries_only_what_it_needs(
             "LD_LIBRARY_PATH",
             "LLAMA_API_KEY",
         } | {name for name in env if name.startswith(("HIP_", "ROCR_", "HSA_", "GGML_", "VK_"))}
+
+
+@pytest.mark.parametrize(("environ", "inherited"), [(None, True), ({}, False)])
+def test_an_empty_environment_is_empty_and_only_none_inherits(
+    smollm2_path: str,
+    llama_server_binary: str,
+    monkeypatch: pytest.MonkeyPatch,
+    environ: dict[str, str] | None,
+    inherited: bool,
+) -> None:
+    monkeypatch.setenv("GGML_SENTINEL", "from the parent")
+    config = ic.LoadConfig(context_len=128)
+    with load_with_server(
+        llama_server_binary, smollm2_path, config, gpu_layers=0, environ=environ
+    ) as loaded:
+        assert loaded.server.pid is not None
+        assert ("GGML_SENTINEL" in child_environ(loaded.server.pid)) is inherited
 
 
 def test_no_shell_starts_the_server(model: LlamaServerModel, llama_server_binary: str) -> None:

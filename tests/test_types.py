@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inference_core import GenerateConfig, LoadConfig, Message, Token
+from inference_core import GenerateConfig, InvalidValue, LoadConfig, Message, Token
 from inference_core.types import build_config, to_message
 
 unit = st.floats(min_value=0.0, max_value=1.0)
@@ -60,8 +60,9 @@ def test_invalid_generate_option_raises_value_error_naming_the_field(
     item: tuple[str, object],
 ) -> None:
     field, value = item
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(InvalidValue, match=field) as caught:
         GenerateConfig(**{field: value})  # type: ignore[arg-type]
+    assert isinstance(caught.value, ValueError) and caught.value.field == field
 
 
 valid_load = st.fixed_dictionaries(
@@ -96,8 +97,9 @@ bad_load = st.one_of(
 @given(bad_load)
 def test_invalid_load_option_raises_value_error_naming_the_field(item: tuple[str, object]) -> None:
     field, value = item
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(InvalidValue, match=field) as caught:
         LoadConfig(**{field: value})  # type: ignore[arg-type]
+    assert isinstance(caught.value, ValueError) and caught.value.field == field
 
 
 def test_unknown_option_is_a_type_error_listing_the_known_ones() -> None:
