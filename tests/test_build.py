@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,48 @@ def test_server_build_without_a_toolchain_fails_in_one_line(tmp_path: Path) -> N
     assert result.returncode == 1
     assert result.stderr.startswith("inference: error: cannot build for vulkan: missing cmake")
     assert "glslc" in result.stderr and "Traceback" not in result.stderr
+
+
+def scratch_folder(cache: Path, name: str, *, age: float) -> Path:
+    folder = cache / "builds" / name
+    (folder / "cmake").mkdir(parents=True)
+    (folder / "cmake" / "object.o").write_bytes(b"\0" * (3 << 20))
+    then = time.time() - age
+    os.utime(folder, (then, then))
+    return folder
+
+
+def test_the_next_build_removes_the_scratch_of_a_stopped_one_and_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "inference-core"  # what XDG_CACHE_HOME=tmp_path names
+    stopped = scratch_folder(cache, ".building-stopped", age=3600)
+    (stopped / ".lock").write_text("")  # its build was killed: nobody holds the lock
+    unlocked = scratch_folder(cache, ".building-old-version", age=3600)  # no lock at all
+    running = scratch_folder(cache, ".building-running", age=3600)
+    just_made = scratch_folder(cache, ".building-just-made", age=0)  # lock not taken yet
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(running / ".lock")], stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        assert build.stale_builds(cache) == [unlocked, stopped]
+        listed = run_cli("list", cache=tmp_path)
+        assert ".building-stopped  stopped before it finished, 3 MiB" in listed.stdout
+        monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+        with pytest.raises(build.BuildError, match="missing cmake"):
+            build.build("cpu", proof_model="m.gguf", load=load_with_server, cache=cache)
+        assert not stopped.exists() and not unlocked.exists()
+        assert running.exists() and just_made.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+handle = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR)
+fcntl.flock(handle, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(60)
+"""
