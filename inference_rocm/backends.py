@@ -25,7 +25,7 @@ from inference_core.types import LoadConfig
 
 from . import gguf_meta, vram
 from .binaries import BUILD_ADVICE, BinaryLookup, Candidates, candidates, record_crash
-from .devices import GpuDevice, discover
+from .devices import SELECTORS, GpuDevice, discover
 from .model import LlamaServerModel
 from .server import LlamaServer, ServerOptions
 
@@ -114,6 +114,7 @@ def load_with_server(
     *,
     gpu_layers: int | None,
     environ: Mapping[str, str] | None = None,
+    gpu_selection: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
     load_timeout: float = 120.0,
 ) -> LlamaServerModel:
@@ -132,6 +133,7 @@ def load_with_server(
         model_path=info.path,
         args=(*server_args(config, gpu_layers), *extra_args),
         environ=environ,
+        gpu_selection=gpu_selection,
         load_timeout=load_timeout,
     )
     server = LlamaServer.start(options)
@@ -255,9 +257,6 @@ class LlamaCppBackend:
 ALLOW_IGPU_VARIABLE = "INFERENCE_ROCM_ALLOW_IGPU"
 _TRUE = ("1", "true", "yes", "on")
 _KFD = "dev/kfd"
-# HIP's own selectors: removed from the child so they cannot disagree with ROCR's.
-_HIP_SELECTORS = ("HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL")
-_SELECTORS = ("ROCR_VISIBLE_DEVICES", *_HIP_SELECTORS)
 _MIB = 1 << 20
 # Targets with no ROCm kernels of their own that run a sibling's code (ROCm's
 # compatibility advice, and the override that ollama and llama.cpp users set).
@@ -297,22 +296,6 @@ class _Probe:
         return tuple(p for p in (self.kfd, self.gpu, self.binary_problem) if p is not None)
 
 
-def _size(n: int) -> str:
-    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / _MIB:.0f} MiB"
-
-
-def _describe_device(device: GpuDevice) -> str:
-    gfx = (
-        device.gfx
-        if device.gfx == device.native_gfx
-        else f"{device.gfx} (native {device.native_gfx})"
-    )
-    return (
-        f"GPU {device.index}: {gfx} {device.name}, VRAM {_size(device.vram_free)} free of "
-        f"{_size(device.vram_total)}"
-    )
-
-
 def _override_hint(device: GpuDevice, env: Mapping[str, str]) -> str:
     version = _OVERRIDE_HINTS.get(device.native_gfx)
     if version is None or env.get("HSA_OVERRIDE_GFX_VERSION"):
@@ -348,13 +331,13 @@ def _gpu_problem(
 ) -> str | None:
     integrated = [d for d in devices if d.integrated]
     if integrated:
-        listed = "; ".join(_describe_device(d) + _override_hint(d, env) for d in integrated)
+        listed = "; ".join(d.describe() + _override_hint(d, env) for d in integrated)
         return (
             f"only integrated GPUs found ({listed}); they are left out because a model split "
             f"onto an iGPU crashes llama-server: set {ALLOW_IGPU_VARIABLE}=1 to use them anyway"
         )
-    hiding = [f"{name}={env[name]}" for name in _SELECTORS if env.get(name)]
-    if hiding and discover(root, {k: v for k, v in env.items() if k not in _SELECTORS}):
+    hiding = [f"{name}={env[name]}" for name in SELECTORS if env.get(name)]
+    if hiding and discover(root, {k: v for k, v in env.items() if k not in SELECTORS}):
         return f"{', '.join(hiding)} hides every AMD GPU: unset it or name a GPU that exists"
     if kfd_missing:
         return None  # the /dev/kfd reason already says why
@@ -390,17 +373,14 @@ def _binary_problem(found: Candidates) -> str | None:
     )
 
 
-def _child_environ(source: Mapping[str, str], devices: Sequence[GpuDevice]) -> dict[str, str]:
-    """The parent's environment, selecting exactly ``devices`` through ROCR_VISIBLE_DEVICES.
+def _selecting(devices: Sequence[GpuDevice]) -> dict[str, str]:
+    """ROCR_VISIBLE_DEVICES for exactly ``devices``.
 
     ROCR numbers devices with nothing hidden, as ``GpuDevice.index`` does; a unique id
     survives renumbering (a GPU reset, a card added), so it is used where there is one.
     """
-    env = {k: v for k, v in source.items() if k not in _HIP_SELECTORS}
-    env["ROCR_VISIBLE_DEVICES"] = ",".join(
-        f"GPU-{d.unique_id:016x}" if d.unique_id else str(d.index) for d in devices
-    )
-    return env
+    chosen = (f"GPU-{d.unique_id:016x}" if d.unique_id else str(d.index) for d in devices)
+    return {"ROCR_VISIBLE_DEVICES": ",".join(chosen)}
 
 
 def _tensor_split(devices: Sequence[GpuDevice], user_args: Sequence[str]) -> list[str]:
@@ -478,7 +458,7 @@ class RocmBackend:
         ]
         lines += probe.found.notes()
         for device in probe.devices:
-            line = _describe_device(device)
+            line = device.describe()
             line += f", PCI {device.pci_address}" if device.pci_address else ""
             line += f", id GPU-{device.unique_id:016x}" if device.unique_id else ""
             if device.integrated:
@@ -503,7 +483,7 @@ class RocmBackend:
         by_index = {device.index: device for device in probe.devices}
         missing = [index for index in wanted if index not in by_index]
         if missing:
-            listed = "; ".join(_describe_device(d) for d in probe.devices) or "none"
+            listed = "; ".join(d.describe() for d in probe.devices) or "none"
             raise ModelLoadError(
                 f"LoadConfig.devices={tuple(wanted)} names GPU {', '.join(map(str, missing))}, "
                 f"which this machine does not show; its GPUs are: {listed}"
@@ -531,7 +511,8 @@ class RocmBackend:
                 path,
                 config,
                 gpu_layers=gpu_layers,
-                environ=_child_environ(self._env(), chosen),
+                environ=self._environ,
+                gpu_selection=_selecting(chosen),
                 extra_args=_tensor_split(chosen, config.extra_args),
                 load_timeout=self._load_timeout,
             ),

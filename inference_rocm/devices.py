@@ -14,11 +14,24 @@ from typing import NamedTuple
 
 import attrs
 
-__all__ = ["GpuDevice", "discover", "gfx_from_target_version", "parse_hsa_override"]
+__all__ = [
+    "HIP_SELECTORS",
+    "SELECTORS",
+    "GpuDevice",
+    "discover",
+    "gfx_from_target_version",
+    "parse_hsa_override",
+    "size_text",
+]
 
 _log = logging.getLogger(__name__)
 
+# The variables that choose GPUs: ROCR's, then HIP's own (the first one set wins).
+HIP_SELECTORS = ("HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL")
+SELECTORS = ("ROCR_VISIBLE_DEVICES", *HIP_SELECTORS)
+
 _AMD = 0x1002
+_MIB = 1 << 20
 _GIB = 1 << 30
 _MAX_READ = 64 * 1024  # a properties file is one page; anything bigger is not one
 _MAX_MAJOR = 63  # HsaEngineId keeps 6 bits of major (libhsakmt topology.c checks the same)
@@ -84,6 +97,20 @@ class GpuDevice:
     def vram_free(self) -> int:
         """VRAM not in use right now, never negative."""
         return max(0, self.vram_total - self.vram_used)
+
+    def describe(self) -> str:
+        """'GPU 0: gfx1100 AMD Radeon RX 7900 XTX, VRAM 23.0 GiB free of 24.0 GiB', for
+        messages and `inference backends` alike."""
+        gfx = self.gfx if self.gfx == self.native_gfx else f"{self.gfx} (native {self.native_gfx})"
+        return (
+            f"GPU {self.index}: {gfx} {self.name}, VRAM {size_text(self.vram_free)} free of "
+            f"{size_text(self.vram_total)}"
+        )
+
+
+def size_text(n: float) -> str:
+    """Bytes for people: GiB with one decimal from 1 GiB up, whole MiB below."""
+    return f"{n / _GIB:.1f} GiB" if n >= _GIB else f"{n / _MIB:.0f} MiB"
 
 
 def gfx_from_target_version(n: int) -> str:
@@ -340,7 +367,7 @@ def _visible(devices: list[GpuDevice], env: Mapping[str, str]) -> list[GpuDevice
     first set; we read clr that way). An empty variable counts as unset."""
     if env.get("ROCR_VISIBLE_DEVICES"):
         devices = _select(devices, "ROCR_VISIBLE_DEVICES", env["ROCR_VISIBLE_DEVICES"])
-    for name in ("HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL"):
+    for name in HIP_SELECTORS:
         if env.get(name):
             return _select(devices, name, env[name])
     return devices

@@ -31,6 +31,7 @@ from inference_core.errors import GenerationError, InferenceError, ServerCrashed
 
 from .binaries import BUILD_ADVICE
 from .client import ServerClient
+from .devices import SELECTORS
 
 __all__ = [
     "LlamaServer",
@@ -54,17 +55,7 @@ _OUT_OF_MEMORY = re.compile(
 # Variables the child may inherit: the loader's, the locale, and GPU selection.
 # LLAMA_ARG_* is deliberately absent: it would let the environment override our flags.
 _ENV_NAMES = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH")
-_ENV_PREFIXES = (
-    "HIP_",
-    "ROCR_",
-    "HSA_",
-    "GPU_DEVICE_ORDINAL",
-    "CUDA_VISIBLE_DEVICES",
-    "GGML_",
-    "VK_",
-    "MESA_",
-    "AMD_",
-)
+_ENV_PREFIXES = ("HIP_", "ROCR_", "HSA_", "GGML_", "VK_", "MESA_", "AMD_", *SELECTORS)
 
 
 def describe_exit(returncode: int) -> str:
@@ -97,6 +88,7 @@ class ServerOptions:
     model_path: str
     args: tuple[str, ...] = ()
     environ: Mapping[str, str] | None = None  # what the child inherits from; None: ours
+    gpu_selection: Mapping[str, str] | None = None  # replaces every GPU-choosing variable
     load_timeout: float = 120.0  # seconds without log output or progress
     stop_grace: float = 5.0  # from SIGTERM to SIGKILL
     kill_wait: float = 5.0  # after SIGKILL, before giving up on a process stuck in the kernel
@@ -154,15 +146,21 @@ def _free_port() -> int:
 
 
 def child_environment(
-    binary: str, extra: Mapping[str, str], environ: Mapping[str, str] | None = None
+    binary: str,
+    extra: Mapping[str, str],
+    environ: Mapping[str, str] | None = None,
+    gpu_selection: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Only what llama-server needs, plus the user's GPU selection; the key is added later."""
+    """Only what llama-server needs, plus the user's GPU selection, or `gpu_selection`
+    in place of every GPU-choosing variable when given (so none can disagree with it)."""
     source = os.environ if environ is None else environ
     env = {
         name: value
         for name, value in source.items()
-        if name in _ENV_NAMES or name.startswith(_ENV_PREFIXES)
+        if (name in _ENV_NAMES or name.startswith(_ENV_PREFIXES))
+        and (gpu_selection is None or name not in SELECTORS)
     }
+    env.update(gpu_selection or {})
     env.setdefault("PATH", os.defpath)
     bin_dir = os.path.dirname(binary)  # prebuilt servers keep their libraries beside them
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [bin_dir, env.get("LD_LIBRARY_PATH")]))
@@ -230,7 +228,10 @@ class LlamaServer:
 
     def _spawn(self) -> None:
         env = child_environment(
-            self.options.binary, {"LLAMA_API_KEY": self._api_key}, self.options.environ
+            self.options.binary,
+            {"LLAMA_API_KEY": self._api_key},
+            self.options.environ,
+            self.options.gpu_selection,
         )
         argv = self.argv()
         logger.info("starting %s", " ".join(argv))

@@ -30,7 +30,7 @@ import attrs
 from inference_core.errors import ModelLoadError
 from inference_core.types import LoadConfig
 
-from .devices import GpuDevice
+from .devices import GpuDevice, size_text
 from .gguf_meta import GgufHeader
 
 __all__ = ["FIT_CONTEXT_FLOOR", "HEADROOM", "ModelMemory", "model_memory", "plan_gpu_layers"]
@@ -237,12 +237,13 @@ def _not_fit_message(
     ]
     if context >= 256:
         fixes.append(f"context_len={context} fits with every layer on the GPU")
+    compute, headroom = memory.compute * len(devices), HEADROOM * len(devices)
     return (
         f"{header.path} does not fit in GPU memory with {layers} of {memory.layers} layers "
-        f"offloaded and {_context(memory)}: it needs about {_size(need)} "
-        f"(weights {_size(weights)}, KV cache {_size(kv)}, compute buffers "
-        f"{_size(memory.compute * len(devices))}, headroom {_size(HEADROOM * len(devices))}), "
-        f"which does not fit in the {_size(sum(d.vram_free for d in devices))} free on "
+        f"offloaded and {_context(memory)}: it needs about {size_text(need)} "
+        f"(weights {size_text(weights)}, KV cache {size_text(kv)}, compute buffers "
+        f"{size_text(compute)}, headroom {size_text(headroom)}), "
+        f"which does not fit in the {size_text(sum(d.vram_free for d in devices))} free on "
         f"{_describe(devices)}. Load fewer layers or a smaller context: {'; '.join(fixes)}; "
         "or free GPU memory, or add a GPU with LoadConfig.devices."
     )
@@ -255,11 +256,4 @@ def _context(memory: ModelMemory) -> str:
 
 
 def _describe(devices: Sequence[GpuDevice]) -> str:
-    return ", ".join(
-        f"GPU {d.index} ({d.gfx}, {_size(d.vram_free)} free of {_size(d.vram_total)})"
-        for d in devices
-    )
-
-
-def _size(n: float) -> str:
-    return f"{n / _GIB:.2f} GiB" if n >= _GIB else f"{n / _MIB:.0f} MiB"
+    return "; ".join(device.describe() for device in devices)

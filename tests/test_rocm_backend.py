@@ -361,7 +361,7 @@ def test_one_card_of_two_chosen_by_index_gets_no_tensor_split(
     rocm(tmp_path).load_model(smollm2_path, LoadConfig(devices=(1,)))
     (call,) = calls
     assert call["extra_args"] == []
-    assert call["environ"]["ROCR_VISIBLE_DEVICES"] == f"GPU-{MI210_UUIDS[1]:016x}"
+    assert call["gpu_selection"] == {"ROCR_VISIBLE_DEVICES": f"GPU-{MI210_UUIDS[1]:016x}"}
 
 
 def test_an_unknown_device_index_is_an_error_listing_the_devices(
@@ -377,9 +377,13 @@ def test_an_unknown_device_index_is_an_error_listing_the_devices(
 
 def test_naming_the_igpu_in_devices_uses_it(tmp_path: Path, smollm2_path: str) -> None:
     workstation(with_kfd(tmp_path))
-    # Its 482 MiB free are too few for SmolLM2 with the headroom: the pre-flight says so.
-    with pytest.raises(ModelLoadError, match=r"GPU 1 \(gfx1036, 482 MiB free of 512 MiB\)"):
+    # Its 482 MiB free are too few for SmolLM2 with the headroom: the pre-flight says so,
+    # describing the GPU as `inference backends` does.
+    described = "GPU 1: gfx1036 AMD Radeon Graphics (Raphael iGPU), VRAM 482 MiB free of 512 MiB"
+    with pytest.raises(ModelLoadError) as caught:
         rocm(tmp_path).load_model(smollm2_path, LoadConfig(devices=(1,), context_len=512))
+    assert f"free on {described}." in str(caught.value)
+    assert any(line.startswith(described) for line in rocm(tmp_path).status().details)
 
 
 def test_loading_without_kfd_is_unavailable(tmp_path: Path, smollm2_path: str) -> None:

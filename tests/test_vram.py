@@ -193,7 +193,8 @@ def test_all_layers_that_do_not_fit_raise_with_the_numbers_and_the_fix(
     assert "weights 92 MiB" in message  # 30 layers and the tied output copy
     assert "KV cache 45 MiB" in message
     assert re.search(
-        r"in the [0-9]+ MiB free on GPU 0 \(gfx1100, [0-9]+ MiB free of 8.00 GiB\)", message
+        r"in the [0-9]+ MiB free on GPU 0: gfx1100 test GPU, VRAM [0-9]+ MiB free of 8.0 GiB\.",
+        message,
     )
     assert "gpu_layers=12 (or gpu_layers='auto') fits" in message
 
@@ -252,7 +253,7 @@ def test_two_gpus_share_the_layers_in_proportion_to_free_vram(
     second = gpu(1, split // 2 + memory.compute + HEADROOM + last + MIB)
     config = LoadConfig(context_len=CONTEXT)
     assert plan_gpu_layers(header, config, [first, second]) == -1
-    with pytest.raises(ModelLoadError, match=r"free on GPU 0 \(.*\), GPU 1 \("):
+    with pytest.raises(ModelLoadError, match=r"free on GPU 0: .*; GPU 1: "):
         plan_gpu_layers(header, config, [gpu(0, first.vram_free // 2), second])
 
 
