@@ -26,7 +26,7 @@ from .recording import record_both
 from .replay_cost import measure_replay
 from .report import Row, markdown, table, write_json
 from .servers import measure_servers
-from .startup import measure_import, measure_readiness
+from .startup import measure_import, measure_readiness, measure_status
 
 _T = TypeVar("_T")
 _RESULTS = os.path.join(os.path.dirname(__file__), "results", "latest.json")
@@ -108,6 +108,7 @@ def run(settings: Settings) -> list[Row]:
     path = demo_model_path()
     rows = _step("import", lambda: measure_import(settings.import_runs))
     rows += _step("load", lambda: measure_readiness(path, settings.loads))
+    rows += _step("status", lambda: measure_status(settings.import_runs))
     with ic.load(path, backend="llama_cpp", context_len=2048, parallel_slots=4) as model:
         assert isinstance(model, LlamaServerModel)
         server = model.server

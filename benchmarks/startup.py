@@ -118,6 +118,18 @@ def _importtime_ms(module: str) -> float:
     raise RuntimeError(f"-X importtime did not report {module}")
 
 
+def measure_status(runs: int) -> list[Row]:
+    """`inference_core.backends()`: every backend's status, as `auto` asks for it on each
+    load (the rocm backend reads /dev/kfd and sysfs; binaries' versions are cached)."""
+    ic.backends()  # discovery and the version cache, once
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        ic.backends()
+        samples.append((time.perf_counter() - started) * 1e3)
+    return [Row(_SECTION, "backends(): every backend's status", "ms", figure(samples))]
+
+
 def measure_import(runs: int) -> list[Row]:
     """A fresh interpreter importing inference_core, minus an empty one, paired run by run."""
     _interpreter_seconds("import inference_core")  # warm the file cache and bytecode

@@ -117,7 +117,7 @@ def test_absurd_counts_are_rejected_at_once(tiny: Path, tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(InvalidModelFile, match="absurd counts"):
         gguf_meta.read_header(broken)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 30  # a hang guard: 2**60 of anything never ends
 
 
 def test_unreadable_file_says_how_to_fix_it(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:

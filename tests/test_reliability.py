@@ -26,6 +26,9 @@ pytestmark = pytest.mark.server
 
 FAKE_SERVER = Path(__file__).parent / "fakes" / "fake_llama_server.py"
 LONG = "Count from one to a thousand: 1, 2, 3, 4, 5, 6,"  # SmolLM2 keeps going, greedy
+# Bounds on how long something may take are hang guards, not speed claims: generous
+# enough for a loaded 2-core machine (speed is measured in benchmarks/).
+HANG = 30.0
 
 
 @pytest.fixture
@@ -54,13 +57,13 @@ def test_sigkill_mid_stream_raises_server_crashed_and_the_model_is_dead(smollm2_
     started = time.monotonic()
     with pytest.raises(ic.ServerCrashed, match="killed by SIGKILL") as caught:
         list(stream)
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < HANG
     assert caught.value.log_tail, "the crash carries the server's log"
     assert model.err() is caught.value
     started = time.monotonic()
     with pytest.raises(ic.ServerCrashed, match="has died"):
         model.generate("again", max_tokens=2)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < HANG
     model.close()
     model.close()
 
@@ -70,18 +73,19 @@ def test_sigstop_timeout_still_ends_the_call_and_close_returns(smollm2_path: str
     model.server.options = attrs.evolve(model.server.options, stop_grace=0.5)
     pid = model.server.pid
     assert pid is not None
-    stream = model.generate(LONG, max_tokens=2000, timeout=1.0)
+    list(model.generate(LONG, max_tokens=1))  # the prompt is cached: its next first token is quick
+    stream = model.generate(LONG, max_tokens=2000, timeout=5.0)
     next(stream)
     os.kill(pid, signal.SIGSTOP)
     try:
         started = time.monotonic()
         with pytest.raises(ic.GenerationTimeout):
             list(stream)
-        assert time.monotonic() - started < 2.5
+        assert time.monotonic() - started < HANG
         started = time.monotonic()
         model.close()
-        assert time.monotonic() - started < 5.0
-        assert wait_gone(pid, 2.0)
+        assert time.monotonic() - started < HANG
+        assert wait_gone(pid, HANG)
     finally:
         if not wait_gone(pid, 0):
             os.kill(pid, signal.SIGKILL)
@@ -125,7 +129,7 @@ def test_a_server_that_dies_while_loading_gives_server_start_error(
     started = time.monotonic()
     with pytest.raises(ic.ServerStartError, match=message) as caught:
         backend.load_model(smollm2_path, ic.LoadConfig())
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < HANG  # the exit ends the wait, not a timeout
     assert log_line in caught.value.log_tail
     assert new_children() == set()
 
@@ -140,7 +144,7 @@ def test_a_server_that_never_becomes_ready_times_out_on_its_stall(
     started = time.monotonic()
     with pytest.raises(ic.ServerStartError, match="made no progress"):
         backend.load_model(smollm2_path, ic.LoadConfig())
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < HANG
     assert new_children() == set()
 
 
@@ -237,10 +241,10 @@ def test_the_server_dies_when_its_parent_is_killed(smollm2_path: str) -> None:
     try:
         assert parent.stdout is not None
         server_pid = int(parent.stdout.readline())
-        assert not wait_gone(server_pid, 0.3), "the server died with the loading thread"
+        assert not wait_gone(server_pid, 2.0), "the server died with the loading thread"
         parent.kill()
         parent.wait()
-        assert wait_gone(server_pid, 5.0), "the server outlived its parent"
+        assert wait_gone(server_pid, HANG), "the server outlived its parent"
     finally:
         parent.kill()
 
@@ -249,26 +253,41 @@ def test_the_server_dies_when_its_parent_is_killed(smollm2_path: str) -> None:
 
 
 def test_sixteen_threads_cancel_time_out_and_close_without_deadlock(smollm2_path: str) -> None:
+    """Four roles, four threads each (four closing at once); the close waits until a
+    timeout has happened, so the outcome does not depend on the machine's load."""
     model = load_fresh(smollm2_path, context_len=256, parallel_slots=4)
     pid = model.server.pid
     outcomes: dict[int, object] = {}
+    timed_out = threading.Event()
+
+    def cancelling() -> object:
+        stream = model.generate(LONG, max_tokens=400)
+        next(stream)
+        stream.cancel()
+        after = list(stream)
+        return ("cancelled", after, type(stream.err()))
+
+    def timing_out() -> object:
+        try:
+            list(model.generate(LONG, max_tokens=400, timeout=0.2))
+        except ic.GenerationTimeout as error:
+            timed_out.set()
+            return error
+        return "finished within 0.2 s"
+
+    def closing() -> object:
+        timed_out.wait(HANG)
+        model.close()
+        return "closed"
+
+    def counting() -> object:
+        return len(list(model.generate("Count to ten:", max_tokens=30)))
+
+    roles = [cancelling, timing_out, closing, counting]
 
     def work(index: int) -> None:
         try:
-            if index % 4 == 0:
-                stream = model.generate(LONG, max_tokens=400)
-                next(stream)
-                stream.cancel()
-                outcomes[index] = list(stream) == [] and isinstance(stream.err(), ic.Cancelled)
-            elif index % 4 == 1:
-                list(model.generate(LONG, max_tokens=400, timeout=0.2))
-                outcomes[index] = "finished"
-            elif index == 2:
-                time.sleep(0.5)
-                model.close()
-                outcomes[index] = "closed"
-            else:
-                outcomes[index] = len(list(model.generate("Count to ten:", max_tokens=30)))
+            outcomes[index] = roles[index % 4]()
         except ic.InferenceError as error:
             outcomes[index] = error
 
@@ -276,21 +295,38 @@ def test_sixteen_threads_cancel_time_out_and_close_without_deadlock(smollm2_path
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
+        thread.join(HANG)
     assert not any(thread.is_alive() for thread in threads), "a thread is stuck"
     assert sorted(outcomes) == list(range(16))
+    closed_first = (ic.ModelClosed,)
     for index, outcome in outcomes.items():
-        assert (
-            outcome is True
-            or outcome == "closed"
-            or outcome == "finished"
-            or isinstance(outcome, (int, ic.InferenceError))
-        ), (index, outcome)
+        role = roles[index % 4]
+        if role is cancelling:
+            assert outcome == ("cancelled", [], ic.Cancelled) or isinstance(
+                outcome, closed_first
+            ), (index, outcome)
+        elif role is timing_out:
+            assert isinstance(outcome, (ic.GenerationTimeout, *closed_first)), (index, outcome)
+        elif role is closing:
+            assert outcome == "closed", (index, outcome)
+        else:
+            counted = type(outcome) is int and 1 <= outcome <= 30
+            assert counted or isinstance(outcome, closed_first), (index, outcome)
+    assert sum(outcome == "closed" for outcome in outcomes.values()) == 4  # four at once
     assert any(isinstance(o, ic.GenerationTimeout) for o in outcomes.values())
     model.close()
-    assert pid is not None and wait_gone(pid, 2.0)
+    assert pid is not None and wait_gone(pid, HANG)
     with pytest.raises(ic.ModelClosed):
         model.generate("Hi")
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = HANG) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_fifty_load_close_cycles_leave_nothing_behind(
@@ -302,9 +338,9 @@ def test_fifty_load_close_cycles_leave_nothing_behind(
         model = load_fresh(smollm2_path, context_len=128)
         assert len(list(model.generate("Hi", max_tokens=1))) == 1
         model.close()
-    assert new_children() == set()
-    assert open_fds() == fds
-    assert thread_names() == threads
+    assert wait_until(lambda: new_children() == set()), new_children()
+    assert wait_until(lambda: open_fds() == fds), (open_fds(), fds)
+    assert wait_until(lambda: thread_names() == threads), (thread_names(), threads)
 
 
 def test_a_thousand_generations_do_not_grow_memory(shared_model: ic.TextModel) -> None:
