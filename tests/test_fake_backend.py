@@ -25,7 +25,8 @@ class TestFakeBackendContract(BackendContract):
 
 @pytest.fixture(scope="module")
 def fake_model() -> Iterator[TextModel]:
-    model = FakeBackend().load_model("fake.gguf", LoadConfig())
+    # A token a millisecond: slow enough that a reader waits for each, like a real model.
+    model = FakeBackend(token_delay=0.001).load_model("fake.gguf", LoadConfig())
     yield model
     model.close()
 

@@ -35,6 +35,7 @@ from ..types import GenerateConfig, LoadConfig, Message, ModelInfo, Token
 __all__ = ["BackendContract", "TextModelContract"]
 
 _PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown"
+_HANG = 60.0  # seconds: what would only be exceeded by a hang, on any machine
 
 
 class BackendContract:
@@ -173,15 +174,31 @@ class TextModelContract:
         assert isinstance(model.err(), Cancelled)
         assert self._greedy(model, 3)
 
-    def test_cancel_event_from_another_thread(self, model: TextModel) -> None:
+    def test_cancel_event_wakes_a_reader_in_another_thread(self, model: TextModel) -> None:
+        """The event is set while another thread reads the stream, waiting for tokens."""
         event = threading.Event()
         stream = model.generate(_PROMPT, max_tokens=10_000, cancel=event)
-        next(stream)
-        setter = threading.Thread(target=event.set)
-        setter.start()
-        setter.join()
-        assert list(stream) == []
+        got: list[Token] = []
+        reading = threading.Event()
+
+        def read() -> None:
+            try:
+                for token in stream:
+                    got.append(token)
+                    reading.set()
+            finally:
+                reading.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        assert reading.wait(_HANG), "no token came"
+        if not reader.is_alive() and stream.err() is None:
+            pytest.skip("the model gave its whole answer before it could be cancelled")
+        event.set()
+        reader.join(_HANG)
+        assert not reader.is_alive(), "setting cancel= did not wake the reading thread"
         assert isinstance(stream.err(), Cancelled)
+        assert len(got) < 10_000
 
     def test_timeout_raises_generation_timeout(self, model: TextModel) -> None:
         stream = model.generate(_PROMPT, max_tokens=10_000, timeout=1e-6)
