@@ -167,8 +167,11 @@ def missing_toolchain(
     backend: str,
     environ: Mapping[str, str] | None = None,
     which: Callable[..., str | None] = shutil.which,
+    system: Path = Path("/usr"),
 ) -> list[str]:
-    """What the build needs and this machine lacks, one item each with where to get it."""
+    """What the build needs and this machine lacks, one item each with where to get it.
+
+    `system` is where the distribution's headers live (a seam for tests)."""
     env = os.environ if environ is None else environ
     path = env.get("PATH")
     missing = []
@@ -188,7 +191,7 @@ def missing_toolchain(
     elif backend == "vulkan":
         if which("glslc", path=path) is None:
             missing.append("glslc, the shader compiler (apt install glslc)")
-        includes = [Path(root) / "include" for root in (env.get("VULKAN_SDK"), "/usr") if root]
+        includes = [Path(root) / "include" for root in (env.get("VULKAN_SDK"), system) if root]
         if not any((root / "vulkan" / "vulkan.h").exists() for root in includes):
             missing.append("the Vulkan headers and loader (apt install libvulkan-dev)")
         if not any((root / "spirv" / "unified1" / "spirv.hpp").exists() for root in includes):

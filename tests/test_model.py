@@ -94,7 +94,9 @@ def test_chat_renders_the_models_own_template(shared_model: ic.TextModel) -> Non
     assert as_dicts == streamed
 
 
-def test_sampling_options_reach_the_server(shared_model: ic.TextModel) -> None:
+def test_the_real_server_takes_our_names_for_the_sampling_options(
+    shared_model: ic.TextModel,
+) -> None:
     config = ic.GenerateConfig(
         max_tokens=3, temperature=0.7, top_k=17, top_p=0.8, min_p=0.1, repeat_penalty=1.3, seed=42
     )
@@ -125,12 +127,18 @@ def test_max_tokens_is_exact(shared_model: ic.TextModel) -> None:
 
 
 def test_stream_metrics_come_from_the_server(shared_model: ic.TextModel) -> None:
-    stream = shared_model.generate("The capital of France is", max_tokens=8)
+    prompt = "The capital of France is"
+    stream = shared_model.generate(prompt, max_tokens=8)
     tokens = list(stream)
     metrics = stream.metrics
     assert metrics is not None
-    assert metrics.prompt_tokens >= 0 and metrics.generated_tokens >= len(tokens)
+    assert isinstance(shared_model, LlamaServerModel)
+    prompt_ids = shared_model.server.client.request("POST", "/tokenize", {"content": prompt})
+    # A prompt already in the slot's cache is only partly processed again.
+    assert 1 <= metrics.prompt_tokens <= len(prompt_ids["tokens"]) + 1  # + BOS
+    assert metrics.generated_tokens == len(tokens) == 8
     assert metrics.decode_tokens_per_second > 0
+    assert metrics.decode_seconds == pytest.approx(8 / metrics.decode_tokens_per_second, rel=0.3)
     assert shared_model.metrics() == metrics
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -202,11 +204,11 @@ def test_bad_model_files_fail_before_any_process_starts(
 
 @pytest.mark.parametrize("name", ["with spaces in it.gguf", "-starts-with-a-dash.gguf"])
 def test_awkward_model_paths_are_passed_as_single_arguments(
-    name: str, tmp_path: Path, smollm2_path: str
+    name: str, tmp_path: Path, smollm2_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     awkward = tmp_path / name
     awkward.symlink_to(smollm2_path)
-    os.chdir(tmp_path)  # a relative path starting with "-" is the hard case
+    monkeypatch.chdir(tmp_path)  # a relative path starting with "-" is the hard case
     with load_fresh(name, context_len=256) as model:
         argv = Path(f"/proc/{model.server.pid}/cmdline").read_bytes().split(b"\0")
         assert str(awkward).encode() in argv
@@ -376,6 +378,24 @@ def test_fake_server_speaks_well_when_asked(fake_model: ic.TextModel) -> None:
     stream = fake_model.generate("fine", max_tokens=10)
     assert [t.id for t in stream] == [100, 101, 102]
     assert stream.metrics is not None and stream.metrics.generated_tokens == 3
+
+
+def test_generate_sends_each_option_on_the_wire_and_stops_on_a_stop_id(
+    fake_model: ic.TextModel,
+) -> None:
+    assert isinstance(fake_model, LlamaServerModel)
+    options: dict[str, Any] = {"temperature": 0.7, "top_k": 17, "top_p": 0.8, "min_p": 0.1}
+    stream = fake_model.generate(
+        "wire", max_tokens=5, repeat_penalty=1.3, seed=42, stop_tokens=[101], **options
+    )
+    assert [token.id for token in stream] == [100]  # the fake sends 100, 101, 102
+    lines = fake_model.server.log_tail(60).splitlines()
+    sent = [json.loads(line[5:]) for line in lines if line.startswith("body ")]
+    (body,) = [b for b in sent if b["prompt"] == "wire"]
+    assert {key: body[key] for key in options} == options
+    assert (body["repeat_penalty"], body["seed"], body["stream"]) == (1.3, 42, True)
+    assert body["n_predict"] == 5 + 3  # room for a character the limit would cut in two
+    assert body["return_tokens"] is True and body["timings_per_token"] is True
 
 
 def test_malformed_json_mid_stream_is_a_generation_error(fake_model: ic.TextModel) -> None:

@@ -138,7 +138,11 @@ def test_kfd_permission_denied_says_to_join_the_render_and_video_groups(
 
 def test_a_kfd_that_opens_is_usable_as_root(tmp_path: Path) -> None:
     workstation(with_kfd(tmp_path))
-    backends._open_kfd(str(tmp_path / "dev/kfd"))  # the real check, on the plain file
+    assert backends._kfd_problem(str(tmp_path)) is None  # the real open, on the plain file
+    (tmp_path / "dev/kfd").unlink()
+    (tmp_path / "dev/kfd").mkdir()  # a folder cannot be opened read-write, even by root
+    problem = backends._kfd_problem(str(tmp_path))
+    assert problem is not None and problem.startswith(f"{tmp_path}/dev/kfd cannot be opened")
 
 
 def test_an_apu_alone_is_left_out_with_the_switch_and_the_override_named(

@@ -12,7 +12,8 @@ The prompt of a /completion request picks the stream it sends:
                llama-server sends an emoji: the client must ask /tokenize for the rest
   anything else: three tokens and a proper final event
 `--fake-silent PATH` (repeatable) makes every request to PATH go unanswered the same way.
-Each request is logged as `request METHOD PATH PROMPT`, so a test can count them.
+Each request is logged as `request METHOD PATH PROMPT`, so a test can count them, and
+the body of each /completion request as `body JSON`, so a test can read what was sent.
 Connections are served side by side, each on its own thread.
 """
 
@@ -74,6 +75,8 @@ def _serve(conn: socket.socket, key: str) -> None:
         body, buffer = buffer[:length], buffer[length:]
         prompt = str(json.loads(body or b"{}").get("prompt", ""))
         print(f"request {lines[0].split(' ')[0]} {path} {prompt}", flush=True)
+        if path == "/completion":
+            print(f"body {body.decode()}", flush=True)
         if path in silent or prompt.startswith("silent"):
             continue  # read on: the next thing to arrive is the client closing
         if path == "/health":
@@ -132,6 +135,7 @@ def _serve(conn: socket.socket, key: str) -> None:
                             "prompt_ms": 1.0,
                             "predicted_n": 3,
                             "predicted_ms": 3.0,
+                            "predicted_per_second": 1000.0,
                         },
                     }
                 )
