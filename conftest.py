@@ -15,6 +15,7 @@ import pytest
 
 import inference_core as ic
 from inference_core.demo import demo_model_path
+from inference_rocm.server import LlamaServer
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,6 +27,31 @@ def hermetic_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
         patch.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable), os.defpath]))
         yield
+
+
+def _is_elf(path: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"\x7fELF"
+
+
+@pytest.fixture(autouse=True)
+def real_servers_are_marked(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """A test that starts a real llama-server (not a fake script) carries the `server`
+    marker, so that `-m "not server"` leaves out every one of them."""
+    started: list[str] = []
+    spawn = LlamaServer._spawn
+
+    def recording(server: LlamaServer) -> None:
+        started.append(server.options.binary)
+        spawn(server)
+
+    monkeypatch.setattr(LlamaServer, "_spawn", recording)
+    yield
+    real = [binary for binary in started if _is_elf(binary)]
+    if real and request.node.get_closest_marker("server") is None:
+        pytest.fail(f"starts the real llama-server ({real[0]}) but is not marked `server`")
 
 
 @pytest.fixture(scope="session")

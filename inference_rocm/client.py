@@ -17,6 +17,7 @@ import json
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, final
 
@@ -30,6 +31,9 @@ from inference_core.streams import GenerationScope
 __all__ = ["REQUEST_TIMEOUT", "EventStream", "ServerClient", "error_for"]
 
 REQUEST_TIMEOUT = 60.0  # seconds, for a JSON request made without a generation's scope
+# llama-server (cpp-httplib) closes a keep-alive connection idle for 5 s; one idle nearly
+# that long is dropped rather than reused, so a request rarely meets a closed socket.
+_KEEP_ALIVE = 4.0
 _RECV_SIZE = 65536
 _POLL_SECONDS = 0.5  # how often an idle reader checks its scope and the server process
 _MAX_HEAD = 65536
@@ -57,7 +61,7 @@ class _Connection:
     per wake-up instead of two, on the path every token takes.
     """
 
-    __slots__ = ("buffer", "closed", "sock", "wait")
+    __slots__ = ("buffer", "closed", "idle_since", "sock", "wait")
 
     def __init__(self, host: str, port: int) -> None:
         self.sock = socket.create_connection((host, port), timeout=10)
@@ -66,6 +70,7 @@ class _Connection:
         self.buffer = b""
         self.closed = False
         self.wait = 0.0
+        self.idle_since = 0.0
 
     def _wait_at_most(self, seconds: float) -> None:
         if seconds != self.wait:  # set only when it changes: near a deadline, or once
@@ -265,20 +270,34 @@ class ServerClient:
         self._streams: set[EventStream] = set()
         self._closed = False
 
-    def _acquire(self) -> _Connection:
+    def _acquire(self, *, fresh: bool = False) -> tuple[_Connection, bool]:
+        """A connection, and whether it was reused from the idle pool (it may have been
+        closed by the server since: the caller retries such a one on a `fresh` one)."""
+        stale: list[_Connection] = []
+        pooled = None
         with self._lock:
             if self._closed:
                 raise InferenceError("the client is closed")
-            if self._idle:
-                return self._idle.pop()
+            now = time.monotonic()
+            while self._idle and not fresh and pooled is None:
+                candidate = self._idle.pop()
+                if now - candidate.idle_since < _KEEP_ALIVE:
+                    pooled = candidate
+                else:
+                    stale.append(candidate)
+        for connection in stale:
+            connection.close()
+        if pooled is not None:
+            return pooled, True
         try:
-            return _Connection(self.host, self.port)
+            return _Connection(self.host, self.port), False
         except OSError as error:
             raise self.diagnose(f"cannot connect to the server ({error})") from None
 
     def _release(self, connection: _Connection) -> None:
         with self._lock:
             if not self._closed and not connection.closed:
+                connection.idle_since = time.monotonic()
                 self._idle.append(connection)
                 return
         connection.close()
@@ -299,8 +318,7 @@ class ServerClient:
             + payload
         )
         for attempt in (1, 2):
-            connection = self._acquire()
-            reused = connection.buffer == b"" and attempt == 1
+            connection, reused = self._acquire(fresh=attempt == 2)
             try:
                 connection.sock.sendall(request)
                 status, headers = self._read_head(connection, scope)
@@ -312,7 +330,7 @@ class ServerClient:
                 raise
             except (_Disconnected, OSError) as error:
                 connection.close()
-                if attempt == 2 or not reused:
+                if not reused:  # a fresh connection that fails is the server's failure
                     raise self.diagnose(f"the request {method} {path} failed ({error})") from None
             except BaseException:
                 connection.close()

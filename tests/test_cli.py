@@ -92,6 +92,7 @@ def test_backends_lists_llama_cpp_with_its_binary_and_version(llama_server_binar
     assert "build: version:" in result.stdout
 
 
+@server
 def test_backends_json_marks_the_default(llama_server_binary: str) -> None:
     statuses = json.loads(cli("backends", "--json").stdout)
     by_name = {status["name"]: status for status in statuses}

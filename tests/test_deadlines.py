@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -189,3 +189,37 @@ def test_close_from_two_threads_stops_once_and_returns_when_the_server_is_gone(
     assert not model.server.alive(), "close() returned while the server was still running"
     first.join(10)
     assert sent == [signal.SIGTERM]
+
+
+# -- keep-alive connections the server has closed ----------------------------------------
+
+
+def test_requests_on_connections_the_server_closed_are_sent_again_once_on_a_new_one(
+    smollm2_path: str, tmp_path: Path
+) -> None:
+    with load_fake(fake_binary(tmp_path), smollm2_path, "--fake-close", "/props") as model:
+        assert isinstance(model, LlamaServerModel)
+        client = model.server.client
+        asking = [threading.Thread(target=client.request, args=("GET", "/props")) for _ in "abc"]
+        for thread in asking:  # side by side: three connections, all back in the pool,
+            thread.start()  # and each closed by the server once it has answered
+        for thread in asking:
+            thread.join(30)
+
+        def props_seen() -> int:
+            return log_lines(model).count("request GET /props")
+
+        assert wait_for(lambda: props_seen() == 4)  # the load's, and the three
+        assert client.request("GET", "/props")["total_slots"] == 1
+        assert wait_for(lambda: props_seen() > 4)
+        assert props_seen() == 5, "sent again on a connection known to be closed"
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Whether `condition` comes true within `seconds` (the log reaches us on a thread)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True

@@ -19,7 +19,7 @@ import inference_core as ic
 from inference_rocm import binaries
 from inference_rocm.backends import LlamaCppBackend
 
-pytestmark = pytest.mark.emulated
+pytestmark = [pytest.mark.emulated, pytest.mark.server]
 
 PROMPT = "The capital of France is"
 CONFIG = ic.LoadConfig(context_len=256, parallel_slots=1)

@@ -298,6 +298,7 @@ def test_the_plugin_registers_rocm_before_llama_cpp() -> None:
 # --- loading: device selection, the child's environment, the pre-flight ------------------
 
 
+@pytest.mark.server
 def test_loads_smollm2_on_the_chosen_card_whatever_the_parent_selected(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smollm2_path: str
 ) -> None:
@@ -321,6 +322,7 @@ def test_loads_smollm2_on_the_chosen_card_whatever_the_parent_selected(
         assert len(tokens) == 4 and all(token.id > 0 for token in tokens)
 
 
+@pytest.mark.server
 def test_a_card_without_a_unique_id_is_selected_by_index(tmp_path: Path, smollm2_path: str) -> None:
     workstation(with_kfd(tmp_path), unique_id=0)
     config = LoadConfig(context_len=512, devices=(0,))
@@ -330,6 +332,7 @@ def test_a_card_without_a_unique_id_is_selected_by_index(tmp_path: Path, smollm2
         assert "HIP_VISIBLE_DEVICES" not in env
 
 
+@pytest.mark.server
 def test_two_cards_get_a_tensor_split_proportional_to_free_vram(
     tmp_path: Path, smollm2_path: str
 ) -> None:
@@ -401,6 +404,7 @@ def test_a_model_that_does_not_fit_fails_before_any_server_starts(
         rocm(tmp_path).load_model(smollm2_path, LoadConfig(context_len=512))
 
 
+@pytest.mark.server
 def test_auto_gpu_layers_passes_the_count_that_fits(tmp_path: Path, smollm2_path: str) -> None:
     small_card(tmp_path, smollm2_path, gpu_layers=12, context=512)
     config = LoadConfig(context_len=512, gpu_layers="auto")

@@ -97,6 +97,7 @@ def within(estimate: int, server_mib: float, tolerance: float = 0.20) -> bool:
     return abs(estimate / MIB - server_mib) <= tolerance * server_mib
 
 
+@pytest.mark.server
 def test_weights_estimate_matches_the_server_model_buffer(
     measured: tuple[ModelMemory, dict[str, float]],
 ) -> None:
@@ -104,6 +105,7 @@ def test_weights_estimate_matches_the_server_model_buffer(
     assert within(estimate.weights, figures["model"])  # 92.10 MiB both
 
 
+@pytest.mark.server
 def test_kv_cache_estimate_matches_the_server_kv_buffer(
     measured: tuple[ModelMemory, dict[str, float]],
 ) -> None:
@@ -111,6 +113,7 @@ def test_kv_cache_estimate_matches_the_server_kv_buffer(
     assert within(estimate.kv_cache, figures["KV"])  # 45.00 MiB both: 2048 cells in all
 
 
+@pytest.mark.server
 def test_compute_estimate_matches_the_server_compute_buffer(
     measured: tuple[ModelMemory, dict[str, float]],
 ) -> None:
@@ -118,6 +121,7 @@ def test_compute_estimate_matches_the_server_compute_buffer(
     assert within(estimate.compute, figures["compute"])  # 15.51 and 14.01 MiB
 
 
+@pytest.mark.server
 def test_total_estimate_matches_the_server_total(
     measured: tuple[ModelMemory, dict[str, float]],
 ) -> None:

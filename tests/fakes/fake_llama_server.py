@@ -12,6 +12,8 @@ The prompt of a /completion request picks the stream it sends:
                llama-server sends an emoji: the client must ask /tokenize for the rest
   anything else: three tokens and a proper final event
 `--fake-silent PATH` (repeatable) makes every request to PATH go unanswered the same way.
+`--fake-close PATH` closes the connection after answering PATH, as llama-server closes a
+keep-alive connection left idle: the client's next request on it meets a closed socket.
 Each request is logged as `request METHOD PATH PROMPT`, so a test can count them, and
 the body of each /completion request as `body JSON`, so a test can read what was sent.
 Connections are served side by side, each on its own thread.
@@ -52,12 +54,12 @@ def _respond(conn: socket.socket, status: str, body: dict[str, object]) -> None:
     )
 
 
-def _silent_paths() -> set[str]:
-    return {sys.argv[i + 1] for i, arg in enumerate(sys.argv) if arg == "--fake-silent"}
+def _paths(flag: str) -> set[str]:
+    return {sys.argv[i + 1] for i, arg in enumerate(sys.argv) if arg == flag}
 
 
 def _serve(conn: socket.socket, key: str) -> None:
-    silent = _silent_paths()
+    silent, closing = _paths("--fake-silent"), _paths("--fake-close")
     buffer = b""
     while True:
         while b"\r\n\r\n" not in buffer:
@@ -91,6 +93,8 @@ def _serve(conn: socket.socket, key: str) -> None:
             _respond(
                 conn, "200 OK", {"default_generation_settings": {"n_ctx": 512}, "total_slots": 1}
             )
+            if path in closing:
+                return
             continue
         conn.sendall(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
