@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from inference_rocm.backends import LlamaCppBackend
 from inference_rocm.model import LlamaServerModel
 from inference_rocm.server import LlamaServer, ServerOptions
 
-from .procs import children, make_executable
+from .procs import children, make_executable, wait_for
 
 FAKE_SERVER = Path(__file__).parent / "fakes" / "fake_llama_server.py"
 
@@ -213,13 +213,3 @@ def test_requests_on_connections_the_server_closed_are_sent_again_once_on_a_new_
         assert client.request("GET", "/props")["total_slots"] == 1
         assert wait_for(lambda: props_seen() > 4)
         assert props_seen() == 5, "sent again on a connection known to be closed"
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    """Whether `condition` comes true within `seconds` (the log reaches us on a thread)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True

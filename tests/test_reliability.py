@@ -22,7 +22,15 @@ from inference_rocm import server as server_module
 from inference_rocm.backends import LlamaCppBackend
 from inference_rocm.model import LlamaServerModel
 
-from .procs import children, make_executable, open_fds, rss_bytes, thread_names, wait_gone
+from .procs import (
+    children,
+    make_executable,
+    open_fds,
+    rss_bytes,
+    thread_names,
+    wait_for,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.server
 
@@ -322,15 +330,6 @@ def test_sixteen_threads_cancel_time_out_and_close_without_deadlock(smollm2_path
         model.generate("Hi")
 
 
-def wait_until(condition: Callable[[], bool], seconds: float = HANG) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_fifty_load_close_cycles_leave_nothing_behind(
     smollm2_path: str, new_children: Callable[[], set[int]]
 ) -> None:
@@ -340,9 +339,9 @@ def test_fifty_load_close_cycles_leave_nothing_behind(
         model = load_fresh(smollm2_path, context_len=128)
         assert len(list(model.generate("Hi", max_tokens=1))) == 1
         model.close()
-    assert wait_until(lambda: new_children() == set()), new_children()
-    assert wait_until(lambda: open_fds() == fds), (open_fds(), fds)
-    assert wait_until(lambda: thread_names() == threads), (thread_names(), threads)
+    assert wait_for(lambda: new_children() == set()), new_children()
+    assert wait_for(lambda: open_fds() == fds), (open_fds(), fds)
+    assert wait_for(lambda: thread_names() == threads), (thread_names(), threads)
 
 
 def test_a_thousand_generations_do_not_grow_memory(shared_model: ic.TextModel) -> None:
