@@ -19,7 +19,7 @@ import pytest
 import inference_core as ic
 from inference_core import registry
 from inference_rocm import binaries
-from inference_rocm.backends import LlamaCppBackend
+from inference_rocm.backends import LlamaCppBackend, binary_version
 from inference_rocm.binaries import SourceKind
 from inference_rocm.model import LlamaServerModel
 
@@ -328,3 +328,30 @@ def test_inference_backends_marks_a_binary_known_to_crash_here(
     assert result.returncode == 0, result.stderr
     assert f"skipped {sigill_server} (from PATH): killed by SIGILL" in result.stdout
     assert "llama-server: " in result.stdout and "(default)" in result.stdout
+
+
+# -- what a binary says about itself ---------------------------------------------------
+
+
+def reporting_build(path: Path, devices: str) -> Path:
+    """A llama-server that answers --version and --list-devices as a Vulkan build does."""
+    return make_executable(
+        path,
+        "import sys\n"
+        "if '--version' in sys.argv:\n"
+        "    print('version: 6 (0123abc)', file=sys.stderr)\n"
+        "    print('built with GNU 12.2.0 for Linux x86_64', file=sys.stderr)\n"
+        "if '--list-devices' in sys.argv:\n"
+        f"    print('Available devices:\\n{devices}')\n",
+    )
+
+
+def test_the_version_and_the_devices_a_build_lists_are_reported(tmp_path: Path) -> None:
+    gpu = "  Vulkan0: AMD Radeon RX 7900 XTX (RADV NAVI31) (24560 MiB, 23800 MiB free)"
+    binary = reporting_build(tmp_path / "gpu" / "llama-server", gpu)
+    assert binary_version(str(binary)) == (
+        f"version: 6 (0123abc); built with GNU 12.2.0 for Linux x86_64; devices: {gpu.strip()}"
+    )
+    cpu_only = reporting_build(tmp_path / "cpu" / "llama-server", "")
+    assert binary_version(str(cpu_only)).endswith("; devices: none, it runs on the CPU")
+    assert binary_version(str(tmp_path / "missing")).startswith("unknown (")

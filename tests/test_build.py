@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -259,3 +262,55 @@ fcntl.flock(handle, fcntl.LOCK_EX)
 print("locked", flush=True)
 time.sleep(60)
 """
+
+
+# -- the pinned sources ---------------------------------------------------------------
+
+
+def sdist(folder: Path, members: dict[str, bytes]) -> Path:
+    """A .tar.gz laid out like the llama-cpp-python sdist, with these files."""
+    archive = folder / f"llama_cpp_python-{build.SDIST_VERSION}.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return archive
+
+
+def test_sources_whose_hash_differs_are_refused_and_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    downloads = tmp_path / "sources" / "downloads"
+
+    def fake_pip(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        sdist(downloads, {"llama_cpp_python-0.3.36/vendor/llama.cpp/CMakeLists.txt": b"evil"})
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_pip)
+    with pytest.raises(build.BuildError, match=f"expected {build.SDIST_SHA256}; not used"):
+        build.fetch_sources(tmp_path)
+    assert list(downloads.iterdir()) == []
+
+
+def test_the_vendored_tree_alone_is_extracted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = f"llama_cpp_python-{build.SDIST_VERSION}/"
+    downloads = tmp_path / "sources" / "downloads"
+    downloads.mkdir(parents=True)
+    archive = sdist(
+        downloads,
+        {
+            prefix + "setup.py": b"not part of llama.cpp",
+            prefix + "vendor/llama.cpp/CMakeLists.txt": b"project(llama.cpp)",
+            prefix + "vendor/llama.cpp/tools/server/server.cpp": b"int main() {}",
+        },
+    )
+    monkeypatch.setattr(build, "SDIST_SHA256", hashlib.sha256(archive.read_bytes()).hexdigest())
+    tree = build.fetch_sources(tmp_path)
+    assert (tree / "CMakeLists.txt").read_bytes() == b"project(llama.cpp)"
+    assert (tree / "tools" / "server" / "server.cpp").exists()
+    assert not list(tree.rglob("setup.py"))
+    archive.unlink()  # a second call finds the tree and needs no archive
+    assert build.fetch_sources(tmp_path) == tree

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -406,3 +407,57 @@ def test_a_plugin_whose_inspector_raises_does_not_hide_the_model(
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["info"]["architecture"] == "llama"
     assert "faulty inspector" in result.stderr
+
+
+# -- pipes and terminals -----------------------------------------------------------
+
+
+@server
+def test_a_reader_that_goes_away_is_exit_141_without_a_traceback(smollm2_path: str) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inference_core", "run", "--max-tokens", "100000", "Tell a story"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.read(1)  # a token arrived: the generation is under way
+    process.stdout.close()  # `| head -c 1`
+    stderr = process.stderr.read().decode()
+    assert process.wait(60) == 141
+    assert "Traceback" not in stderr and "error" not in stderr
+
+
+@server
+def test_interactive_chat_survives_a_turn_that_overflows_the_context(smollm2_path: str) -> None:
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inference_core", "chat", "--ctx", "128", *GREEDY],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    try:
+        shown = read_until(controller, b"/exit or Ctrl-D quits")
+        os.write(controller, ("word " * 300 + "\n").encode())
+        shown += read_until(controller, b"/reset to start over")
+        assert b"does not fit the context" in shown
+        os.write(controller, b"Hi\n/exit\n")
+        assert process.stdout is not None
+        answer = process.stdout.read().decode()
+        assert process.wait(60) == 0
+        assert answer.strip(), "no answer after the overflowing turn"
+    finally:
+        process.kill()
+        os.close(controller)
+
+
+def read_until(fd: int, marker: bytes, seconds: float = 60) -> bytes:
+    """What a pseudo-terminal shows until `marker` (the CLI's stderr goes there)."""
+    shown, deadline = b"", time.monotonic() + seconds
+    while marker not in shown:
+        assert time.monotonic() < deadline, shown.decode(errors="replace")
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            shown += os.read(fd, 65536)
+    return shown

@@ -213,3 +213,31 @@ def test_requests_on_connections_the_server_closed_are_sent_again_once_on_a_new_
         assert client.request("GET", "/props")["total_slots"] == 1
         assert wait_for(lambda: props_seen() > 4)
         assert props_seen() == 5, "sent again on a connection known to be closed"
+
+
+# -- recovering the ids of a split character ---------------------------------------------
+
+
+def test_a_split_character_arrives_with_every_id_the_tokenizer_gives(
+    fake_model: ic.TextModel,
+) -> None:
+    tokens = list(fake_model.generate("split", max_tokens=10))
+    assert [(t.id, t.text) for t in tokens] == [(10813, ""), (232, ""), (227, "🎉")]
+
+
+def test_the_token_limit_inside_a_split_character_cuts_it_there(fake_model: ic.TextModel) -> None:
+    tokens = list(fake_model.generate("split", max_tokens=2))
+    assert [t.id for t in tokens] == [10813, 232]
+    assert "".join(t.text for t in tokens) == bytes([240, 159, 142]).decode("utf-8", "replace")
+
+
+def test_a_stop_id_inside_a_split_character_ends_before_it(fake_model: ic.TextModel) -> None:
+    assert [t.id for t in fake_model.generate("split", max_tokens=10, stop_tokens=[232])] == [10813]
+
+
+def test_ids_the_tokenizer_cannot_confirm_are_delivered_with_a_warning(
+    fake_model: ic.TextModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    tokens = list(fake_model.generate("split, mismatched", max_tokens=10))
+    assert [t.id for t in tokens] == [10813, 232, 227]  # the tokenizer's
+    assert "could not verify the ids of '🎉'" in caplog.text

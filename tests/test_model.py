@@ -7,14 +7,17 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import inference_core as ic
 from inference_core.testing import BackendContract, TextModelContract
-from inference_rocm.backends import LlamaCppBackend
+from inference_rocm.backends import LlamaCppBackend, load_with_server, server_args
 from inference_rocm.model import LlamaServerModel, request_body
+
+from .procs import children, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -258,3 +261,31 @@ class TestLlamaCppModelContract(TextModelContract):
     @pytest.fixture
     def model(self, shared_model: ic.TextModel) -> Iterator[ic.TextModel]:
         yield shared_model
+
+
+def test_a_lora_adapter_is_passed_and_a_bad_one_stops_the_load_first(
+    tmp_path: Path, smollm2_path: str
+) -> None:
+    adapter = tmp_path / "adapter.gguf"
+    args = server_args(ic.LoadConfig(adapter_path=adapter), gpu_layers=None)
+    assert args[args.index("--lora") + 1] == str(adapter)
+    adapter.write_bytes(b"not a GGUF file at all")
+    before = children()
+    with pytest.raises(ic.InvalidModelFile, match=r"adapter.gguf: \(the LoRA adapter\)"):
+        load_with_server(
+            smollm2_path, smollm2_path, ic.LoadConfig(adapter_path=adapter), gpu_layers=0
+        )
+    assert children() == before
+
+
+def test_close_from_another_thread_ends_a_stream_mid_way(smollm2_path: str) -> None:
+    model = LlamaCppBackend().load_model(smollm2_path, ic.LoadConfig(context_len=512))
+    assert isinstance(model, LlamaServerModel)
+    pid = model.server.pid
+    stream = model.generate("Count from one to a thousand: 1, 2, 3,", max_tokens=2000)
+    next(stream)
+    threading.Timer(0.2, model.close).start()
+    with pytest.raises(ic.ModelClosed, match="closed during the generation"):
+        list(stream)
+    assert isinstance(model.err(), ic.ModelClosed)
+    assert pid is not None and wait_for(lambda: pid not in children())

@@ -347,12 +347,18 @@ def test_two_cards_get_a_tensor_split_proportional_to_free_vram(
         )
 
 
+def captured_starts(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """What the backend would start llama-server with (keyword arguments), none started."""
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(backends, "load_with_server", lambda *a, **k: calls.append(k))
+    return calls
+
+
 def test_one_card_of_two_chosen_by_index_gets_no_tensor_split(
     tmp_path: Path, smollm2_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mi210_server(with_kfd(tmp_path))
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(backends, "load_with_server", lambda *a, **k: calls.append(k))
+    calls = captured_starts(monkeypatch)
     rocm(tmp_path).load_model(smollm2_path, LoadConfig(devices=(1,)))
     (call,) = calls
     assert call["extra_args"] == []
@@ -411,3 +417,15 @@ def test_auto_gpu_layers_passes_the_count_that_fits(tmp_path: Path, smollm2_path
     with rocm(tmp_path).load_model(smollm2_path, config) as model:
         assert flag(child_argv(model), "--n-gpu-layers") == "12"
         assert model.generate("Hi", max_tokens=2).text()
+
+
+def test_a_tensor_split_of_the_users_own_is_left_as_it_is(
+    tmp_path: Path, smollm2_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mi210_server(with_kfd(tmp_path))
+    calls = captured_starts(monkeypatch)
+    config = LoadConfig(extra_args=("--tensor-split", "1,3"))
+    rocm(tmp_path).load_model(smollm2_path, config)
+    (call,) = calls
+    assert call["extra_args"] == []  # none of ours; the user's go in with the config
+    assert backends.server_args(config, -1)[-2:] == ["--tensor-split", "1,3"]

@@ -8,8 +8,10 @@ The prompt of a /completion request picks the stream it sends:
   "truncate"   two tokens, then the connection closes without the final chunk
   "eof-chunk"  two tokens, then a clean end of the body without the final `stop` event
   "silent..."  no answer at all: the connection stays open, the head never comes
-  "split"      one event whose one token ends a character of three byte tokens, as
-               llama-server sends an emoji: the client must ask /tokenize for the rest
+  "split"      one event whose one token (227) ends a character of three byte tokens, as
+               llama-server sends an emoji: the client asks /tokenize for the rest
+               (10813, 232, 227); then the final event
+  "split, mismatched"  the same with an id (999) that is not the tokenizer's last
   anything else: three tokens and a proper final event
 `--fake-silent PATH` (repeatable) makes every request to PATH go unanswered the same way.
 `--fake-close PATH` closes the connection after answering PATH, as llama-server closes a
@@ -89,6 +91,10 @@ def _serve(conn: socket.socket, key: str) -> None:
                 conn, "401 Unauthorized", {"error": {"message": "Invalid API Key", "code": 401}}
             )
             continue
+        if path == "/tokenize":
+            pieces = [[10813, [240, 159]], [232, [142]], [227, [137]]]
+            _respond(conn, "200 OK", {"tokens": [{"id": i, "piece": p} for i, p in pieces]})
+            continue
         if path == "/props":
             _respond(
                 conn, "200 OK", {"default_generation_settings": {"n_ctx": 512}, "total_slots": 1}
@@ -114,11 +120,14 @@ def _serve(conn: socket.socket, key: str) -> None:
             conn.sendall(_token(0) + _token(1))
             conn.shutdown(socket.SHUT_RDWR)
             return
-        elif prompt == "split":
+        elif prompt.startswith("split"):
+            last = 999 if prompt.endswith("mismatched") else 227
             conn.sendall(
-                _event({"content": "🎉", "tokens": [227], "stop": False, "tokens_predicted": 3})
+                _event({"content": "🎉", "tokens": [last], "stop": False, "tokens_predicted": 3})
+                + _event({"content": "", "tokens": [], "stop": True, "tokens_predicted": 3})
+                + b"0\r\n\r\n"
             )
-            continue  # the body stays open: the test ends it
+            continue
         elif prompt == "eof-chunk":
             conn.sendall(_token(0) + _token(1) + b"0\r\n\r\n")
             continue

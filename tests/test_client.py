@@ -1,0 +1,88 @@
+"""The HTTP client's JSON requests: the 401 of the real server, and bodies framed either
+way (Content-Length, chunked) arriving in pieces, from a scripted loopback peer (the
+real server cannot be made to split its answers where a test wants)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+import inference_core as ic
+from inference_rocm.client import ServerClient
+from inference_rocm.model import LlamaServerModel
+
+BODY = json.dumps({"tokens": [{"id": 227, "piece": [137]}], "note": "é" * 50}).encode()
+
+
+def client_for(port: int, key: str = "key") -> ServerClient:
+    def diagnose(what: str) -> ic.InferenceError:
+        return ic.GenerationError(what)
+
+    return ServerClient("127.0.0.1", port, key, alive=lambda: True, diagnose=diagnose)
+
+
+def scripted_peer(answers: Sequence[Sequence[bytes]]) -> int:
+    """A peer on one keep-alive connection: each request gets the next answer, sent in
+    the pieces given, 20 ms apart. Returns its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with listener:
+            connection, _ = listener.accept()
+            with connection:
+                for pieces in answers:
+                    received = b""
+                    while b"\r\n\r\n" not in received:
+                        received += connection.recv(65536)
+                    for piece in pieces:
+                        connection.sendall(piece)
+                        time.sleep(0.02)
+
+    threading.Thread(target=serve, daemon=True).start()
+    port: int = listener.getsockname()[1]
+    return port
+
+
+def in_pieces(data: bytes, size: int) -> list[bytes]:
+    return [data[start : start + size] for start in range(0, len(data), size)]
+
+
+@pytest.mark.server
+def test_a_refused_key_is_a_generation_error_saying_so(shared_model: ic.TextModel) -> None:
+    assert isinstance(shared_model, LlamaServerModel)
+    client = client_for(shared_model.server.port, key="not the key")
+    with pytest.raises(ic.GenerationError, match="the server refused the request: Invalid API"):
+        client.request("GET", "/props")
+    client.close()
+
+
+def test_a_content_length_body_in_pieces_is_read_whole_and_the_next_answer_too() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    answer = head + b"Content-Length: %d\r\n\r\n" % len(BODY) + BODY
+    port = scripted_peer([in_pieces(answer, 7), [answer]])  # the second: on the same connection
+    client = client_for(port)
+    assert client.request("POST", "/tokenize", {"content": "x"}) == json.loads(BODY)
+    assert client.request("POST", "/tokenize", {"content": "x"}) == json.loads(BODY)
+    client.close()
+
+
+def test_a_chunked_json_body_in_pieces_is_read_whole() -> None:
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in in_pieces(BODY, 13))
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+    client = client_for(scripted_peer([in_pieces(answer, 5)]))
+    assert client.request("POST", "/tokenize", {"content": "x"}) == json.loads(BODY)
+    client.close()
+
+
+def test_an_error_status_with_a_body_is_the_servers_message() -> None:
+    body = b'{"error": {"code": 400, "message": "bad grammar", "type": "invalid_request_error"}}'
+    answer = b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    client = client_for(scripted_peer([[answer]]))
+    with pytest.raises(ic.GenerationError, match="the server answered 400: bad grammar"):
+        client.request("POST", "/completion", {"prompt": "x"})
+    client.close()
