@@ -1,10 +1,12 @@
-"""A ready-made `TokenStream` for backend authors.
+"""A ready-made `TokenStream`, and a base for a `TextModel`, for backend authors.
 
 A backend supplies a generator of tokens that honours a `GenerationScope`
 (raising `Cancelled` or `GenerationTimeout` when the scope says so) and a way
 to abort it from another thread; `IteratorTokenStream` does the rest: the
 iterator protocol, `err()`, `text()`, cancellation, and telling the model how
-the generation ended so that `model.err()` works per thread.
+the generation ended so that `model.err()` works per thread. `StreamingModel`
+writes the public methods of a `TextModel` once (their options, checks and
+threads), around that one generator.
 """
 
 from __future__ import annotations
@@ -13,13 +15,31 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import final
+from typing import Any, TypeVar, final
+
+import attrs
 
 from .errors import Cancelled, GenerationTimeout, InferenceError
 from .protocols import CancelSignal, TokenStream
-from .types import BatchResult, GenerateMetrics, Token
+from .types import (
+    BatchResult,
+    GenerateConfig,
+    GenerateMetrics,
+    Message,
+    MessageLike,
+    Token,
+    build_config,
+    to_message,
+)
 
-__all__ = ["GenerationScope", "IteratorTokenStream", "LastOutcome", "run_batch"]
+__all__ = [
+    "GenerationScope",
+    "IteratorTokenStream",
+    "LastOutcome",
+    "StreamingModel",
+    "TokenSource",
+    "run_batch",
+]
 
 
 @final
@@ -222,3 +242,138 @@ def run_batch(
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(len(prompts), workers))) as pool:
         return list(pool.map(collect, prompts))
+
+
+_Model = TypeVar("_Model", bound="StreamingModel")
+
+
+def _never() -> None:
+    pass
+
+
+def _no_metrics() -> GenerateMetrics | None:
+    return None
+
+
+@attrs.frozen
+class TokenSource:
+    """One generation as a backend starts it: its tokens (a generator that starts its
+    work on the first `next()` and honours the scope), how to abort it from another
+    thread, and its metrics once it has ended."""
+
+    tokens: Iterator[Token]
+    abort: Callable[[], None] = _never
+    metrics: Callable[[], GenerateMetrics | None] = _no_metrics
+
+
+class StreamingModel:
+    """The public methods of a `TextModel`, written once for every backend.
+
+    A subclass implements `_tokens(prompt, config, scope)`, where `prompt` is a string
+    for `generate` and the parsed messages for `chat`, and `close()`; it may refine
+    `_check_usable()` (raise `ModelClosed`, ...), `classify` (the default takes the
+    first greedy token of a generation) and `batch_workers` (how many prompts of a
+    batch run at once). Options and their errors, per-thread `err()` and `metrics()`,
+    batches and the context manager come from here.
+    """
+
+    batch_workers = 4
+
+    def __init__(self) -> None:
+        self._outcome = LastOutcome()
+
+    def _tokens(
+        self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
+    ) -> TokenSource:
+        raise NotImplementedError
+
+    def _check_usable(self) -> None:
+        """Raise if the model cannot serve now; by default it always can."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def generate(
+        self,
+        prompt: str,
+        config: GenerateConfig | None = None,
+        *,
+        cancel: CancelSignal | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> IteratorTokenStream:
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        return self._open(prompt, build_config(GenerateConfig, config, options), cancel, timeout)
+
+    def chat(
+        self,
+        messages: Sequence[MessageLike],
+        config: GenerateConfig | None = None,
+        *,
+        cancel: CancelSignal | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> IteratorTokenStream:
+        parsed = [to_message(message) for message in messages]
+        if not parsed:
+            raise ValueError("messages must not be empty")
+        return self._open(parsed, build_config(GenerateConfig, config, options), cancel, timeout)
+
+    def _open(
+        self,
+        prompt: str | Sequence[Message],
+        config: GenerateConfig,
+        cancel: CancelSignal | None,
+        timeout: float | None,
+    ) -> IteratorTokenStream:
+        self._check_usable()
+        scope = GenerationScope(cancel, timeout)
+        source = self._tokens(prompt, config, scope)
+        return IteratorTokenStream(
+            source.tokens, scope, abort=source.abort, metrics=source.metrics, outcome=self._outcome
+        )
+
+    def batch_generate(
+        self,
+        prompts: Sequence[str],
+        config: GenerateConfig | None = None,
+        *,
+        cancel: CancelSignal | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> list[BatchResult]:
+        """Every prompt on a thread of its own, `batch_workers` at a time."""
+        self._check_usable()
+        generate_config = build_config(GenerateConfig, config, options)
+        return run_batch(
+            lambda prompt: self.generate(prompt, generate_config, cancel=cancel, timeout=timeout),
+            prompts,
+            workers=self.batch_workers,
+        )
+
+    def classify(
+        self,
+        prompts: Sequence[str],
+        config: GenerateConfig | None = None,
+        *,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> list[Token]:
+        """The greedy next token of each prompt."""
+        self._check_usable()
+        base = build_config(GenerateConfig, config, options)
+        greedy = attrs.evolve(base, max_tokens=1, temperature=0.0)
+        return [next(self.generate(prompt, greedy, timeout=timeout)) for prompt in prompts]
+
+    def err(self) -> BaseException | None:
+        return self._outcome.error()
+
+    def metrics(self) -> GenerateMetrics | None:
+        return self._outcome.metrics()
+
+    def __enter__(self: _Model) -> _Model:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, final
 
@@ -28,17 +28,14 @@ from inference_core.errors import (
     ModelClosed,
     ServerCrashed,
 )
-from inference_core.protocols import CancelSignal
-from inference_core.streams import GenerationScope, IteratorTokenStream, LastOutcome, run_batch
+from inference_core.streams import GenerationScope, StreamingModel, TokenSource
 from inference_core.types import (
-    BatchResult,
     GenerateConfig,
     GenerateMetrics,
-    MessageLike,
+    Message,
     ModelInfo,
     Token,
     build_config,
-    to_message,
 )
 
 from .client import EventStream, error_for
@@ -106,7 +103,7 @@ class _Generation:
 
 
 @final
-class LlamaServerModel:
+class LlamaServerModel(StreamingModel):
     """A model served by one llama-server child. Safe to use from many threads."""
 
     def __init__(
@@ -118,12 +115,12 @@ class LlamaServerModel:
         context_len: int,
         slots: int,
     ) -> None:
+        super().__init__()
         self.server = server
         self.info = info
         self.model_type = model_type
         self._context_len = context_len
-        self.slots = slots
-        self._outcome = LastOutcome()
+        self.slots = self.batch_workers = slots  # a batch runs on the server's slots
         self._closed = threading.Event()
         self._crash: ServerCrashed | None = None
 
@@ -162,63 +159,27 @@ class LlamaServerModel:
 
     # -- generation -------------------------------------------------------
 
-    def generate(
-        self,
-        prompt: str,
-        config: GenerateConfig | None = None,
-        *,
-        cancel: CancelSignal | None = None,
-        timeout: float | None = None,
-        **options: Any,
-    ) -> IteratorTokenStream:
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-        self._check_usable()
-        return self._stream(
-            lambda _: prompt, build_config(GenerateConfig, config, options), cancel, timeout
-        )
-
-    def chat(
-        self,
-        messages: Sequence[MessageLike],
-        config: GenerateConfig | None = None,
-        *,
-        cancel: CancelSignal | None = None,
-        timeout: float | None = None,
-        **options: Any,
-    ) -> IteratorTokenStream:
-        parsed = [to_message(message) for message in messages]
-        if not parsed:
-            raise ValueError("messages must not be empty")
-        self._check_usable()
-        payload = {"messages": [{"role": m.role, "content": m.content} for m in parsed]}
-
-        def render(scope: GenerationScope) -> str:
-            rendered = self.server.client.request("POST", "/apply-template", payload, scope=scope)
-            return str(rendered["prompt"])
-
-        return self._stream(render, build_config(GenerateConfig, config, options), cancel, timeout)
-
-    def _stream(
-        self,
-        render: Callable[[GenerationScope], str],
-        config: GenerateConfig,
-        cancel: CancelSignal | None,
-        timeout: float | None,
-    ) -> IteratorTokenStream:
-        scope = GenerationScope(cancel, timeout)
+    def _tokens(
+        self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
+    ) -> TokenSource:
         generation = _Generation()
-        return IteratorTokenStream(
-            self._tokens(render, config, scope, generation),
-            scope,
+        return TokenSource(
+            self._generate(prompt, config, scope, generation),
             abort=generation.abort,
             metrics=lambda: metrics_from(generation.timings),
-            outcome=self._outcome,
         )
 
-    def _tokens(
+    def _render(self, prompt: str | Sequence[Message], scope: GenerationScope) -> str:
+        """The text to complete: the prompt, or the messages in the model's own template."""
+        if isinstance(prompt, str):
+            return prompt
+        payload = {"messages": [{"role": m.role, "content": m.content} for m in prompt]}
+        rendered = self.server.client.request("POST", "/apply-template", payload, scope=scope)
+        return str(rendered["prompt"])
+
+    def _generate(
         self,
-        render: Callable[[GenerationScope], str],
+        prompt: str | Sequence[Message],
         config: GenerateConfig,
         scope: GenerationScope,
         generation: _Generation,
@@ -226,7 +187,7 @@ class LlamaServerModel:
         """The request starts on the first `next()`: errors raise from the iterator."""
         try:
             self._check_usable()
-            body = request_body(render(scope), config, stream=True)
+            body = request_body(self._render(prompt, scope), config, stream=True)
             events = generation.events = self.server.client.stream("/completion", body, scope)
             try:
                 yield from self._deliver(events, config, generation, scope)
@@ -311,24 +272,6 @@ class LlamaServerModel:
 
     # -- batch, classify ---------------------------------------------------
 
-    def batch_generate(
-        self,
-        prompts: Sequence[str],
-        config: GenerateConfig | None = None,
-        *,
-        cancel: CancelSignal | None = None,
-        timeout: float | None = None,
-        **options: Any,
-    ) -> list[BatchResult]:
-        """Every prompt on its own slot, `slots` at a time."""
-        self._check_usable()
-        generate_config = build_config(GenerateConfig, config, options)
-        return run_batch(
-            lambda prompt: self.generate(prompt, generate_config, cancel=cancel, timeout=timeout),
-            prompts,
-            workers=self.slots,
-        )
-
     def classify(
         self,
         prompts: Sequence[str],
@@ -361,23 +304,11 @@ class LlamaServerModel:
 
     # -- state ---------------------------------------------------------------
 
-    def err(self) -> BaseException | None:
-        return self._outcome.error()
-
-    def metrics(self) -> GenerateMetrics | None:
-        return self._outcome.metrics()
-
     def close(self) -> None:
         """Abort open streams, stop the server (SIGTERM, then SIGKILL). Idempotent, and
         in every thread that calls it the server is gone when it returns."""
         self._closed.set()
         self.server.stop()
-
-    def __enter__(self) -> LlamaServerModel:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", threading.Event()).is_set():

@@ -17,18 +17,16 @@ from collections.abc import Iterator, Sequence
 from typing import Any, final
 
 from ..errors import ModelClosed
-from ..protocols import BackendStatus, CancelSignal
-from ..streams import GenerationScope, IteratorTokenStream, LastOutcome, run_batch
+from ..protocols import BackendStatus
+from ..streams import GenerationScope, StreamingModel, TokenSource
 from ..types import (
-    BatchResult,
     GenerateConfig,
     GenerateMetrics,
     LoadConfig,
-    MessageLike,
+    Message,
     ModelInfo,
     Token,
     build_config,
-    to_message,
 )
 
 __all__ = ["FakeBackend", "FakeModel", "fake_token"]
@@ -80,12 +78,14 @@ class FakeBackend:
 
 
 @final
-class FakeModel:
+class FakeModel(StreamingModel):
     """The echoing model of `FakeBackend`; safe from any number of threads."""
 
     model_type = "fake"
+    batch_workers = 8
 
     def __init__(self, path: str, config: LoadConfig, *, token_delay: float = 0.0) -> None:
+        super().__init__()
         self.path = path
         self.config = config
         self.token_delay = token_delay
@@ -103,7 +103,6 @@ class FakeModel:
             file_size=0,
         )
         self._closed = threading.Event()
-        self._outcome = LastOutcome()
 
     @property
     def context_len(self) -> int:
@@ -113,11 +112,42 @@ class FakeModel:
     def closed(self) -> bool:
         return self._closed.is_set()
 
-    def _check_open(self) -> None:
+    def _check_usable(self) -> None:
         if self._closed.is_set():
             raise ModelClosed(f"the model {self.path} is closed; load it again to use it")
 
     def _tokens(
+        self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
+    ) -> TokenSource:
+        if isinstance(prompt, str):
+            words = prompt.split()
+        else:  # chat: the last user message
+            words = next((m.content for m in reversed(prompt) if m.role == "user"), "").split()
+        wake = threading.Event()
+        started = time.perf_counter()
+        produced: list[int] = []
+
+        def counted() -> Iterator[Token]:
+            for token in self._echo(words or ["<empty>"], config, scope, wake):
+                produced.append(token.id)
+                yield token
+
+        def metrics() -> GenerateMetrics:
+            total = time.perf_counter() - started
+            count = len(produced)
+            return GenerateMetrics(
+                prompt_tokens=len(words),
+                generated_tokens=count,
+                prefill_seconds=0.0,
+                decode_seconds=total,
+                total_seconds=total,
+                prefill_tokens_per_second=0.0,
+                decode_tokens_per_second=count / total if total > 0 else 0.0,
+            )
+
+        return TokenSource(counted(), abort=wake.set, metrics=metrics)
+
+    def _echo(
         self,
         words: list[str],
         config: GenerateConfig,
@@ -140,86 +170,6 @@ class FakeModel:
                 return
             yield token
 
-    def _stream(
-        self,
-        words: list[str],
-        config: GenerateConfig | None,
-        cancel: CancelSignal | None,
-        timeout: float | None,
-        options: dict[str, Any],
-    ) -> IteratorTokenStream:
-        self._check_open()
-        generate_config = build_config(GenerateConfig, config, options)
-        scope = GenerationScope(cancel, timeout)
-        wake = threading.Event()
-        started = time.perf_counter()
-        produced: list[int] = []
-
-        def counted() -> Iterator[Token]:
-            for token in self._tokens(words or ["<empty>"], generate_config, scope, wake):
-                produced.append(token.id)
-                yield token
-
-        def metrics() -> GenerateMetrics:
-            total = time.perf_counter() - started
-            count = len(produced)
-            return GenerateMetrics(
-                prompt_tokens=len(words),
-                generated_tokens=count,
-                prefill_seconds=0.0,
-                decode_seconds=total,
-                total_seconds=total,
-                prefill_tokens_per_second=0.0,
-                decode_tokens_per_second=count / total if total > 0 else 0.0,
-            )
-
-        return IteratorTokenStream(
-            counted(), scope, abort=wake.set, metrics=metrics, outcome=self._outcome
-        )
-
-    def generate(
-        self,
-        prompt: str,
-        config: GenerateConfig | None = None,
-        *,
-        cancel: CancelSignal | None = None,
-        timeout: float | None = None,
-        **options: Any,
-    ) -> IteratorTokenStream:
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-        return self._stream(prompt.split(), config, cancel, timeout, options)
-
-    def chat(
-        self,
-        messages: Sequence[MessageLike],
-        config: GenerateConfig | None = None,
-        *,
-        cancel: CancelSignal | None = None,
-        timeout: float | None = None,
-        **options: Any,
-    ) -> IteratorTokenStream:
-        parsed = [to_message(message) for message in messages]
-        last_user = next((m.content for m in reversed(parsed) if m.role == "user"), "")
-        return self._stream(last_user.split(), config, cancel, timeout, options)
-
-    def batch_generate(
-        self,
-        prompts: Sequence[str],
-        config: GenerateConfig | None = None,
-        *,
-        cancel: CancelSignal | None = None,
-        timeout: float | None = None,
-        **options: Any,
-    ) -> list[BatchResult]:
-        self._check_open()
-        generate_config = build_config(GenerateConfig, config, options)
-        return run_batch(
-            lambda prompt: self.generate(prompt, generate_config, cancel=cancel, timeout=timeout),
-            prompts,
-            workers=8,
-        )
-
     def classify(
         self,
         prompts: Sequence[str],
@@ -228,21 +178,10 @@ class FakeModel:
         timeout: float | None = None,
         **options: Any,
     ) -> list[Token]:
-        self._check_open()
+        """The first word of each prompt, at once (no token delay)."""
+        self._check_usable()
         build_config(GenerateConfig, config, options)
         return [fake_token((prompt.split() or ["<empty>"])[0]) for prompt in prompts]
 
-    def err(self) -> BaseException | None:
-        return self._outcome.error()
-
-    def metrics(self) -> GenerateMetrics | None:
-        return self._outcome.metrics()
-
     def close(self) -> None:
         self._closed.set()
-
-    def __enter__(self) -> FakeModel:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
