@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 
+import gguf
 import pytest
 
 from inference_core.errors import ModelLoadError
@@ -84,10 +85,34 @@ def gpu(index: int, free: int, total: int = 24 * GIB) -> GpuDevice:
                      unique_id=None, pci_address=None, node=index + 1)  # fmt: skip
 
 
-def room_for(memory: ModelMemory, gpu_layers: int) -> int:
-    """The free VRAM one GPU needs for exactly ``gpu_layers``."""
-    split, last = memory.offloaded(gpu_layers)
-    return split + last + memory.compute + HEADROOM
+# SmolLM2-135M, worked by hand from its GGUF metadata (30 layers, n_embd 576, n_ff 1536,
+# 3 KV heads of 64): the KV cache holds f16 K and V, 3 x (64 + 64) x 2 = 768 bytes a token
+# and layer; the compute buffer, for a 512-token micro-batch, is f32 activations of
+# 3 x 1536 + 4 x 576 = 6912 floats a token plus the f16 mask over the context:
+# 512 x 6912 x 4 + 512 x context x 2 bytes; at 2048 tokens 16,252,928 (15.5 MiB, as
+# llama-server reports), at 512 14,680,064, at 1024 15,204,352, at 4096 18,350,080.
+KV_BYTES_PER_TOKEN_AND_LAYER = 768
+COMPUTE = {512: 14_680_064, 1024: 15_204_352, 2048: 16_252_928, 4096: 18_350_080}
+
+
+def sizes_of_tensors(path: str) -> dict[str, int]:
+    """Each tensor's size as the gguf package (not our reader) reads the file."""
+    return {t.name: int(t.n_bytes) for t in gguf.GGUFReader(path).tensors}
+
+
+@pytest.fixture(scope="module")
+def tensor_bytes(smollm2_path: str) -> dict[str, int]:
+    return sizes_of_tensors(smollm2_path)
+
+
+def room_for(sizes: dict[str, int], gpu_layers: int, context: int = CONTEXT) -> int:
+    """The free VRAM one GPU needs for the last ``gpu_layers`` layers (-1: all of them
+    and the output, which shares the token embeddings), at ``context`` tokens."""
+    layers = 30 if gpu_layers < 0 else gpu_layers
+    layer = sum(n for name, n in sizes.items() if name.startswith("blk.0."))
+    kv = layers * KV_BYTES_PER_TOKEN_AND_LAYER * context
+    output = sizes["token_embd.weight"] + sizes["output_norm.weight"] if gpu_layers < 0 else 0
+    return layers * layer + kv + output + COMPUTE[context] + HEADROOM
 
 
 # --- the estimate against llama-server's own figures -----------------------------------
@@ -159,8 +184,10 @@ def test_each_slot_gets_a_kv_cache_of_context_len(header: GgufHeader) -> None:
     assert model_memory(header, 512, 4).compute < model_memory(header, 2048).compute
 
 
-def test_slots_multiply_the_kv_cache_the_plan_checks(header: GgufHeader) -> None:
-    device = [gpu(0, room_for(model_memory(header, 1024), -1))]
+def test_slots_multiply_the_kv_cache_the_plan_checks(
+    header: GgufHeader, tensor_bytes: dict[str, int]
+) -> None:
+    device = [gpu(0, room_for(tensor_bytes, -1, context=1024))]
     assert plan_gpu_layers(header, LoadConfig(context_len=1024), device) == -1
     with pytest.raises(ModelLoadError, match="1024-token context for each of 4 slots"):
         plan_gpu_layers(header, LoadConfig(context_len=1024, parallel_slots=4), device)
@@ -186,9 +213,9 @@ def test_all_layers_that_fit_are_kept(header: GgufHeader) -> None:
 
 
 def test_all_layers_that_do_not_fit_raise_with_the_numbers_and_the_fix(
-    header: GgufHeader, memory: ModelMemory
+    header: GgufHeader, tensor_bytes: dict[str, int]
 ) -> None:
-    device = gpu(0, room_for(memory, 12) + MIB, total=8 * GIB)
+    device = gpu(0, room_for(tensor_bytes, 12) + MIB, total=8 * GIB)
     with pytest.raises(ModelLoadError) as caught:
         plan_gpu_layers(header, LoadConfig(context_len=CONTEXT), [device])
     message = str(caught.value)
@@ -203,8 +230,10 @@ def test_all_layers_that_do_not_fit_raise_with_the_numbers_and_the_fix(
     assert "gpu_layers=12 (or gpu_layers='auto') fits" in message
 
 
-def test_the_suggested_context_really_fits(header: GgufHeader, memory: ModelMemory) -> None:
-    device = gpu(0, room_for(memory, 28))
+def test_the_suggested_context_really_fits(
+    header: GgufHeader, tensor_bytes: dict[str, int]
+) -> None:
+    device = gpu(0, room_for(tensor_bytes, 28))
     with pytest.raises(ModelLoadError) as caught:
         plan_gpu_layers(header, LoadConfig(context_len=CONTEXT), [device])
     match = re.search(r"context_len=([0-9]+) fits", str(caught.value))
@@ -218,18 +247,20 @@ def test_no_room_for_one_layer_suggests_cpu_only(header: GgufHeader) -> None:
 
 
 def test_auto_picks_the_largest_layer_count_that_fits(
-    header: GgufHeader, memory: ModelMemory
+    header: GgufHeader, tensor_bytes: dict[str, int]
 ) -> None:
     config = LoadConfig(context_len=CONTEXT, gpu_layers="auto")
-    assert plan_gpu_layers(header, config, [gpu(0, room_for(memory, 12))]) == 12
-    assert plan_gpu_layers(header, config, [gpu(0, room_for(memory, 12) - 1)]) == 11
+    assert plan_gpu_layers(header, config, [gpu(0, room_for(tensor_bytes, 12))]) == 12
+    assert plan_gpu_layers(header, config, [gpu(0, room_for(tensor_bytes, 12) - 1)]) == 11
 
 
-def test_auto_offloads_everything_when_it_fits(header: GgufHeader, memory: ModelMemory) -> None:
+def test_auto_offloads_everything_when_it_fits(
+    header: GgufHeader, tensor_bytes: dict[str, int]
+) -> None:
     config = LoadConfig(context_len=CONTEXT, gpu_layers="auto")
-    assert plan_gpu_layers(header, config, [gpu(0, room_for(memory, -1))]) == -1
+    assert plan_gpu_layers(header, config, [gpu(0, room_for(tensor_bytes, -1))]) == -1
     # every repeating layer but not the output layer: 30, not "all"
-    assert plan_gpu_layers(header, config, [gpu(0, room_for(memory, -1) - 1)]) == 30
+    assert plan_gpu_layers(header, config, [gpu(0, room_for(tensor_bytes, -1) - 1)]) == 30
 
 
 def test_auto_with_no_room_for_one_layer_runs_on_the_cpu(header: GgufHeader) -> None:
@@ -237,8 +268,10 @@ def test_auto_with_no_room_for_one_layer_runs_on_the_cpu(header: GgufHeader) -> 
     assert plan_gpu_layers(header, config, [gpu(0, HEADROOM)]) == 0
 
 
-def test_an_explicit_layer_count_that_fits_is_kept(header: GgufHeader, memory: ModelMemory) -> None:
-    device = gpu(0, room_for(memory, 12))
+def test_an_explicit_layer_count_that_fits_is_kept(
+    header: GgufHeader, tensor_bytes: dict[str, int]
+) -> None:
+    device = gpu(0, room_for(tensor_bytes, 12))
     assert plan_gpu_layers(header, LoadConfig(context_len=CONTEXT, gpu_layers=12), [device]) == 12
     with pytest.raises(ModelLoadError, match="with 13 of 30 layers"):
         plan_gpu_layers(header, LoadConfig(context_len=CONTEXT, gpu_layers=13), [device])
@@ -249,12 +282,12 @@ def test_cpu_only_is_never_checked(header: GgufHeader) -> None:
 
 
 def test_two_gpus_share_the_layers_in_proportion_to_free_vram(
-    header: GgufHeader, memory: ModelMemory
+    header: GgufHeader, tensor_bytes: dict[str, int]
 ) -> None:
-    split, last = memory.offloaded(-1)
     # Each holds half the layers, a compute buffer and headroom; the last one the output too.
-    first = gpu(0, split // 2 + memory.compute + HEADROOM + last + MIB)
-    second = gpu(1, split // 2 + memory.compute + HEADROOM + last + MIB)
+    output = tensor_bytes["token_embd.weight"] + tensor_bytes["output_norm.weight"]
+    first = gpu(0, room_for(tensor_bytes, 15) + output + MIB)
+    second = gpu(1, room_for(tensor_bytes, 15) + output + MIB)
     config = LoadConfig(context_len=CONTEXT)
     assert plan_gpu_layers(header, config, [first, second]) == -1
     with pytest.raises(ModelLoadError, match=r"free on GPU 0: .*; GPU 1: "):
@@ -262,11 +295,10 @@ def test_two_gpus_share_the_layers_in_proportion_to_free_vram(
 
 
 def test_an_unset_context_needs_only_the_size_llama_server_can_shrink_to(
-    header: GgufHeader,
+    header: GgufHeader, tensor_bytes: dict[str, int]
 ) -> None:
     # SmolLM2 was trained for 8192 tokens; --fit shrinks an unset context to 4096 at least.
-    at_floor = model_memory(header, FIT_CONTEXT_FLOOR)
-    device = [gpu(0, room_for(at_floor, -1))]
+    device = [gpu(0, room_for(tensor_bytes, -1, context=FIT_CONTEXT_FLOOR))]
     assert plan_gpu_layers(header, LoadConfig(), device) == -1
     with pytest.raises(ModelLoadError, match="8192-token context"):
         plan_gpu_layers(header, LoadConfig(context_len=8192), device)
