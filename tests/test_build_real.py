@@ -14,7 +14,7 @@ from inference_core import LoadConfig
 from inference_rocm.backends import LlamaCppBackend
 from inference_rocm.binaries import find_binary
 
-pytestmark = pytest.mark.build
+pytestmark = [pytest.mark.build, pytest.mark.server]
 
 
 def test_cpu_build_is_found_automatically_and_runs_here(tmp_path: Path, smollm2_path: str) -> None:
