@@ -115,7 +115,11 @@ def test_the_byte_token_recovery_honours_the_generations_deadline(
     stream = silent_tokenizer.generate("split", max_tokens=10, timeout=1.0)
     with pytest.raises(ic.GenerationTimeout):
         list(stream)
-    assert any(line.startswith("request POST /tokenize") for line in log_lines(silent_tokenizer))
+    assert wait_for(
+        lambda: any(
+            line.startswith("request POST /tokenize") for line in log_lines(silent_tokenizer)
+        )
+    )
 
 
 def test_the_byte_token_recovery_honours_the_generations_cancel(

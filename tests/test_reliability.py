@@ -388,9 +388,14 @@ def test_generate_sends_each_option_on_the_wire_and_stops_on_a_stop_id(
         "wire", max_tokens=5, repeat_penalty=1.3, seed=42, stop_tokens=[101], **options
     )
     assert [token.id for token in stream] == [100]  # the fake sends 100, 101, 102
-    lines = fake_model.server.log_tail(60).splitlines()
-    sent = [json.loads(line[5:]) for line in lines if line.startswith("body ")]
-    (body,) = [b for b in sent if b["prompt"] == "wire"]
+
+    def sent() -> list[dict[str, Any]]:  # the fake's log reaches us on a thread of its own
+        lines = fake_model.server.log_tail(60).splitlines()
+        bodies = [json.loads(line[5:]) for line in lines if line.startswith("body ")]
+        return [body for body in bodies if body["prompt"] == "wire"]
+
+    assert wait_for(lambda: bool(sent()))
+    (body,) = sent()
     assert {key: body[key] for key in options} == options
     assert (body["repeat_penalty"], body["seed"], body["stream"]) == (1.3, 42, True)
     assert body["n_predict"] == 5 + 3  # room for a character the limit would cut in two
