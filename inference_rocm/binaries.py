@@ -264,7 +264,8 @@ def candidates(environ: Mapping[str, str] | None = None) -> Candidates:
     (default: this process's environment) and from nowhere else.
     """
     env = os.environ if environ is None else environ
-    verdicts_file = _verdicts_file(_cache_for(environ))
+    cache = _cache_for(environ)
+    verdicts_file = _verdicts_file(cache)
     problems: list[str] = []
     for variable in USER_VARIABLES:
         named = env.get(variable)
@@ -280,7 +281,7 @@ def candidates(environ: Mapping[str, str] | None = None) -> Candidates:
     usable: list[BinaryLookup] = []
     skipped: list[tuple[BinaryLookup, CrashVerdict]] = []
     verdicts = _read_verdicts(verdicts_file)
-    for lookup in _found_by_lookup(env, _cache_for(environ)):
+    for lookup in _found_by_lookup(env, cache):
         assert lookup.path is not None
         verdict = _verdict_for(lookup.path, verdicts)
         if verdict is None:

@@ -47,10 +47,8 @@ def requests_seen(model: ic.TextModel, prompt: str, marker: str) -> int:
     """How many requests for `prompt` the fake logged, once it has logged one for `marker`
     (sent after everything the test sent before)."""
     list(model.generate(marker, max_tokens=10))
-    deadline = time.monotonic() + 10
-    while f"request POST /completion {marker}" not in log_lines(model):
-        assert time.monotonic() < deadline, log_lines(model)
-        time.sleep(0.05)
+    seen = wait_for(lambda: f"request POST /completion {marker}" in log_lines(model), 10)
+    assert seen, log_lines(model)
     return log_lines(model).count(f"request POST /completion {prompt}")
 
 
@@ -185,10 +183,7 @@ def test_close_from_two_threads_stops_once_and_returns_when_the_server_is_gone(
     monkeypatch.setattr(LlamaServer, "_signal", counted)
     first = threading.Thread(target=model.close)
     first.start()
-    deadline = time.monotonic() + 10
-    while not sent:  # the first close() is now waiting for the server to exit
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    assert wait_for(lambda: bool(sent), 10)  # the first close() now waits for the exit
     model.close()
     assert not model.server.alive(), "close() returned while the server was still running"
     first.join(10)
