@@ -75,6 +75,9 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--gpu-layers", type=_gpu_layers, default=-1, metavar="N", help="-1 all, 0 none, auto"
     )
+    group.add_argument(
+        "--threads", type=int, default=0, metavar="N", help="CPU threads (0: all cores but one)"
+    )
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--max-tokens", "-n", type=int, metavar="N", help="default 256")
     sampling.add_argument("--temperature", "-t", type=float, metavar="T", help="0 = greedy")
@@ -201,7 +204,7 @@ def _generate_config(args: argparse.Namespace) -> GenerateConfig:
 def _checked_configs(args: argparse.Namespace) -> tuple[GenerateConfig, LoadConfig]:
     """Both configs, validated before anything loads; a bad value is a usage error."""
     try:
-        load = LoadConfig(context_len=args.ctx, gpu_layers=args.gpu_layers)
+        load = LoadConfig(context_len=args.ctx, gpu_layers=args.gpu_layers, threads=args.threads)
         return _generate_config(args), load
     except InvalidValue as error:
         option = _OPTION_OF.get(error.field, "--" + error.field.replace("_", "-"))

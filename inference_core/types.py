@@ -165,7 +165,9 @@ class LoadConfig:
     much); 0 leaves it to the backend (llama-server fits the model's own
     length to memory; the real value is `model.context_len`). gpu_layers -1
     offloads every layer, 0 none, "auto" as many as fit. parallel_slots 0 is the
-    backend's default.
+    backend's default. threads is how many CPU threads compute; 0 lets the
+    backend choose (llama-server's backends leave one CPU free, since their
+    threads stall beside any other busy process).
     """
 
     backend: str = attrs.field(default="", validator=_str)
@@ -177,6 +179,7 @@ class LoadConfig:
     )
     adapter_path: str | None = attrs.field(default=None, converter=_optional_path)
     extra_args: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    threads: int = attrs.field(default=0, validator=_int_in(0, 1024))
 
     @gpu_layers.validator
     def _check_gpu_layers(self, attribute: attrs.Attribute[Any], value: object) -> None:

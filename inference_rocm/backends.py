@@ -16,6 +16,7 @@ from inference_core.errors import (
     BackendUnavailable,
     GenerationTimeout,
     InvalidModelFile,
+    InvalidValue,
     ModelLoadError,
     ServerStartError,
 )
@@ -23,7 +24,7 @@ from inference_core.protocols import BackendStatus
 from inference_core.streams import GenerationScope
 from inference_core.types import LoadConfig
 
-from . import gguf_meta, vram
+from . import cpus, gguf_meta, vram
 from .binaries import BUILD_ADVICE, BinaryLookup, Candidates, candidates, record_crash
 from .devices import SELECTORS, GpuDevice, discover
 from .model import LlamaServerModel
@@ -74,9 +75,27 @@ def binary_version(path: str) -> str:
         return f"unknown ({error.strerror})"
 
 
+def _user_sets(flags: tuple[str, ...], user_args: Sequence[str]) -> bool:
+    """Whether the user's own arguments hold one of ``flags`` (``--flag=value`` too)."""
+    return any(arg.split("=", 1)[0] in flags for arg in user_args)
+
+
+def _threads(config: LoadConfig) -> list[str]:
+    """--threads: the config's, or every core but one; none if extra_args sets it."""
+    if not _user_sets(("-t", "--threads"), config.extra_args):
+        return ["--threads", str(config.threads or cpus.default_threads())]
+    if config.threads:
+        raise InvalidValue(
+            "threads",
+            f"threads={config.threads} and a --threads in extra_args {config.extra_args!r} "
+            "disagree on one setting; keep one of them",
+        )
+    return []
+
+
 def server_args(config: LoadConfig, gpu_layers: int | None) -> list[str]:
     """llama-server flags for a LoadConfig; gpu_layers None leaves offloading to the server."""
-    args: list[str] = []
+    args = _threads(config)
     if config.context_len > 0:
         # llama-server divides its context among the slots; context_len is per sequence.
         total = config.context_len * max(1, config.parallel_slots)
@@ -385,9 +404,7 @@ def _selecting(devices: Sequence[GpuDevice]) -> dict[str, str]:
 
 def _tensor_split(devices: Sequence[GpuDevice], user_args: Sequence[str]) -> list[str]:
     """--tensor-split proportional to free VRAM, unless one device or the user set one."""
-    if len(devices) < 2 or any(
-        a in ("-ts", "--tensor-split") or a.startswith("--tensor-split=") for a in user_args
-    ):
+    if len(devices) < 2 or _user_sets(("-ts", "--tensor-split"), user_args):
         return []
     shares = [max(1, d.vram_free // _MIB) for d in devices]
     return ["--tensor-split", ",".join(str(share) for share in shares)]

@@ -27,6 +27,11 @@ def children(pid: int | None = None) -> set[int]:
     return found
 
 
+def child_argv(pid: int) -> list[str]:
+    """A process's command line, as it was started."""
+    return [arg.decode() for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if arg]
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 

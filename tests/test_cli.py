@@ -228,10 +228,16 @@ def test_corrupt_model_file_is_one_line_naming_it(tmp_path: Path) -> None:
         assert_one_line_error(cli(*args), str(corrupt))
 
 
-def test_bad_option_value_is_a_usage_error_naming_the_option() -> None:
-    result = cli("run", "--temperature", "-1", "hi")
+@pytest.mark.parametrize(
+    ("option", "value", "field"),
+    [("--temperature", "-1", "temperature"), ("--threads", "-2", "threads")],
+)
+def test_bad_option_value_is_a_usage_error_naming_the_option(
+    option: str, value: str, field: str
+) -> None:
+    result = cli("run", option, value, "hi")
     assert result.returncode == 2
-    assert "--temperature" in result.stderr and "temperature must be" in result.stderr
+    assert f"argument {option}: {field} must be" in result.stderr
     assert "Traceback" not in result.stderr
 
 

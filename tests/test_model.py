@@ -15,9 +15,10 @@ import pytest
 import inference_core as ic
 from inference_core.testing import BackendContract, TextModelContract
 from inference_rocm.backends import LlamaCppBackend, load_with_server, server_args
+from inference_rocm.cpus import default_threads
 from inference_rocm.model import LlamaServerModel, request_body
 
-from .procs import children, wait_for
+from .procs import child_argv, children, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -200,6 +201,36 @@ def test_context_len_is_what_the_server_runs_with(shared_model: ic.TextModel) ->
     assert shared_model.context_len == 2048  # per slot: 4 slots share --ctx-size 8192
     assert shared_model.info.context_length == 8192
     assert shared_model.model_type == "llama"
+
+
+def test_the_server_computes_on_every_core_but_one(shared_model: ic.TextModel) -> None:
+    assert isinstance(shared_model, LlamaServerModel)
+    argv = child_argv(shared_model.server.pid)
+    assert argv[argv.index("--threads") + 1] == str(default_threads())
+
+
+@pytest.mark.parametrize(
+    ("threads", "extra_args", "expected"),
+    [
+        (3, (), ["--threads", "3"]),
+        (0, ("-t", "2"), ["-t", "2"]),  # the user's own, alone
+        (0, ("--threads=2",), ["--threads=2"]),
+        (2, ("--threads-batch", "4"), ["--threads", "2", "--threads-batch", "4"]),
+    ],
+)
+def test_threads_come_from_the_config_or_the_users_own_flag(
+    threads: int, extra_args: tuple[str, ...], expected: list[str]
+) -> None:
+    # Nothing else set, so these are all the flags there are.
+    config = ic.LoadConfig(threads=threads, extra_args=extra_args)
+    assert server_args(config, gpu_layers=None) == expected
+
+
+def test_threads_set_twice_is_an_invalid_value() -> None:
+    config = ic.LoadConfig(threads=3, extra_args=("--threads", "2"))
+    with pytest.raises(ic.InvalidValue, match="threads=3 and a --threads in extra_args") as caught:
+        server_args(config, gpu_layers=None)
+    assert caught.value.field == "threads"
 
 
 def test_a_timeout_ends_a_long_generation_and_the_model_serves_on(

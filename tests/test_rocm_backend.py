@@ -22,7 +22,7 @@ from inference_core.types import LoadConfig
 from inference_rocm import backends, binaries, plugin
 from inference_rocm.backends import ALLOW_IGPU_VARIABLE, RocmBackend
 from inference_rocm.model import LlamaServerModel
-from tests.procs import make_executable
+from tests.procs import child_argv, make_executable
 from tests.test_devices import MI210_UUIDS, XTX_UUID, make_gpu, mi210_server, workstation
 from tests.test_vram import room_for, sizes_of_tensors
 
@@ -55,10 +55,6 @@ def rocm(root: Path, **env: str) -> RocmBackend:
 def child_environ(model: LlamaServerModel) -> dict[str, str]:
     raw = Path(f"/proc/{model.server.pid}/environ").read_bytes()
     return dict(entry.split("=", 1) for entry in raw.decode().split("\0") if "=" in entry)
-
-
-def child_argv(model: LlamaServerModel) -> list[str]:
-    return Path(f"/proc/{model.server.pid}/cmdline").read_bytes().decode().split("\0")[:-1]
 
 
 def flag(argv: list[str], name: str) -> str | None:
@@ -317,8 +313,8 @@ def test_loads_smollm2_on_the_chosen_card_whatever_the_parent_selected(
         assert "CUDA_VISIBLE_DEVICES" not in env
         assert "GPU_DEVICE_ORDINAL" not in env
         assert env["HSA_OVERRIDE_GFX_VERSION"] == "11.0.0"
-        assert flag(child_argv(model), "--n-gpu-layers") == "999"
-        assert "--tensor-split" not in child_argv(model)
+        assert flag(child_argv(model.server.pid), "--n-gpu-layers") == "999"
+        assert "--tensor-split" not in child_argv(model.server.pid)
         tokens = list(model.generate("The capital of France is", max_tokens=4))
         assert len(tokens) == 4 and all(token.id > 0 for token in tokens)
 
@@ -341,7 +337,7 @@ def test_two_cards_get_a_tensor_split_proportional_to_free_vram(
     used = tmp_path / "sys/devices/pci0000:00/0000:00:01.1/0000:83:00.0/mem_info_vram_used"
     used.write_text(f"{16 * GIB}\n")  # the second MI210 has 48 of its 64 GiB free
     with rocm(tmp_path).load_model(smollm2_path, LoadConfig(context_len=512)) as model:
-        assert flag(child_argv(model), "--tensor-split") == "65536,49152"
+        assert flag(child_argv(model.server.pid), "--tensor-split") == "65536,49152"
         assert flag(model.server.argv(), "--tensor-split") == "65536,49152"
         assert child_environ(model)["ROCR_VISIBLE_DEVICES"] == ",".join(
             f"GPU-{uuid:016x}" for uuid in MI210_UUIDS
@@ -415,7 +411,7 @@ def test_auto_gpu_layers_passes_the_count_that_fits(tmp_path: Path, smollm2_path
     small_card(tmp_path, smollm2_path, gpu_layers=12, context=512)
     config = LoadConfig(context_len=512, gpu_layers="auto")
     with rocm(tmp_path).load_model(smollm2_path, config) as model:
-        assert flag(child_argv(model), "--n-gpu-layers") == "12"
+        assert flag(child_argv(model.server.pid), "--n-gpu-layers") == "12"
         assert model.generate("Hi", max_tokens=2).text()
 
 

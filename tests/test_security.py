@@ -13,7 +13,7 @@ import inference_core as ic
 from inference_rocm.backends import LlamaCppBackend, load_with_server
 from inference_rocm.model import LlamaServerModel
 
-from .procs import make_executable
+from .procs import child_argv, make_executable
 
 pytestmark = pytest.mark.server
 
@@ -21,10 +21,6 @@ pytestmark = pytest.mark.server
 def child_environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
-
-
-def child_argv(pid: int) -> list[str]:
-    return [arg.decode() for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if arg]
 
 
 def listening_addresses(pid: int, port: int) -> set[str]:

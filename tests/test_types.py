@@ -75,6 +75,7 @@ valid_load = st.fixed_dictionaries(
         "devices": st.lists(st.integers(0, 16), max_size=4).map(tuple),
         "adapter_path": st.none() | st.text(min_size=1, max_size=20),
         "extra_args": st.lists(st.text(max_size=10), max_size=4).map(tuple),
+        "threads": st.integers(0, 1024),
     },
 )
 
@@ -91,6 +92,7 @@ bad_load = st.one_of(
     st.tuples(st.just("parallel_slots"), st.integers(max_value=-1) | st.integers(min_value=257)),
     st.tuples(st.just("devices"), st.lists(st.integers(max_value=-1), min_size=1).map(tuple)),
     st.tuples(st.just("extra_args"), st.just("--flag") | st.just((1, 2))),
+    st.tuples(st.just("threads"), st.integers(max_value=-1) | st.just(True) | st.just(2.0)),
 )
 
 
