@@ -19,6 +19,7 @@ from inference_rocm.binaries import find_binary
 from inference_rocm.model import LlamaServerModel
 
 from .concurrency import measure_concurrency
+from .contention import measure_contention
 from .live import measure_live, measure_time_to_first_token
 from .memory import measure_memory
 from .readers import Endpoint
@@ -50,6 +51,8 @@ class Settings:
     import_runs: int
     server_tokens: int
     server_rounds: int
+    contention_tokens: int
+    contention_rounds: int
 
 
 FULL = Settings(
@@ -65,6 +68,8 @@ FULL = Settings(
     import_runs=7,
     server_tokens=200,
     server_rounds=5,
+    contention_tokens=12,
+    contention_rounds=3,
 )
 QUICK = Settings(
     replay_tokens=200,
@@ -79,6 +84,8 @@ QUICK = Settings(
     import_runs=2,
     server_tokens=16,
     server_rounds=1,
+    contention_tokens=4,
+    contention_rounds=1,
 )
 
 
@@ -138,6 +145,14 @@ def run(settings: Settings) -> list[Row]:
     rows += _step(
         "server builds",
         lambda: measure_servers(path, settings.server_tokens, settings.server_rounds),
+    )
+    binary = find_binary().path
+    assert binary is not None, "no llama-server found; see the README's installation"
+    rows += _step(
+        "contention",
+        lambda: measure_contention(
+            binary, path, settings.contention_tokens, settings.contention_rounds
+        ),
     )
     return rows
 

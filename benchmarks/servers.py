@@ -19,12 +19,13 @@ from inference_rocm.model import LlamaServerModel
 from .report import Row, Target
 from .stats import figure, ratios
 
-__all__ = ["measure_servers"]
+__all__ = ["decode_rate", "measure_servers"]
 
 _PROMPT = "Once upon a time"
 
 
-def _server_rate(model: LlamaServerModel, tokens: int) -> float:
+def decode_rate(model: LlamaServerModel, tokens: int) -> float:
+    """The server's own decode tokens/s for one greedy stream of exactly ``tokens``."""
     stream = model.generate(_PROMPT, max_tokens=tokens)
     assert len(list(stream)) == tokens, "the model stopped early; pick a longer-running prompt"
     metrics = stream.metrics
@@ -58,8 +59,8 @@ def _binary_rate(binary: str, path: str, tokens: int) -> float:
     """Start the server alone (idle thread pools of others would steal the cores), measure."""
     config = LoadConfig(context_len=1024, parallel_slots=1)
     with load_with_server(binary, path, config, gpu_layers=0) as model:
-        _server_rate(model, 16)  # warm up
-        return _server_rate(model, tokens)
+        decode_rate(model, 16)  # warm up
+        return decode_rate(model, tokens)
 
 
 def measure_servers(path: str, tokens: int, rounds: int) -> list[Row]:

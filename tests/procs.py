@@ -27,8 +27,9 @@ def children(pid: int | None = None) -> set[int]:
     return found
 
 
-def child_argv(pid: int) -> list[str]:
+def child_argv(pid: int | None) -> list[str]:
     """A process's command line, as it was started."""
+    assert pid is not None, "no process to read"
     return [arg.decode() for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if arg]
 
 
