@@ -3,8 +3,9 @@
 The pinned prebuilt wheel, the newest `inference server build` from the cache,
 and llama-cpp-python's in-process build (when installed; build it for AVX2
 with CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON").
-Each round runs every contender once on the same greedy request, so the
-ratios pair runs that saw the same machine load.
+Each round runs every contender once on the same greedy request and the same
+thread count (ours, `default_threads()`), so the ratios pair runs that saw the
+same machine load.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from inference_core.types import LoadConfig
 from inference_rocm.backends import load_with_server
 from inference_rocm.binaries import newest_build, wheel_binary
+from inference_rocm.cpus import default_threads
 from inference_rocm.model import LlamaServerModel
 
 from .report import Row, Target
@@ -43,7 +45,7 @@ def _llama_cpp_python_rate(path: str, tokens: int) -> float | None:
         import llama_cpp  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
         return None
-    llm = llama_cpp.Llama(path, n_ctx=1024, n_threads=2, verbose=False)
+    llm = llama_cpp.Llama(path, n_ctx=1024, n_threads=default_threads(), verbose=False)
     try:
         llm.create_completion(_PROMPT, max_tokens=16, temperature=0.0)  # warm up
         stamps = [
