@@ -26,6 +26,9 @@ import pytest
 server = pytest.mark.server
 
 GREEDY = ("--temperature", "0", "--max-tokens", "8")
+# Greedy SmolLM2 counts on for thousands of tokens (a minute and more): still generating when
+# a test interrupts it, however fast the machine. "Tell a story" ends after 9 tokens.
+ENDLESS = ("--max-tokens", "100000", "Count from one to a thousand: 1, 2, 3,")
 
 
 def cli(
@@ -313,7 +316,7 @@ def test_loading_shows_a_spinner_on_a_terminal_and_clears_it(smollm2_path: str) 
 def interrupt(after_output: bool) -> tuple[subprocess.Popen[str], set[int], str, str]:
     """Start a long generation, SIGINT it during load or once tokens flow; wait for its exit."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "inference_core", "run", "--max-tokens", "100000", "Tell a story"],
+        [sys.executable, "-m", "inference_core", "run", *ENDLESS],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -421,7 +424,7 @@ def test_a_plugin_whose_inspector_raises_does_not_hide_the_model(
 @server
 def test_a_reader_that_goes_away_is_exit_141_without_a_traceback(smollm2_path: str) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "inference_core", "run", "--max-tokens", "100000", "Tell a story"],
+        [sys.executable, "-m", "inference_core", "run", *ENDLESS],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
