@@ -18,7 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -313,6 +313,16 @@ def test_loading_shows_a_spinner_on_a_terminal_and_clears_it(smollm2_path: str) 
 # -- Ctrl-C ---------------------------------------------------------------------
 
 
+@pytest.fixture
+def sigint_handled() -> Iterator[None]:
+    """A child started now gets SIGINT's default action (Python's KeyboardInterrupt), even
+    when the tests run in a shell's background job, which ignores SIGINT and passes that on
+    through exec (an ignored signal stays ignored; a handled one is reset)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def interrupt(after_output: bool) -> tuple[subprocess.Popen[str], set[int], str, str]:
     """Start a long generation, SIGINT it during load or once tokens flow; wait for its exit."""
     process = subprocess.Popen(
@@ -337,6 +347,7 @@ def interrupt(after_output: bool) -> tuple[subprocess.Popen[str], set[int], str,
 
 @server
 @pytest.mark.parametrize("after_output", [False, True], ids=["during-load", "during-generation"])
+@pytest.mark.usefixtures("sigint_handled")
 def test_ctrl_c_stops_cleanly_and_leaves_no_server(smollm2_path: str, after_output: bool) -> None:
     process, servers, _, stderr = interrupt(after_output)
     assert servers, "the CLI never started a llama-server"
