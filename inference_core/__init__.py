@@ -23,6 +23,7 @@ from .errors import (
     NoBackendAvailable,
     ServerCrashed,
     ServerStartError,
+    UnsupportedOption,
 )
 from .hookspecs import hookimpl
 from .protocols import Backend, BackendStatus, CancelSignal, TextModel, TokenStream
@@ -43,6 +44,7 @@ from .types import (
     Message,
     ModelInfo,
     Token,
+    ToolCall,
 )
 
 __all__ = [
@@ -72,6 +74,8 @@ __all__ = [
     "TextModel",
     "Token",
     "TokenStream",
+    "ToolCall",
+    "UnsupportedOption",
     "backends",
     "default_backend",
     "get_backend",

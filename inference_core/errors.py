@@ -20,6 +20,7 @@ __all__ = [
     "NoBackendAvailable",
     "ServerCrashed",
     "ServerStartError",
+    "UnsupportedOption",
 ]
 
 
@@ -112,6 +113,15 @@ class ContextOverflow(GenerationError):
 
 class GenerationTimeout(GenerationError, TimeoutError):
     """The `timeout` given to a generation ran out."""
+
+
+class UnsupportedOption(InferenceError):
+    """The backend cannot honour an option of the call (`json_schema`, `grammar`,
+    `logprobs`, `tools`, ...); `option` names it. Raised before any token."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class ModelClosed(InferenceError):

@@ -6,7 +6,7 @@ the methods and attributes below, and `isinstance(obj, TextModel)` checks them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -19,6 +19,7 @@ from .types import (
     MessageLike,
     ModelInfo,
     Token,
+    ToolCall,
 )
 
 __all__ = ["Backend", "BackendStatus", "CancelSignal", "TextModel", "TokenStream"]
@@ -69,6 +70,11 @@ class TokenStream(Protocol):
         """The backend's timings, once the stream has ended (None before, or if unknown)."""
         ...
 
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The tools the model called, once a `chat(tools=...)` stream has ended (else empty)."""
+        ...
+
     def text(self) -> str:
         """Run the stream to its end and return all its text (tokens already read included)."""
         ...
@@ -117,11 +123,17 @@ class TextModel(Protocol):
         messages: Sequence[MessageLike],
         config: GenerateConfig | None = None,
         *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str = "auto",
         cancel: CancelSignal | None = None,
         timeout: float | None = None,
         **options: Any,
     ) -> TokenStream:
-        """Stream the assistant's answer, rendered with the model's own chat template."""
+        """Stream the assistant's answer, rendered with the model's own chat template.
+
+        `tools` are OpenAI function tools; `tool_choice` is "auto", "required" or
+        "none"; the calls the model makes are in `stream.tool_calls` once it ends.
+        """
         ...
 
     def batch_generate(

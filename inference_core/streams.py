@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, final
 
@@ -21,6 +21,7 @@ import attrs
 
 from .errors import Cancelled, GenerationTimeout, InferenceError
 from .protocols import CancelSignal, TokenStream
+from .tools import ToolPlan, plan_tools, render_history
 from .types import (
     BatchResult,
     GenerateConfig,
@@ -28,6 +29,7 @@ from .types import (
     Message,
     MessageLike,
     Token,
+    ToolCall,
     build_config,
     to_message,
 )
@@ -119,8 +121,10 @@ class IteratorTokenStream:
         metrics: Callable[[], GenerateMetrics | None] = lambda: None,
         outcome: LastOutcome | None = None,
         on_end: Callable[[], None] = lambda: None,
+        tool_calls: Callable[[], tuple[ToolCall, ...]] = tuple,
     ) -> None:
         self._tokens = tokens
+        self._tool_calls = tool_calls
         self._scope = scope
         self._abort = abort
         self._metrics_source = metrics
@@ -183,6 +187,10 @@ class IteratorTokenStream:
     @property
     def metrics(self) -> GenerateMetrics | None:
         return self._metrics
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return self._tool_calls() if self._done else ()
 
     def text(self) -> str:
         for _ in self:
@@ -311,14 +319,23 @@ class StreamingModel:
         messages: Sequence[MessageLike],
         config: GenerateConfig | None = None,
         *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str = "auto",
         cancel: CancelSignal | None = None,
         timeout: float | None = None,
         **options: Any,
     ) -> IteratorTokenStream:
+        """The answer to `messages`; with `tools`, also `stream.tool_calls` (see `tools.py`)."""
         parsed = [to_message(message) for message in messages]
         if not parsed:
             raise ValueError("messages must not be empty")
-        return self._open(parsed, build_config(GenerateConfig, config, options), cancel, timeout)
+        generate_config = build_config(GenerateConfig, config, options)
+        plan = plan_tools(tools, tool_choice)
+        if plan is None:
+            return self._open(render_history(parsed), generate_config, cancel, timeout)
+        return self._open(
+            plan.messages(parsed), plan.config(generate_config), cancel, timeout, plan
+        )
 
     def _open(
         self,
@@ -326,12 +343,19 @@ class StreamingModel:
         config: GenerateConfig,
         cancel: CancelSignal | None,
         timeout: float | None,
+        plan: ToolPlan | None = None,
     ) -> IteratorTokenStream:
         self._check_usable()
         scope = GenerationScope(cancel, timeout)
         source = self._tokens(prompt, config, scope)
+        tokens = source.tokens if plan is None else plan.watch(source.tokens)
         return IteratorTokenStream(
-            source.tokens, scope, abort=source.abort, metrics=source.metrics, outcome=self._outcome
+            tokens,
+            scope,
+            abort=source.abort,
+            metrics=source.metrics,
+            outcome=self._outcome,
+            tool_calls=(lambda: plan.calls) if plan is not None else tuple,
         )
 
     def batch_generate(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -12,6 +13,7 @@ import attrs
 from .errors import InvalidValue
 
 __all__ = [
+    "MAX_LOGPROBS",
     "ROLES",
     "BatchResult",
     "GenerateConfig",
@@ -21,6 +23,7 @@ __all__ = [
     "MessageLike",
     "ModelInfo",
     "Token",
+    "ToolCall",
     "build_config",
     "to_message",
 ]
@@ -85,51 +88,163 @@ def _non_negative_ints(_: Any, attribute: attrs.Attribute[Any], value: tuple[Any
             )
 
 
+def _logprob(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not (isinstance(value, float) and value <= 0.0):
+        raise InvalidValue(
+            attribute.name, f"{attribute.name} must be None or a float <= 0, got {value!r}"
+        )
+
+
+def _tuple(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, tuple):
+        raise InvalidValue(attribute.name, f"{attribute.name} must be a tuple, got {value!r}")
+
+
 @attrs.frozen
 class Token:
     """One generated token: its vocabulary id and the text it adds to the output.
 
     `text` may be empty for a token that is only part of a multi-byte character;
     the token completing the character carries the whole character.
+
+    With `logprobs=N` asked for, `logprob` is the natural log of the token's
+    probability (<= 0) and `top_logprobs` the N most likely tokens at its
+    position, best first, each a `Token` with its own `logprob`. Otherwise they
+    are None and empty, as they are where the backend has no figures (the
+    docstring of the backend's model says where).
     """
 
     id: int = attrs.field(validator=_int_in(0))
     text: str = attrs.field(validator=_str)
+    logprob: float | None = attrs.field(default=None, validator=_logprob)
+    top_logprobs: tuple[Token, ...] = attrs.field(default=(), validator=_tuple)
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    """A deep copy through JSON: the value is checked to be JSON, and the caller's later
+    changes to their own dict cannot reach a frozen value."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a JSON object (a dict), got {value!r}")
+    copied: dict[str, Any] = json.loads(json.dumps(value))
+    return copied
+
+
+def _arguments(value: Any) -> dict[str, Any]:
+    try:
+        return _json_object(value)
+    except (TypeError, ValueError) as error:
+        raise InvalidValue("arguments", f"arguments must be a JSON object: {error}") from None
+
+
+@attrs.frozen
+class ToolCall:
+    """A call of one of the tools passed to `chat(tools=...)`, as the model asked for it."""
+
+    id: str = attrs.field(validator=_str)
+    name: str = attrs.field(validator=_str)
+    arguments: dict[str, Any] = attrs.field(converter=_arguments, hash=False)
+
+
+def _tool_calls(value: Iterable[ToolCall]) -> tuple[ToolCall, ...]:
+    calls = tuple(value)
+    for call in calls:
+        if not isinstance(call, ToolCall):
+            raise InvalidValue("tool_calls", f"tool_calls must hold ToolCall values, got {call!r}")
+    return calls
 
 
 @attrs.frozen
 class Message:
-    """One chat message. Plain `{"role": ..., "content": ...}` dicts are accepted too."""
+    """One chat message. Plain dicts are accepted too (see `to_message`).
+
+    An assistant message may carry the `tool_calls` the model made; a `"tool"`
+    message carries a tool's result as its content, and the `tool_call_id` of
+    the call it answers.
+    """
 
     role: str = attrs.field()
     content: str = attrs.field(validator=_str)
+    tool_calls: tuple[ToolCall, ...] = attrs.field(default=(), converter=_tool_calls)
+    tool_call_id: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))
 
     @role.validator
     def _check_role(self, attribute: attrs.Attribute[str], value: object) -> None:
         if value not in ROLES:
             raise InvalidValue("role", f"role must be one of {', '.join(ROLES)}, got {value!r}")
 
+    def __attrs_post_init__(self) -> None:
+        if self.tool_calls and self.role != "assistant":
+            raise InvalidValue(
+                "tool_calls", f"only an assistant message makes tool calls, not {self.role!r}"
+            )
+        if self.tool_call_id is not None and self.role != "tool":
+            raise InvalidValue(
+                "tool_call_id", f"only a 'tool' message answers a tool call, not {self.role!r}"
+            )
 
-MessageLike = Message | Mapping[str, str]
+
+MessageLike = Message | Mapping[str, Any]
+_MESSAGE_KEYS = {"role", "content", "tool_calls", "tool_call_id"}
+
+
+def _tool_call(value: ToolCall | Mapping[str, Any]) -> ToolCall:
+    """A ToolCall, or the OpenAI shape: `{"id", "type": "function", "function": {"name",
+    "arguments"}}`, where `arguments` is a JSON string (or already a dict)."""
+    if isinstance(value, ToolCall):
+        return value
+    try:
+        function = value["function"]
+        arguments = function["arguments"]
+        if isinstance(arguments, str):
+            arguments = json.loads(arguments)
+        return ToolCall(id=value["id"], name=function["name"], arguments=arguments)
+    except (KeyError, TypeError, ValueError) as error:
+        raise InvalidValue(
+            "tool_calls",
+            "a tool call must be a ToolCall or {'id': ..., 'type': 'function', 'function': "
+            f"{{'name': ..., 'arguments': ...}}}}, got {value!r} ({error})",
+        ) from None
 
 
 def to_message(message: MessageLike) -> Message:
-    """Accept a `Message` or a dict with exactly `role` and `content`."""
+    """Accept a `Message` or a dict with `role` and `content`, and optionally
+    `tool_calls` (ToolCalls or the OpenAI shape) and `tool_call_id`."""
     if isinstance(message, Message):
         return message
     if not isinstance(message, Mapping):
         raise TypeError(f"a message must be a Message or a dict, got {message!r}")
-    unknown = set(message) - {"role", "content"}
+    unknown = set(message) - _MESSAGE_KEYS
     if unknown or "role" not in message or "content" not in message:
         raise ValueError(
-            f"a message dict needs exactly 'role' and 'content', got {dict(message)!r}"
+            "a message dict needs 'role' and 'content' (and may have 'tool_calls' and "
+            f"'tool_call_id'), got {dict(message)!r}"
         )
-    return Message(role=message["role"], content=message["content"])
+    content = message["content"]
+    return Message(
+        role=message["role"],
+        content="" if content is None and message.get("tool_calls") else content,
+        tool_calls=tuple(_tool_call(call) for call in message.get("tool_calls") or ()),
+        tool_call_id=message.get("tool_call_id"),
+    )
+
+
+MAX_LOGPROBS = 20  # as OpenAI's top_logprobs
+
+
+def _schema(value: Any) -> dict[str, Any]:
+    try:
+        return _json_object(value)
+    except (TypeError, ValueError) as error:
+        raise InvalidValue("json_schema", f"json_schema must be a JSON object: {error}") from None
 
 
 @attrs.frozen
 class GenerateConfig:
-    """How to sample. 0 means off for top_k, top_p and min_p; temperature 0 is greedy."""
+    """How to sample. 0 means off for top_k, top_p and min_p; temperature 0 is greedy.
+
+    json_schema (a JSON schema) or grammar (GBNF) constrains the output; logprobs N
+    gives every token its log-probability and the N most likely candidates.
+    """
 
     max_tokens: int = attrs.field(default=256, validator=_int_in(1))
     temperature: float = attrs.field(default=0.0, validator=_float_in(0.0, 100.0))
@@ -143,6 +258,17 @@ class GenerateConfig:
     seed: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(_int_in(0, 2**32 - 2))
     )
+    json_schema: dict[str, Any] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(_schema), hash=False
+    )
+    grammar: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))
+    logprobs: int = attrs.field(default=0, validator=_int_in(0, MAX_LOGPROBS))
+
+    def __attrs_post_init__(self) -> None:
+        if self.json_schema is not None and self.grammar is not None:
+            raise InvalidValue(
+                "grammar", "json_schema and grammar both constrain the output: set one of them"
+            )
 
 
 def _optional_path(value: str | os.PathLike[str] | None) -> str | None:

@@ -28,7 +28,7 @@ from inference_core.errors import (
 )
 from inference_core.streams import GenerationScope
 
-__all__ = ["REQUEST_TIMEOUT", "EventStream", "ServerClient", "error_for"]
+__all__ = ["REQUEST_TIMEOUT", "EventStream", "RequestRejected", "ServerClient", "error_for"]
 
 REQUEST_TIMEOUT = 60.0  # seconds, for a JSON request made without a generation's scope
 # llama-server (cpp-httplib) closes a keep-alive connection idle for 5 s; one idle nearly
@@ -227,6 +227,15 @@ def _decode_event(event: bytes, loads: Callable[[bytes], Any]) -> dict[str, Any]
     return value
 
 
+class RequestRejected(GenerationError):
+    """The server refused the request as it was (a 4xx): `status` and its own words."""
+
+    def __init__(self, status: int, server_message: str) -> None:
+        super().__init__(f"the server answered {status}: {server_message}")
+        self.status = status
+        self.server_message = server_message
+
+
 def error_for(status: int, body: Any) -> InferenceError:
     """Turn a server's error object into our exception type."""
     error = body.get("error") if isinstance(body, dict) else None
@@ -243,6 +252,8 @@ def error_for(status: int, body: Any) -> InferenceError:
         )
     if status == 401:
         return GenerationError(f"the server refused the request: {message}")
+    if 400 <= status < 500:
+        return RequestRejected(status, message)
     return GenerationError(f"the server answered {status}: {message}")
 
 

@@ -12,6 +12,11 @@ To recover ids cut off by the token limit the same way, the server is asked
 for a few tokens more than `max_tokens` (a UTF-8 character spans at most four
 byte tokens) and the stream is closed as soon as `max_tokens` have been
 delivered.
+
+With `logprobs`, each token carries the figures the server sent for it
+(`completion_probabilities`). For a character split across tokens, the server
+sends one event with the figures of its last token only: the tokens recovered
+before it carry `logprob=None` and no candidates.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any, final
 from inference_core.errors import (
     GenerationError,
     InferenceError,
+    InvalidValue,
     ModelClosed,
     ServerCrashed,
 )
@@ -38,7 +44,7 @@ from inference_core.types import (
     build_config,
 )
 
-from .client import EventStream, error_for
+from .client import EventStream, RequestRejected, error_for
 from .server import LlamaServer
 
 __all__ = ["LlamaServerModel", "request_body"]
@@ -54,7 +60,7 @@ def request_body(
     prompt: str | list[int], config: GenerateConfig, *, stream: bool
 ) -> dict[str, Any]:
     """The `/completion` request for a prompt and a GenerateConfig (0 = off, as in ours)."""
-    return {
+    body: dict[str, Any] = {
         "prompt": prompt,
         "n_predict": config.max_tokens + (_UTF8_SLACK if stream else 0),
         "stream": stream,
@@ -68,6 +74,37 @@ def request_body(
         "repeat_penalty": config.repeat_penalty,
         "seed": -1 if config.seed is None else config.seed,
     }
+    if config.json_schema is not None:
+        body["json_schema"] = config.json_schema
+    if config.grammar is not None:
+        body["grammar"] = config.grammar
+    if config.logprobs:
+        body["n_probs"] = config.logprobs
+    return body
+
+
+def _constraint_error(error: RequestRejected, config: GenerateConfig) -> InvalidValue | None:
+    """A 400 for a request with a schema or a grammar: the server could not use it."""
+    field = "json_schema" if config.json_schema is not None else "grammar"
+    if error.status != 400 or getattr(config, field) is None:
+        return None
+    return InvalidValue(field, f"llama-server could not use the {field}: {error.server_message}")
+
+
+def _with_figures(token: Token, probabilities: dict[str, Any]) -> Token:
+    """The token with its log-probability and its candidates', from one entry of
+    llama-server's `completion_probabilities`."""
+    candidates = tuple(
+        Token(int(c["id"]), _text(c), logprob=min(0.0, float(c["logprob"])))
+        for c in probabilities.get("top_logprobs", ())
+    )
+    logprob = min(0.0, float(probabilities["logprob"]))
+    return Token(token.id, token.text, logprob=logprob, top_logprobs=candidates)
+
+
+def _text(candidate: dict[str, Any]) -> str:
+    """A candidate's text; a piece of a multi-byte character shows as U+FFFD."""
+    return bytes(candidate["bytes"]).decode("utf-8", "replace")
 
 
 def metrics_from(timings: dict[str, Any] | None) -> GenerateMetrics | None:
@@ -188,7 +225,11 @@ class LlamaServerModel(StreamingModel):
         try:
             self._check_usable()
             body = request_body(self._render(prompt, scope), config, stream=True)
-            events = generation.events = self.server.client.stream("/completion", body, scope)
+            try:
+                events = self.server.client.stream("/completion", body, scope)
+            except RequestRejected as rejected:
+                raise _constraint_error(rejected, config) or rejected from None
+            generation.events = events
             try:
                 yield from self._deliver(events, config, generation, scope)
             finally:
@@ -215,12 +256,14 @@ class LlamaServerModel(StreamingModel):
             if timings is not None:
                 generation.timings = timings
             ids: list[int] = event.get("tokens") or ()  # type: ignore[assignment]
+            figures = event.get("completion_probabilities")
             if len(ids) == 1 and event.get("tokens_predicted", delivered + 1) == delivered + 1:
                 token_id = ids[0]  # the hot path: one event, one token
                 if token_id in stops:
                     return
                 delivered += 1
-                yield Token(token_id, event["content"])
+                token = Token(token_id, event["content"])
+                yield _with_figures(token, figures[-1]) if figures else token
                 if delivered == limit:
                     return
             elif ids:
@@ -233,7 +276,9 @@ class LlamaServerModel(StreamingModel):
                 )
                 cut = next((i for i, (token_id, _) in enumerate(group) if token_id in stops), None)
                 end = min(len(group) if cut is None else cut, limit - delivered)
-                yield from _split_group(group[:end], text if end == len(group) else None)
+                whole = end == len(group)
+                last = figures[-1] if figures and whole and figures[-1]["id"] == ids[-1] else None
+                yield from _split_group(group[:end], text if whole else None, last)
                 delivered += end
                 if end < len(group) or delivered == limit:
                     return
@@ -320,12 +365,15 @@ def _piece_bytes(piece: str | list[int]) -> bytes:
     return bytes(piece) if isinstance(piece, list) else piece.encode()
 
 
-def _split_group(group: list[tuple[int, bytes]], text: str | None) -> Iterator[Token]:
+def _split_group(
+    group: list[tuple[int, bytes]], text: str | None, figures: dict[str, Any] | None
+) -> Iterator[Token]:
     """Tokens of one event: the text goes on the last; ids before it carry none.
 
     `text` is None when the group was cut short (by the limit or a stop token):
     the last token delivered then carries its bytes decoded the way the server
-    renders an unfinished character.
+    renders an unfinished character. `figures` are the log-probabilities the
+    server sent with the event; they belong to its last token only.
     """
     if not group:
         return
@@ -333,4 +381,5 @@ def _split_group(group: list[tuple[int, bytes]], text: str | None) -> Iterator[T
         yield Token(token_id, "")
     if text is None:
         text = b"".join(data for _, data in group).decode("utf-8", "replace")
-    yield Token(group[-1][0], text)
+    last = Token(group[-1][0], text)
+    yield _with_figures(last, figures) if figures is not None else last

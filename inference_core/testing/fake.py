@@ -5,18 +5,25 @@ message for `chat`) in order, cycling, one token per word, until `max_tokens`
 or a stop token. With a temperature above 0 it draws words from the prompt
 at random, reproducibly for a given `seed`. Token ids are stable (a CRC of
 the word), so the same text always has the same ids.
+
+With a `json_schema` it writes the smallest instance of the schema instead (the
+first choice of every `anyOf`/`enum`, the minimum of every number), so tool
+calls work too; `logprobs` give every token made-up but well-formed figures.
+It refuses a `grammar` with `UnsupportedOption`, as a backend without one must.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any, final
 
-from ..errors import ModelClosed
+from ..errors import ModelClosed, UnsupportedOption
 from ..protocols import BackendStatus
 from ..streams import GenerationScope, StreamingModel, TokenSource
 from ..types import (
@@ -37,6 +44,42 @@ VOCAB_SIZE = 32_000
 def fake_token(word: str) -> Token:
     """The token FakeModel emits for `word`: same word, same id."""
     return Token(id=zlib.crc32(word.encode()) % VOCAB_SIZE, text=word)
+
+
+def smallest_instance(schema: Any) -> Any:
+    """The smallest value the schema accepts, for the subset of JSON schema tools use."""
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    for choice in ("anyOf", "oneOf"):
+        if choice in schema:
+            return smallest_instance(schema[choice][0])
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties", {})
+        required = schema.get("required", list(properties))
+        return {name: smallest_instance(properties.get(name, {})) for name in required}
+    if kind == "array":
+        return [
+            smallest_instance(schema.get("items", {})) for _ in range(schema.get("minItems", 0))
+        ]
+    if kind == "string":
+        return "x" * schema.get("minLength", 0)
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 0)
+    if kind == "boolean":
+        return False
+    return None
+
+
+def _with_figures(token: Token, candidates: list[Token], count: int) -> Token:
+    """The token first at -0.25, then the other candidates, each 1 nat less likely."""
+    ranked = [token, *(c for c in candidates if c.id != token.id)][:count]
+    top = tuple(Token(c.id, c.text, logprob=-0.25 - n) for n, c in enumerate(ranked))
+    return Token(token.id, token.text, logprob=-0.25, top_logprobs=top)
 
 
 @final
@@ -119,10 +162,15 @@ class FakeModel(StreamingModel):
     def _tokens(
         self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
     ) -> TokenSource:
+        if config.grammar is not None:
+            raise UnsupportedOption("grammar", "FakeModel does not support grammar")
         if isinstance(prompt, str):
             words = prompt.split()
         else:  # chat: the last user message
             words = next((m.content for m in reversed(prompt) if m.role == "user"), "").split()
+        if config.json_schema is not None:
+            text = json.dumps(smallest_instance(config.json_schema))
+            words = re.findall(r"\s*(?:\w+|[^\w\s])", text)
         wake = threading.Event()
         started = time.perf_counter()
         produced: list[int] = []
@@ -155,7 +203,10 @@ class FakeModel(StreamingModel):
         wake: threading.Event,
     ) -> Iterator[Token]:
         rng = random.Random(config.seed) if config.temperature > 0 else None
-        for position in range(config.max_tokens):
+        schema = config.json_schema is not None
+        candidates = [fake_token(word) for word in words[: config.logprobs]]
+        count = min(len(words), config.max_tokens) if schema else config.max_tokens
+        for position in range(count):
             if self.token_delay:
                 remaining = scope.remaining()
                 wake.wait(
@@ -164,11 +215,11 @@ class FakeModel(StreamingModel):
             scope.check()
             if self._closed.is_set():
                 raise ModelClosed(f"the model {self.path} was closed during the generation")
-            word = rng.choice(words) if rng else words[position % len(words)]
-            token = fake_token(word if position == 0 else " " + word)
+            word = rng.choice(words) if rng and not schema else words[position % len(words)]
+            token = fake_token(word if position == 0 or schema else " " + word)
             if token.id in config.stop_tokens:
                 return
-            yield token
+            yield _with_figures(token, candidates, config.logprobs) if config.logprobs else token
 
     def classify(
         self,

@@ -1,0 +1,185 @@
+"""Tool calls in a generic format that any backend able to follow a JSON schema can run.
+
+The tools are described to the model in a system message, and its answer is held to
+a JSON schema: `{"tool_calls": [{"name": ..., "arguments": {...}}]}` (the arguments
+held to that tool's own `parameters`), or, with `tool_choice="auto"`, also
+`{"response": "text"}`. Earlier tool calls and results in the history are written
+out in the same format, as assistant and user messages, so that templates that know
+only system, user and assistant render them. This asks nothing of a model's chat
+template, which is why it is ours: llama-server follows each template's own tool
+syntax, and ignores tools for templates that have none (the bundled SmolLM2 among
+them).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, final
+
+import attrs
+
+from .errors import GenerationError, InvalidValue
+from .types import GenerateConfig, Message, Token, ToolCall
+
+__all__ = ["TOOL_CHOICES", "ToolPlan", "plan_tools", "render_history"]
+
+TOOL_CHOICES = ("auto", "required", "none")
+_ANY_OBJECT: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+def _function(tool: object) -> dict[str, Any]:
+    """One tool in the OpenAI function-tool shape, checked: name, description, parameters."""
+    if not isinstance(tool, Mapping) or tool.get("type") != "function":
+        raise InvalidValue(
+            "tools",
+            "each tool must be {'type': 'function', 'function': {'name': ..., "
+            f"'description': ..., 'parameters': {{...}}}}}}, got {tool!r}",
+        )
+    function = tool.get("function")
+    name = function.get("name") if isinstance(function, Mapping) else None
+    if not isinstance(name, str) or not name:
+        raise InvalidValue("tools", f"a tool's function needs a non-empty 'name', got {tool!r}")
+    assert isinstance(function, Mapping)
+    parameters = function.get("parameters", _ANY_OBJECT)
+    description = function.get("description", "")
+    if not isinstance(parameters, Mapping) or not isinstance(description, str):
+        raise InvalidValue(
+            "tools",
+            f"tool {name!r}: 'parameters' must be a JSON schema object and 'description' a string",
+        )
+    return {"name": name, "description": description, "parameters": dict(parameters)}
+
+
+def _call_schema(function: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "name": {"const": function["name"]},
+            "arguments": function["parameters"],
+        },
+        "required": ["name", "arguments"],
+    }
+
+
+def _instructions(functions: Sequence[Mapping[str, Any]], choice: str) -> str:
+    listed = json.dumps(functions, ensure_ascii=False)
+    answer = (
+        'Answer with the tool calls, as {"tool_calls": [{"name": ..., "arguments": {...}}]}.'
+        if choice == "required"
+        else 'Answer either with tool calls, as {"tool_calls": [{"name": ..., "arguments": '
+        '{...}}]}, or with text for the user, as {"response": "..."}.'
+    )
+    return f"You can call these tools:\n{listed}\n{answer}"
+
+
+def render_history(messages: Sequence[Message]) -> list[Message]:
+    """Tool calls and tool results as plain assistant and user messages, in our format."""
+    rendered = []
+    for message in messages:
+        if message.tool_calls:
+            calls = [{"name": c.name, "arguments": c.arguments} for c in message.tool_calls]
+            rendered.append(Message("assistant", json.dumps({"tool_calls": calls})))
+        elif message.role == "tool":
+            result = {"tool_call_id": message.tool_call_id, "content": message.content}
+            rendered.append(Message("user", json.dumps({"tool_result": result})))
+        else:
+            rendered.append(message)
+    return rendered
+
+
+@final
+class ToolPlan:
+    """The tools of one chat: the messages and config to generate with, and the answer
+    read back from the stream's text once it ends."""
+
+    def __init__(self, functions: Sequence[Mapping[str, Any]], choice: str) -> None:
+        self.functions = {function["name"]: function for function in functions}
+        calls = {
+            "type": "array",
+            "minItems": 1,
+            "items": {"anyOf": [_call_schema(function) for function in functions]},
+        }
+        schema: dict[str, Any] = {
+            "type": "object",
+            "properties": {"tool_calls": calls},
+            "required": ["tool_calls"],
+        }
+        if choice == "auto":
+            text = {
+                "type": "object",
+                "properties": {"response": {"type": "string"}},
+                "required": ["response"],
+            }
+            schema = {"anyOf": [schema, text]}
+        self.schema = schema
+        self.instructions = _instructions(functions, choice)
+        self.calls: tuple[ToolCall, ...] = ()
+
+    def messages(self, messages: Sequence[Message]) -> list[Message]:
+        """The history in our format, the instructions added to (or as) the system message."""
+        rendered = render_history(messages)
+        if rendered and rendered[0].role == "system":
+            system = Message("system", f"{rendered[0].content}\n\n{self.instructions}")
+            return [system, *rendered[1:]]
+        return [Message("system", self.instructions), *rendered]
+
+    def config(self, config: GenerateConfig) -> GenerateConfig:
+        if config.json_schema is not None or config.grammar is not None:
+            raise InvalidValue(
+                "tools",
+                "tools hold the answer to a schema of their own: drop json_schema and grammar",
+            )
+        return attrs.evolve(config, json_schema=self.schema)
+
+    def watch(self, tokens: Iterator[Token]) -> Iterator[Token]:
+        """Pass the tokens on; at the stream's end, read the tool calls from its text."""
+        pieces: list[str] = []
+        try:
+            for token in tokens:
+                pieces.append(token.text)
+                yield token
+        finally:
+            close = getattr(tokens, "close", None)
+            if close is not None:  # closed early: the backend's generator frees its slot
+                close()
+        self.calls = self._parse("".join(pieces))
+
+    def _parse(self, text: str) -> tuple[ToolCall, ...]:
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            raise GenerationError(
+                f"the answer ended before its JSON did (raise max_tokens?): {text[-200:]!r}"
+            ) from None
+        calls = []
+        for call in answer.get("tool_calls", ()) if isinstance(answer, dict) else ():
+            if call.get("name") not in self.functions:
+                raise GenerationError(f"the model called a tool it was not given: {call!r}")
+            calls.append(
+                ToolCall(
+                    id=f"call_{uuid.uuid4().hex[:24]}",
+                    name=call["name"],
+                    arguments=call.get("arguments", {}),
+                )
+            )
+        return tuple(calls)
+
+
+def plan_tools(tools: Sequence[Mapping[str, Any]] | None, tool_choice: str) -> ToolPlan | None:
+    """The plan for `chat(tools=..., tool_choice=...)`; None when no tool may be called."""
+    if tool_choice not in TOOL_CHOICES:
+        raise InvalidValue(
+            "tool_choice",
+            f"tool_choice must be one of {', '.join(TOOL_CHOICES)}, got {tool_choice!r}",
+        )
+    if isinstance(tools, (str, Mapping)):
+        raise InvalidValue("tools", f"tools must be a list of tools, got {tools!r}")
+    functions = [_function(tool) for tool in tools or ()]
+    names = [function["name"] for function in functions]
+    if len(set(names)) != len(names):
+        raise InvalidValue("tools", f"tool names must be unique, got {names}")
+    if tool_choice == "required" and not functions:
+        raise InvalidValue("tool_choice", "tool_choice='required' needs tools")
+    return ToolPlan(functions, tool_choice) if functions and tool_choice != "none" else None
