@@ -19,7 +19,7 @@ from typing import Any, TypeVar, final
 
 import attrs
 
-from .errors import Cancelled, GenerationTimeout, InferenceError
+from .errors import Cancelled, GenerationTimeout, InferenceError, UnsupportedOption
 from .protocols import CancelSignal, TokenStream
 from .tools import ToolPlan, plan_tools, render_history
 from .types import (
@@ -286,6 +286,10 @@ class StreamingModel:
     """
 
     batch_workers = 4
+    #: The options beyond sampling that `_tokens` honours: any of "json_schema",
+    #: "grammar", "logprobs". Others are refused with `UnsupportedOption`, never ignored;
+    #: tools need "json_schema".
+    supported_options: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
         self._outcome = LastOutcome()
@@ -333,6 +337,10 @@ class StreamingModel:
         plan = plan_tools(tools, tool_choice)
         if plan is None:
             return self._open(render_history(parsed), generate_config, cancel, timeout)
+        if "json_schema" not in self.supported_options:
+            raise UnsupportedOption(
+                "tools", f"{type(self).__name__} cannot call tools: they need json_schema"
+            )
         return self._open(
             plan.messages(parsed), plan.config(generate_config), cancel, timeout, plan
         )
@@ -346,6 +354,14 @@ class StreamingModel:
         plan: ToolPlan | None = None,
     ) -> IteratorTokenStream:
         self._check_usable()
+        asked = {
+            "json_schema": config.json_schema is not None,
+            "grammar": config.grammar is not None,
+            "logprobs": config.logprobs > 0,
+        }
+        for option in sorted(name for name, used in asked.items() if used):
+            if option not in self.supported_options:
+                raise UnsupportedOption(option, f"{type(self).__name__} does not support {option}")
         scope = GenerationScope(cancel, timeout)
         source = self._tokens(prompt, config, scope)
         tokens = source.tokens if plan is None else plan.watch(source.tokens)

@@ -16,7 +16,8 @@ delivered.
 With `logprobs`, each token carries the figures the server sent for it
 (`completion_probabilities`). For a character split across tokens, the server
 sends one event with the figures of its last token only: the tokens recovered
-before it carry `logprob=None` and no candidates.
+before it carry `logprob=None` and no candidates, as does a token of an
+unfinished character that `max_tokens` cut off.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ class _Generation:
 @final
 class LlamaServerModel(StreamingModel):
     """A model served by one llama-server child. Safe to use from many threads."""
+
+    supported_options = frozenset({"json_schema", "grammar", "logprobs"})
 
     def __init__(
         self,

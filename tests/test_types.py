@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inference_core import GenerateConfig, InvalidValue, LoadConfig, Message, Token
+from inference_core import GenerateConfig, InvalidValue, LoadConfig, Message, Token, ToolCall
 from inference_core.types import build_config, to_message
 
 unit = st.floats(min_value=0.0, max_value=1.0)
@@ -26,6 +26,7 @@ valid_generate = st.fixed_dictionaries(
         "repeat_penalty": st.floats(0.0, 100.0, exclude_min=True),
         "stop_tokens": st.lists(st.integers(0, 10**6), max_size=5).map(tuple),
         "seed": st.none() | st.integers(0, 2**32 - 2),
+        "logprobs": st.integers(0, 20),
     },
 )
 
@@ -140,10 +141,67 @@ def test_dict_messages_are_accepted_and_checked() -> None:
     assert to_message({"role": "user", "content": "hi"}) == Message("user", "hi")
     with pytest.raises(ValueError, match="role"):
         to_message({"role": "wizard", "content": "hi"})
-    with pytest.raises(ValueError, match="exactly 'role' and 'content'"):
+    with pytest.raises(ValueError, match="needs 'role' and 'content'"):
         to_message({"role": "user"})
+    with pytest.raises(ValueError, match="needs 'role' and 'content'"):
+        to_message({"role": "user", "content": "hi", "name": "bob"})
     with pytest.raises(TypeError):
         to_message(("user", "hi"))  # type: ignore[arg-type]
+
+
+def test_tool_calls_and_results_come_as_openai_dicts_too() -> None:
+    assistant = to_message(
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        }
+    )
+    assert assistant == Message(
+        "assistant", "", tool_calls=(ToolCall("call_1", "get_weather", {"city": "Paris"}),)
+    )
+    result = to_message({"role": "tool", "content": "21 C", "tool_call_id": "call_1"})
+    assert result == Message("tool", "21 C", tool_call_id="call_1")
+    with pytest.raises(InvalidValue, match="a tool call must be") as caught:
+        to_message({"role": "assistant", "content": "", "tool_calls": [{"id": "x"}]})
+    assert caught.value.field == "tool_calls"
+    with pytest.raises(InvalidValue, match="only an assistant message makes tool calls"):
+        Message("user", "hi", tool_calls=(ToolCall("c", "f", {}),))
+    with pytest.raises(InvalidValue, match="only a 'tool' message answers a tool call"):
+        Message("user", "hi", tool_call_id="c")
+    with pytest.raises(InvalidValue, match="arguments must be a JSON object"):
+        ToolCall("c", "f", ["not", "an", "object"])  # type: ignore[arg-type]
+
+
+def test_a_config_copies_its_schema_and_refuses_a_second_constraint() -> None:
+    schema: dict[str, object] = {"type": "object"}
+    config = GenerateConfig(json_schema=schema)
+    schema["type"] = "array"  # the caller's dict changes later; the frozen config does not
+    assert config.json_schema == {"type": "object"}
+    assert hash(config) == hash(GenerateConfig(json_schema={"type": "object"}))
+    with pytest.raises(InvalidValue, match="set one of them") as caught:
+        GenerateConfig(json_schema={"type": "object"}, grammar='root ::= "a"')
+    assert caught.value.field == "grammar"
+    with pytest.raises(InvalidValue, match="json_schema must be a JSON object"):
+        GenerateConfig(json_schema={"pattern": object()})
+
+
+@given(st.one_of(st.integers(max_value=-1), st.integers(min_value=21), st.booleans()))
+def test_logprobs_outside_0_to_20_are_refused(value: int) -> None:
+    with pytest.raises(InvalidValue, match="logprobs must be an integer in"):
+        GenerateConfig(logprobs=value)
+
+
+@given(st.floats(min_value=1e-9, allow_nan=False) | st.just(float("nan")) | st.integers())
+def test_a_logprob_is_a_float_at_most_zero(value: float) -> None:
+    with pytest.raises(InvalidValue, match="logprob must be None or a float <= 0"):
+        Token(1, "a", logprob=value)
 
 
 def test_token_ids_are_non_negative_integers() -> None:

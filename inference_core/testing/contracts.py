@@ -22,20 +22,90 @@ Capability flags (`supports_chat = False`, ...) skip what a backend does not off
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import pytest
 
-from ..errors import Cancelled, GenerationTimeout, InferenceError, ModelClosed
+from ..errors import (
+    Cancelled,
+    GenerationTimeout,
+    InferenceError,
+    InvalidValue,
+    ModelClosed,
+    UnsupportedOption,
+)
 from ..protocols import Backend, BackendStatus, TextModel, TokenStream
-from ..types import GenerateConfig, LoadConfig, Message, ModelInfo, Token
+from ..types import GenerateConfig, LoadConfig, Message, ModelInfo, Token, ToolCall
 
 __all__ = ["BackendContract", "TextModelContract"]
 
 _PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown"
 _HANG = 60.0  # seconds: what would only be exceeded by a hang, on any machine
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 24},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "colour": {"enum": ["red", "green", "blue"]},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 3},
+    },
+    "required": ["name", "age", "colour", "tags"],
+}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city now",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 40}},
+                "required": ["city"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "description": "The time in a time zone",
+            "parameters": {
+                "type": "object",
+                "properties": {"zone": {"enum": ["UTC", "CET", "EST"]}},
+                "required": ["zone"],
+            },
+        },
+    },
+]
+_QUESTION = [Message("user", "What is the weather in Paris?")]
+
+
+def _is_person(value: Any) -> bool:
+    """`PERSON`, checked by hand: the kit does not depend on a schema validator."""
+    return (
+        isinstance(value, dict)
+        and set(value) >= {"name", "age", "colour", "tags"}
+        and isinstance(value["name"], str)
+        and type(value["age"]) is int
+        and 0 <= value["age"] <= 120
+        and value["colour"] in ("red", "green", "blue")
+        and isinstance(value["tags"], list)
+        and len(value["tags"]) <= 3
+        and all(isinstance(tag, str) for tag in value["tags"])
+    )
+
+
+def _honoured(option: str, run: Callable[[], Any]) -> Any:
+    """What `run` returns, or None when the backend refuses `option` the way it must:
+    `UnsupportedOption` naming it, from the call or from the stream."""
+    try:
+        return run()
+    except UnsupportedOption as refused:
+        assert refused.option == option, f"refused {refused.option!r} for {option!r}"
+        return None
 
 
 class BackendContract:
@@ -264,3 +334,121 @@ class TextModelContract:
         for thread in threads:
             thread.join(timeout=120)
         assert results == [expected] * 4
+
+    # -- structured output, log-probabilities, tools: honoured, or refused by name --------
+
+    def test_json_schema_output_parses_and_keeps_to_the_schema(self, model: TextModel) -> None:
+        text = _honoured(
+            "json_schema",
+            lambda: model.generate("A person, as JSON:", json_schema=PERSON, max_tokens=200).text(),
+        )
+        if text is not None:
+            assert _is_person(json.loads(text)), text
+
+    def test_grammar_limits_the_output(self, model: TextModel) -> None:
+        text = _honoured(
+            "grammar",
+            lambda: model.generate(
+                "Is the sky blue?", grammar='root ::= "yes" | "no"', max_tokens=8
+            ).text(),
+        )
+        assert text in (None, "yes", "no")
+
+    def test_json_schema_with_grammar_is_a_value_error(self, model: TextModel) -> None:
+        with pytest.raises(ValueError, match="json_schema and grammar"):
+            model.generate(_PROMPT, json_schema=PERSON, grammar='root ::= "a"')
+
+    def test_logprobs_rank_each_token_first_among_its_candidates(self, model: TextModel) -> None:
+        tokens = _honoured(
+            "logprobs", lambda: list(model.generate(_PROMPT, max_tokens=8, logprobs=3))
+        )
+        if tokens is None:
+            return
+        assert [t.id for t in tokens] == [t.id for t in self._greedy(model, 8)]
+        for token in tokens:
+            assert token.logprob is not None and token.logprob <= 0.0
+            figures = [candidate.logprob for candidate in token.top_logprobs]
+            assert 1 <= len(figures) <= 3 and token.top_logprobs[0].id == token.id
+            assert all(f is not None and f <= 0.0 for f in figures)
+            assert figures == sorted(figures, reverse=True)
+
+    def test_without_logprobs_tokens_carry_no_figures(self, model: TextModel) -> None:
+        tokens = self._greedy(model, 4)
+        assert all(t.logprob is None and t.top_logprobs == () for t in tokens)
+
+    def test_required_tool_choice_calls_one_of_the_tools(self, model: TextModel) -> None:
+        if not self.supports_chat:
+            pytest.skip("backend does not support chat")
+        stream = _honoured(
+            "tools", lambda: model.chat(_QUESTION, tools=TOOLS, tool_choice="required")
+        )
+        if stream is None:
+            return
+        assert stream.tool_calls == (), "tool_calls must wait for the stream's end"
+        stream.text()
+        assert stream.err() is None and stream.tool_calls
+        for call in stream.tool_calls:
+            assert isinstance(call, ToolCall) and call.id
+            assert call.name in ("get_weather", "get_time")
+            assert set(call.arguments) == {"city" if call.name == "get_weather" else "zone"}
+
+    def test_a_tool_round_trip_ends_in_a_text_answer(self, model: TextModel) -> None:
+        if not self.supports_chat:
+            pytest.skip("backend does not support chat")
+        call = ToolCall("call_1", "get_weather", {"city": "Paris"})
+        history = [
+            *_QUESTION,
+            Message("assistant", "", tool_calls=(call,)),
+            Message("tool", '{"sky": "sunny", "celsius": 21}', tool_call_id="call_1"),
+        ]
+        stream = _honoured(
+            "tools", lambda: model.chat(history, tools=TOOLS, tool_choice="none", max_tokens=24)
+        )
+        if stream is not None:
+            assert stream.text() and stream.err() is None and stream.tool_calls == ()
+
+    def test_a_bad_tool_or_tool_choice_is_a_value_error(self, model: TextModel) -> None:
+        if not self.supports_chat:
+            pytest.skip("backend does not support chat")
+        with pytest.raises(InvalidValue, match="tool_choice must be one of") as caught:
+            model.chat(_QUESTION, tools=TOOLS, tool_choice="sometimes")
+        assert caught.value.field == "tool_choice"
+        with pytest.raises(InvalidValue, match="name") as caught:
+            model.chat(_QUESTION, tools=[{"type": "function", "function": {}}])
+        assert caught.value.field == "tools"
+
+    @pytest.mark.parametrize("option", ["json_schema", "logprobs", "tools"])
+    def test_constrained_streams_cancel_time_out_and_share_threads(
+        self, model: TextModel, option: str
+    ) -> None:
+        def start(**scope: Any) -> TokenStream:
+            if option == "tools":
+                return model.chat(_QUESTION, tools=TOOLS, tool_choice="required", **scope)
+            options: dict[str, Any] = (
+                {"json_schema": PERSON} if option == "json_schema" else {"logprobs": 2}
+            )
+            return model.generate("A person, as JSON:", max_tokens=64, **options, **scope)
+
+        expected = _honoured(option, lambda: list(start()))
+        if expected is None:
+            return
+        results: list[object] = [None] * 4
+
+        def work(slot: int) -> None:
+            results[slot] = list(start())
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(_HANG)
+        assert results == [expected] * 4
+
+        cancelled = start()
+        next(cancelled)
+        cancelled.cancel()
+        assert list(cancelled) == [] and isinstance(cancelled.err(), Cancelled)
+        assert cancelled.tool_calls == ()
+        with pytest.raises(GenerationTimeout):
+            list(start(timeout=1e-6))
+        assert isinstance(model.err(), GenerationTimeout)

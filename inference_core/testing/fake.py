@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any, final
 
-from ..errors import ModelClosed, UnsupportedOption
+from ..errors import ModelClosed
 from ..protocols import BackendStatus
 from ..streams import GenerationScope, StreamingModel, TokenSource
 from ..types import (
@@ -126,6 +126,7 @@ class FakeModel(StreamingModel):
 
     model_type = "fake"
     batch_workers = 8
+    supported_options = frozenset({"json_schema", "logprobs"})
 
     def __init__(self, path: str, config: LoadConfig, *, token_delay: float = 0.0) -> None:
         super().__init__()
@@ -162,8 +163,6 @@ class FakeModel(StreamingModel):
     def _tokens(
         self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
     ) -> TokenSource:
-        if config.grammar is not None:
-            raise UnsupportedOption("grammar", "FakeModel does not support grammar")
         if isinstance(prompt, str):
             words = prompt.split()
         else:  # chat: the last user message
