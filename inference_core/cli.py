@@ -36,7 +36,8 @@ from .errors import (
     ServerStartError,
 )
 from .protocols import BackendStatus, TextModel, TokenStream
-from .types import GenerateConfig, LoadConfig, Message
+from .tools import TOOL_CHOICES
+from .types import GenerateConfig, LoadConfig, Message, Token
 
 __all__ = ["build_parser", "main"]
 
@@ -63,6 +64,37 @@ def _gpu_layers(value: str) -> int | str:
         raise argparse.ArgumentTypeError(
             f"must be -1 (all), 0 (none), a layer count or 'auto', got {value!r}"
         ) from None
+
+
+def _file_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {error.strerror}") from None
+
+
+def _json_value(value: str) -> Any:
+    """JSON given inline (it starts with { or [) or in a file."""
+    text = value if value.lstrip().startswith(("{", "[")) else _file_text(value)
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from None
+
+
+def _json_schema(value: str) -> Any:
+    schema = _json_value(value)
+    if not isinstance(schema, dict):
+        raise argparse.ArgumentTypeError("a JSON schema is an object: {...}")
+    return schema
+
+
+def _tools(value: str) -> Any:
+    tools = _json_value(value)
+    if not isinstance(tools, list):
+        raise argparse.ArgumentTypeError('tools are a JSON list: [{"type": "function", ...}]')
+    return tools
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -114,12 +146,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("run", parents=[common], help="generate from a prompt")
     sub.add_argument("prompt", metavar="PROMPT", help="the prompt, or - to read stdin")
     _model_options(sub)
+    output = sub.add_argument_group("output")
+    output.add_argument(
+        "--json-schema", type=_json_schema, metavar="FILE|JSON", help="hold the output to a schema"
+    )
+    output.add_argument(
+        "--grammar", type=_file_text, metavar="FILE", help="hold the output to a GBNF grammar"
+    )
+    output.add_argument(
+        "--logprobs", type=int, metavar="N", help="each token's log-probability and N candidates"
+    )
+    output.add_argument("--json", action="store_true", help="one JSON object per token")
     sub.set_defaults(handler=_cmd_run)
 
     sub = commands.add_parser(
         "chat", parents=[common], help="talk to a model (stdin may be a pipe)"
     )
     sub.add_argument("--system", "-s", metavar="TEXT", help="a system message")
+    sub.add_argument(
+        "--tools", type=_tools, metavar="FILE", help="a JSON list of tools the model may call"
+    )
+    sub.add_argument(
+        "--tool-choice", default="auto", choices=TOOL_CHOICES, help="default: %(default)s"
+    )
     _model_options(sub)
     sub.set_defaults(handler=_cmd_chat)
 
@@ -196,19 +245,19 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _generate_config(args: argparse.Namespace) -> GenerateConfig:
-    names = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
-    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    names = (
+        "max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed",
+        "json_schema", "grammar", "logprobs",
+    )  # fmt: skip
+    given: dict[str, Any] = {name: getattr(args, name, None) for name in names}
+    options = {name: value for name, value in given.items() if value is not None}
     return GenerateConfig(**options)
 
 
 def _checked_configs(args: argparse.Namespace) -> tuple[GenerateConfig, LoadConfig]:
-    """Both configs, validated before anything loads; a bad value is a usage error."""
-    try:
-        load = LoadConfig(context_len=args.ctx, gpu_layers=args.gpu_layers, threads=args.threads)
-        return _generate_config(args), load
-    except InvalidValue as error:
-        option = _OPTION_OF.get(error.field, "--" + error.field.replace("_", "-"))
-        raise _UsageError(f"argument {option}: {error}") from None
+    """Both configs, validated before anything loads (a bad value is an `InvalidValue`)."""
+    load = LoadConfig(context_len=args.ctx, gpu_layers=args.gpu_layers, threads=args.threads)
+    return _generate_config(args), load
 
 
 @contextlib.contextmanager
@@ -228,21 +277,49 @@ def _loaded(args: argparse.Namespace, load: LoadConfig) -> Iterator[TextModel]:
             signal.signal(signal.SIGINT, previous)
 
 
-def _stream_out(stream: TokenStream) -> str:
-    """Write tokens as they come; the text, for chat history."""
-    pieces: list[str] = []
+def _stream_out(stream: TokenStream) -> list[Token]:
+    """Write tokens as they come; the tokens, for chat history and figures."""
+    tokens: list[Token] = []
     try:
         for token in stream:
             sys.stdout.write(token.text)
             sys.stdout.flush()
-            pieces.append(token.text)
+            tokens.append(token)
     finally:
         stream.close()
-        if pieces:
+        if tokens:
             with contextlib.suppress(OSError):
                 sys.stdout.write("\n")
                 sys.stdout.flush()
-    return "".join(pieces)
+    return tokens
+
+
+def _token_json(token: Token) -> dict[str, Any]:
+    figures: dict[str, Any] = {"id": token.id, "text": token.text}
+    if token.logprob is not None:
+        figures["logprob"] = token.logprob
+    if token.top_logprobs:
+        figures["top_logprobs"] = [_token_json(candidate) for candidate in token.top_logprobs]
+    return figures
+
+
+def _stream_json(stream: TokenStream) -> None:
+    """One JSON object per token on stdout, as it comes."""
+    try:
+        for token in stream:
+            print(json.dumps(_token_json(token), ensure_ascii=False), flush=True)
+    finally:
+        stream.close()
+
+
+def _print_figures(tokens: list[Token]) -> None:
+    """Each token's log-probability and its candidates', on stderr."""
+    for token in tokens:
+        if token.logprob is None:
+            print(f"{token.text!r}: no figures (part of a split character)", file=sys.stderr)
+            continue
+        candidates = ", ".join(f"{c.text!r} {c.logprob:.3f}" for c in token.top_logprobs)
+        print(f"{token.text!r} {token.logprob:.3f}  [{candidates}]", file=sys.stderr)
 
 
 def _print_stats(stream: TokenStream) -> None:
@@ -267,7 +344,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise _UsageError("the prompt is empty")
     with _loaded(args, load) as model:
         stream = model.generate(prompt, config)
-        _stream_out(stream)
+        if args.json:
+            _stream_json(stream)
+        elif config.logprobs:
+            _print_figures(_stream_out(stream))
+        else:
+            _stream_out(stream)
         if args.stats:
             _print_stats(stream)
     return 0
@@ -310,15 +392,21 @@ def _cmd_chat(args: argparse.Namespace) -> int:
                 continue
             history.append(Message("user", text))
             try:
-                stream = model.chat(history, config)
-                answer = _stream_out(stream)
+                stream = model.chat(history, config, tools=args.tools, tool_choice=args.tool_choice)
+                answer = "".join(token.text for token in _stream_out(stream))
             except ContextOverflow as error:
                 if not interactive:
                     raise
                 history.pop()
                 print(f"{_PROG}: {_one_line(error)}; /reset to start over", file=sys.stderr)
                 continue
-            history.append(Message("assistant", answer))
+            for call in stream.tool_calls:
+                print(f"tool call {call.id}: {call.name} {json.dumps(call.arguments)}")
+            history.append(
+                Message("assistant", "", tool_calls=stream.tool_calls)
+                if stream.tool_calls
+                else Message("assistant", answer)
+            )
             if args.stats:
                 _print_stats(stream)
     return 0
@@ -391,6 +479,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except _UsageError as error:
         print(f"{_PROG} {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except InvalidValue as error:  # before loading, or from the backend (a schema it refused)
+        option = _OPTION_OF.get(error.field, "--" + error.field.replace("_", "-"))
+        print(
+            f"{_PROG} {args.command}: error: argument {option}: {_one_line(error)}", file=sys.stderr
+        )
         return 2
     except KeyboardInterrupt:
         print(f"\n{_PROG}: interrupted", file=sys.stderr)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from inference_core.testing.contracts import TOOLS
+
 server = pytest.mark.server
 
 GREEDY = ("--temperature", "0", "--max-tokens", "8")
@@ -481,3 +483,64 @@ def read_until(fd: int, marker: bytes, seconds: float = 60) -> bytes:
         if ready:
             shown += os.read(fd, 65536)
     return shown
+
+
+# -- structured output, log-probabilities, tools -----------------------------------
+
+
+@server
+def test_run_holds_the_output_to_a_schema_given_inline_or_in_a_file(tmp_path: Path) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    for given in (json.dumps(schema), str(tmp_path / "schema.json")):
+        result = cli("run", "--json-schema", given, "-n", "40", "A number, as JSON:")
+        assert result.returncode == 0, result.stderr
+        assert isinstance(json.loads(result.stdout)["n"], int)
+
+
+@server
+def test_run_holds_the_output_to_a_grammar_file(tmp_path: Path) -> None:
+    (tmp_path / "yes-no.gbnf").write_text('root ::= "yes" | "no"\n')
+    result = cli("run", "--grammar", str(tmp_path / "yes-no.gbnf"), "Is the sky blue?")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in ("yes", "no")
+
+
+@server
+def test_run_prints_logprobs_to_stderr_or_as_json_lines() -> None:
+    shown = cli("run", "--logprobs", "2", "-n", "4", "The capital of France is")
+    assert shown.returncode == 0, shown.stderr
+    figures = [line for line in shown.stderr.splitlines() if line.startswith("'")]
+    assert len(figures) == 4 and all(line.count(" -") == 3 for line in figures), shown.stderr
+    lines = cli("run", "--json", "--logprobs", "2", "-n", "4", "The capital of France is")
+    tokens = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert len(tokens) == 4
+    for token in tokens:
+        assert token["logprob"] <= 0 and len(token["top_logprobs"]) == 2
+        assert token["top_logprobs"][0]["id"] == token["id"]
+
+
+def test_a_schema_that_is_not_json_is_a_usage_error() -> None:
+    result = cli("run", "--json-schema", "{not json", "hi")
+    assert result.returncode == 2
+    assert "argument --json-schema: not valid JSON" in result.stderr
+
+
+@server
+def test_a_schema_the_server_refuses_is_a_usage_error_naming_the_option() -> None:
+    result = cli("run", "--json-schema", '{"type": "wibble"}', "hi")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "argument --json-schema: " in lines[0] and "wibble" in lines[0]
+
+
+@server
+def test_chat_with_tools_prints_the_calls_it_received(tmp_path: Path) -> None:
+    (tmp_path / "tools.json").write_text(json.dumps(TOOLS))
+    result = cli(
+        "chat", "--tools", str(tmp_path / "tools.json"), "--tool-choice", "required",
+        "-n", "200", stdin="What is the weather in Paris?\n",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    calls = [line for line in result.stdout.splitlines() if line.startswith("tool call call_")]
+    assert calls and all(": get_weather {" in c or ": get_time {" in c for c in calls), calls

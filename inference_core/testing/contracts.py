@@ -40,7 +40,7 @@ from ..errors import (
 from ..protocols import Backend, BackendStatus, TextModel, TokenStream
 from ..types import GenerateConfig, LoadConfig, Message, ModelInfo, Token, ToolCall
 
-__all__ = ["BackendContract", "TextModelContract"]
+__all__ = ["PERSON", "TOOLS", "BackendContract", "TextModelContract"]
 
 _PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown"
 _HANG = 60.0  # seconds: what would only be exceeded by a hang, on any machine
