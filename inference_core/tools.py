@@ -4,8 +4,8 @@ The tools are described to the model in a system message, and its answer is held
 a JSON schema: `{"tool_calls": [{"name": ..., "arguments": {...}}]}` (the arguments
 held to that tool's own `parameters`), or, with `tool_choice="auto"`, also
 `{"response": "text"}`. Earlier tool calls and results in the history are written
-out in the same format, as assistant and user messages, so that templates that know
-only system, user and assistant render them. This asks nothing of a model's chat
+out as assistant and user messages, so that templates that know only system, user
+and assistant render them. This asks nothing of a model's chat
 template, which is why it is ours: llama-server follows each template's own tool
 syntax, and ignores tools for templates that have none (the bundled SmolLM2 among
 them).
@@ -74,16 +74,26 @@ def _instructions(functions: Sequence[Mapping[str, Any]], choice: str) -> str:
     return f"You can call these tools:\n{listed}\n{answer}"
 
 
-def render_history(messages: Sequence[Message]) -> list[Message]:
-    """Tool calls and tool results as plain assistant and user messages, in our format."""
+def render_history(messages: Sequence[Message], *, calls_as_json: bool = False) -> list[Message]:
+    """Each tool result as a user message in plain words, naming the tool whose call it
+    answers; tool calls as the assistant's JSON in our format when the model is to answer
+    in it, else in plain words too (a small model copies the form of its last turn)."""
+    names = {call.id: call.name for message in messages for call in message.tool_calls}
     rendered = []
     for message in messages:
         if message.tool_calls:
             calls = [{"name": c.name, "arguments": c.arguments} for c in message.tool_calls]
-            rendered.append(Message("assistant", json.dumps({"tool_calls": calls})))
+            said = (
+                json.dumps({"tool_calls": calls})
+                if calls_as_json
+                else " ".join(
+                    f"I call {c['name']} with {json.dumps(c['arguments'])}." for c in calls
+                )
+            )
+            rendered.append(Message("assistant", said))
         elif message.role == "tool":
-            result = {"tool_call_id": message.tool_call_id, "content": message.content}
-            rendered.append(Message("user", json.dumps({"tool_result": result})))
+            name = names.get(message.tool_call_id or "", "the tool")
+            rendered.append(Message("user", f"{name} returned: {message.content}"))
         else:
             rendered.append(message)
     return rendered
@@ -119,7 +129,7 @@ class ToolPlan:
 
     def messages(self, messages: Sequence[Message]) -> list[Message]:
         """The history in our format, the instructions added to (or as) the system message."""
-        rendered = render_history(messages)
+        rendered = render_history(messages, calls_as_json=True)
         if rendered and rendered[0].role == "system":
             system = Message("system", f"{rendered[0].content}\n\n{self.instructions}")
             return [system, *rendered[1:]]

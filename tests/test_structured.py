@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import jsonschema
 import pytest
@@ -51,7 +52,8 @@ def test_a_grammar_gives_exactly_one_of_its_words(model: ic.TextModel) -> None:
 def test_a_constraint_the_server_cannot_use_is_invalid_before_any_token(
     model: ic.TextModel, option: str, value: object, words: str
 ) -> None:
-    stream = model.generate("Hello", max_tokens=4, **{option: value})
+    options: dict[str, Any] = {option: value}
+    stream = model.generate("Hello", max_tokens=4, **options)
     with pytest.raises(ic.InvalidValue, match=words) as caught:
         next(stream)
     assert caught.value.field == option

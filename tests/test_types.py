@@ -176,7 +176,7 @@ def test_tool_calls_and_results_come_as_openai_dicts_too() -> None:
     with pytest.raises(InvalidValue, match="only a 'tool' message answers a tool call"):
         Message("user", "hi", tool_call_id="c")
     with pytest.raises(InvalidValue, match="arguments must be a JSON object"):
-        ToolCall("c", "f", ["not", "an", "object"])  # type: ignore[arg-type]
+        ToolCall("c", "f", ["not", "an", "object"])
 
 
 def test_a_config_copies_its_schema_and_refuses_a_second_constraint() -> None:

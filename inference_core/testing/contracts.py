@@ -44,7 +44,7 @@ __all__ = ["PERSON", "TOOLS", "BackendContract", "TextModelContract"]
 
 _PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown"
 _HANG = 60.0  # seconds: what would only be exceeded by a hang, on any machine
-PERSON = {
+PERSON: dict[str, Any] = {
     "type": "object",
     "properties": {
         "name": {"type": "string", "maxLength": 24},
@@ -54,7 +54,7 @@ PERSON = {
     },
     "required": ["name", "age", "colour", "tags"],
 }
-TOOLS = [
+TOOLS: list[dict[str, Any]] = [
     {
         "type": "function",
         "function": {

@@ -1,0 +1,114 @@
+"""The generic tool-call format: what the model is told, held to, and what is read back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import inference_core as ic
+from inference_core.testing import FakeBackend
+from inference_core.testing.contracts import TOOLS
+from inference_core.tools import plan_tools, render_history
+
+CALL = ic.ToolCall("call_1", "get_weather", {"city": "Paris"})
+HISTORY = [
+    ic.Message("system", "Be brief."),
+    ic.Message("user", "Weather in Paris?"),
+    ic.Message("assistant", "", tool_calls=(CALL,)),
+    ic.Message("tool", '{"celsius": 21}', tool_call_id="call_1"),
+]
+
+
+def test_the_history_is_written_for_templates_without_tools() -> None:
+    assert render_history(HISTORY) == [
+        HISTORY[0],
+        HISTORY[1],
+        ic.Message("assistant", 'I call get_weather with {"city": "Paris"}.'),
+        ic.Message("user", 'get_weather returned: {"celsius": 21}'),
+    ]
+    as_json = render_history(HISTORY, calls_as_json=True)[2]
+    assert json.loads(as_json.content) == {
+        "tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    }
+
+
+def test_required_holds_the_answer_to_calls_of_the_given_tools() -> None:
+    plan = plan_tools(TOOLS, "required")
+    assert plan is not None
+    calls = plan.schema["properties"]["tool_calls"]
+    assert plan.schema["required"] == ["tool_calls"] and calls["minItems"] == 1
+    choices = calls["items"]["anyOf"]
+    assert [c["properties"]["name"] for c in choices] == [
+        {"const": "get_weather"},
+        {"const": "get_time"},
+    ]
+    assert choices[1]["properties"]["arguments"] == TOOLS[1]["function"]["parameters"]
+
+
+def test_auto_also_lets_the_model_answer_in_text() -> None:
+    plan = plan_tools(TOOLS, "auto")
+    assert plan is not None
+    calls, text = plan.schema["anyOf"]
+    assert calls["required"] == ["tool_calls"]
+    assert text == {
+        "type": "object",
+        "properties": {"response": {"type": "string"}},
+        "required": ["response"],
+    }
+
+
+def test_the_instructions_join_the_callers_system_message() -> None:
+    plan = plan_tools(TOOLS, "required")
+    assert plan is not None
+    messages = plan.messages(HISTORY)
+    assert messages[0].role == "system" and messages[0].content.startswith("Be brief.\n\n")
+    assert "get_time" in messages[0].content and len(messages) == len(HISTORY)
+    bare = plan.messages(HISTORY[1:2])
+    assert [m.role for m in bare] == ["system", "user"]
+
+
+def test_no_tools_or_none_means_no_plan() -> None:
+    assert plan_tools(None, "auto") is None
+    assert plan_tools([], "auto") is None
+    assert plan_tools(TOOLS, "none") is None
+    with pytest.raises(ic.InvalidValue, match="needs tools"):
+        plan_tools(None, "required")
+
+
+@pytest.mark.parametrize(
+    ("tools", "words"),
+    [
+        ("get_weather", "must be a list"),
+        ([{"type": "retrieval"}], "each tool must be"),
+        ([{"type": "function", "function": {"name": ""}}], "non-empty 'name'"),
+        ([{"type": "function", "function": {"name": "f", "parameters": "x"}}], "JSON schema"),
+        ([TOOLS[0], TOOLS[0]], "unique"),
+    ],
+)
+def test_malformed_tools_are_invalid_values(tools: object, words: str) -> None:
+    with pytest.raises(ic.InvalidValue, match=words) as caught:
+        plan_tools(tools, "auto")  # type: ignore[arg-type]
+    assert caught.value.field == "tools"
+
+
+def test_tools_with_a_schema_of_ones_own_are_refused() -> None:
+    model = FakeBackend().load_model("fake", ic.LoadConfig())
+    with pytest.raises(ic.InvalidValue, match="drop json_schema and grammar"):
+        model.chat(HISTORY[1:2], tools=TOOLS, json_schema={"type": "object"})
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        ('{"tool_calls": [{"name": "get_wea', "raise max_tokens"),
+        ('{"tool_calls": [{"name": "rm_rf", "arguments": {}}]}', "a tool it was not given"),
+    ],
+)
+def test_an_answer_that_cannot_be_read_is_a_generation_error(answer: str, words: str) -> None:
+    plan = plan_tools(TOOLS, "required")
+    assert plan is not None
+    tokens = plan.watch(iter([ic.Token(1, answer)]))
+    assert next(tokens).text == answer
+    with pytest.raises(ic.GenerationError, match=words):
+        next(tokens)
