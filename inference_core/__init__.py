@@ -8,6 +8,7 @@ with ic.load("model.gguf", context_len=4096) as model:
 
 from __future__ import annotations
 
+from .aio import aload
 from .errors import (
     BackendNotFound,
     BackendUnavailable,
@@ -26,7 +27,14 @@ from .errors import (
     UnsupportedOption,
 )
 from .hookspecs import hookimpl
-from .protocols import Backend, BackendStatus, CancelSignal, TextModel, TokenStream
+from .protocols import (
+    AsyncTokenStream,
+    Backend,
+    BackendStatus,
+    CancelSignal,
+    TextModel,
+    TokenStream,
+)
 from .registry import (
     backends,
     default_backend,
@@ -48,6 +56,7 @@ from .types import (
 )
 
 __all__ = [
+    "AsyncTokenStream",
     "Backend",
     "BackendNotFound",
     "BackendStatus",
@@ -76,6 +85,7 @@ __all__ = [
     "TokenStream",
     "ToolCall",
     "UnsupportedOption",
+    "aload",
     "backends",
     "default_backend",
     "get_backend",

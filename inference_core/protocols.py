@@ -6,7 +6,7 @@ the methods and attributes below, and `isinstance(obj, TextModel)` checks them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -22,7 +22,14 @@ from .types import (
     ToolCall,
 )
 
-__all__ = ["Backend", "BackendStatus", "CancelSignal", "TextModel", "TokenStream"]
+__all__ = [
+    "AsyncTokenStream",
+    "Backend",
+    "BackendStatus",
+    "CancelSignal",
+    "TextModel",
+    "TokenStream",
+]
 
 
 @runtime_checkable
@@ -89,6 +96,43 @@ class TokenStream(Protocol):
 
 
 @runtime_checkable
+class AsyncTokenStream(Protocol):
+    """A `TokenStream` for asyncio: `async for token in stream`, never blocking the loop.
+
+    Cancelling the task that iterates stops the generation and frees its slot; the
+    task sees `CancelledError`. It is an async context manager (`aclose()` on exit).
+    """
+
+    def __aiter__(self) -> AsyncIterator[Token]: ...
+
+    async def __anext__(self) -> Token: ...
+
+    async def text(self) -> str:
+        """Run the stream to its end and return all its text."""
+        ...
+
+    def err(self) -> BaseException | None: ...
+
+    @property
+    def metrics(self) -> GenerateMetrics | None: ...
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]: ...
+
+    def cancel(self) -> None:
+        """Stop the generation, from any thread; the iteration then ends without error."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop the stream if it runs; returns once it has ended. Idempotent."""
+        ...
+
+    async def __aenter__(self) -> AsyncTokenStream: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+
+@runtime_checkable
 class TextModel(Protocol):
     """A loaded model. Safe to use from several threads at once.
 
@@ -134,6 +178,43 @@ class TextModel(Protocol):
         `tools` are OpenAI function tools; `tool_choice` is "auto", "required" or
         "none"; the calls the model makes are in `stream.tool_calls` once it ends.
         """
+        ...
+
+    def agenerate(
+        self,
+        prompt: str,
+        config: GenerateConfig | None = None,
+        *,
+        cancel: CancelSignal | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> AsyncTokenStream:
+        """`generate`, as an `AsyncTokenStream`."""
+        ...
+
+    def achat(
+        self,
+        messages: Sequence[MessageLike],
+        config: GenerateConfig | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str = "auto",
+        cancel: CancelSignal | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> AsyncTokenStream:
+        """`chat`, as an `AsyncTokenStream`."""
+        ...
+
+    async def abatch_generate(
+        self,
+        prompts: Sequence[str],
+        config: GenerateConfig | None = None,
+        *,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> list[BatchResult]:
+        """`batch_generate` for asyncio: the prompts as streams side by side."""
         ...
 
     def batch_generate(

@@ -15,12 +15,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any, final
+from typing import Any, cast, final
 
 import attrs
 import pluggy
 
 from . import hookspecs
+from .aio import AsyncBridge
 from .errors import BackendNotFound, BackendUnavailable, InvalidModelFile, NoBackendAvailable
 from .protocols import Backend, BackendStatus, TextModel
 from .types import LoadConfig, ModelInfo, build_config
@@ -245,7 +246,10 @@ def load(
     chosen = _resolve(name)
     load_config = attrs.evolve(load_config, backend=chosen.name)
     logger.debug("loading %s with backend %r", os.fspath(path), chosen.name)
-    return chosen.load_model(os.fspath(path), load_config)
+    model = chosen.load_model(os.fspath(path), load_config)
+    if hasattr(model, "agenerate"):
+        return model
+    return cast(TextModel, AsyncBridge(model))  # a sync-only backend: asyncio through threads
 
 
 def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar, final
 
 import attrs
 
+from .aio import ThreadTokenStream, abatch_generate
 from .errors import Cancelled, GenerationTimeout, InferenceError, UnsupportedOption
 from .protocols import CancelSignal, TokenStream
 from .tools import ToolPlan, plan_tools, render_history
@@ -373,6 +374,52 @@ class StreamingModel:
             outcome=self._outcome,
             tool_calls=(lambda: plan.calls) if plan is not None else tuple,
         )
+
+    def agenerate(
+        self,
+        prompt: str,
+        config: GenerateConfig | None = None,
+        *,
+        cancel: CancelSignal | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> ThreadTokenStream:
+        return ThreadTokenStream(
+            self.generate(prompt, config, cancel=cancel, timeout=timeout, **options)
+        )
+
+    def achat(
+        self,
+        messages: Sequence[MessageLike],
+        config: GenerateConfig | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str = "auto",
+        cancel: CancelSignal | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> ThreadTokenStream:
+        return ThreadTokenStream(
+            self.chat(
+                messages,
+                config,
+                tools=tools,
+                tool_choice=tool_choice,
+                cancel=cancel,
+                timeout=timeout,
+                **options,
+            )
+        )
+
+    async def abatch_generate(
+        self,
+        prompts: Sequence[str],
+        config: GenerateConfig | None = None,
+        *,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> list[BatchResult]:
+        return await abatch_generate(self, prompts, config, timeout=timeout, **options)
 
     def batch_generate(
         self,

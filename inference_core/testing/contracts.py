@@ -22,6 +22,7 @@ Capability flags (`supports_chat = False`, ...) skip what a backend does not off
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -37,7 +38,7 @@ from ..errors import (
     ModelClosed,
     UnsupportedOption,
 )
-from ..protocols import Backend, BackendStatus, TextModel, TokenStream
+from ..protocols import AsyncTokenStream, Backend, BackendStatus, TextModel, TokenStream
 from ..types import GenerateConfig, LoadConfig, Message, ModelInfo, Token, ToolCall
 
 __all__ = ["PERSON", "TOOLS", "BackendContract", "TextModelContract"]
@@ -452,3 +453,80 @@ class TextModelContract:
         with pytest.raises(GenerationTimeout):
             list(start(timeout=1e-6))
         assert isinstance(model.err(), GenerationTimeout)
+
+    # -- asyncio: the same tokens and errors, and a task's cancel stops the generation -----
+
+    def test_async_stream_gives_the_sync_tokens(self, model: TextModel) -> None:
+        async def read() -> tuple[list[Token], BaseException | None, object]:
+            async with model.agenerate(_PROMPT, max_tokens=8) as stream:
+                assert isinstance(stream, AsyncTokenStream)
+                tokens = [token async for token in stream]
+                return tokens, stream.err(), stream.metrics
+
+        tokens, error, metrics = asyncio.run(read())
+        assert tokens == self._greedy(model, 8) and error is None and metrics is not None
+
+    def test_async_tasks_at_once_each_equal_their_sync_result(self, model: TextModel) -> None:
+        prompts = [_PROMPT, "One two three four", "Hello there", "The sky is"]
+        expected = [list(model.generate(prompt, max_tokens=6)) for prompt in prompts]
+
+        async def read(prompt: str) -> list[Token]:
+            return [token async for token in model.agenerate(prompt, max_tokens=6)]
+
+        async def all_at_once() -> list[list[Token]]:
+            return list(await asyncio.gather(*(read(prompt) for prompt in prompts)))
+
+        assert asyncio.run(all_at_once()) == expected
+
+    def test_async_text_chat_and_batch_match_the_sync_ones(self, model: TextModel) -> None:
+        prompts = [_PROMPT, "One two three four"]
+
+        async def run() -> tuple[str, list[Token], list[list[Token]]]:
+            text = await model.agenerate(_PROMPT, max_tokens=5).text()
+            chat: list[Token] = []
+            if self.supports_chat:
+                chat = [t async for t in model.achat([Message("user", "Hi")], max_tokens=4)]
+            results = await model.abatch_generate(prompts, max_tokens=5)
+            assert [result.prompt for result in results] == prompts
+            assert all(result.error is None for result in results)
+            return text, chat, [list(result.tokens) for result in results]
+
+        text, chat, batch = asyncio.run(run())
+        assert text == "".join(token.text for token in self._greedy(model, 5))
+        if self.supports_chat:
+            assert chat == list(model.chat([Message("user", "Hi")], max_tokens=4))
+        assert batch == [list(model.generate(p, max_tokens=5)) for p in prompts]
+
+    def test_cancelling_the_task_cancels_the_stream(self, model: TextModel) -> None:
+        async def run() -> tuple[BaseException | None, int]:
+            stream = model.agenerate(_PROMPT, max_tokens=10_000)
+            first = asyncio.Event()
+
+            async def read() -> None:
+                async for _ in stream:
+                    first.set()
+
+            task = asyncio.create_task(read())
+            await asyncio.wait_for(first.wait(), _HANG)
+            if task.done():
+                pytest.skip("the model gave its whole answer before it could be cancelled")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.wait_for(stream.aclose(), _HANG)
+            after = [token async for token in model.agenerate(_PROMPT, max_tokens=3)]
+            return stream.err(), len(after)
+
+        error, after = asyncio.run(run())
+        assert isinstance(error, Cancelled) and after >= 1
+
+    def test_async_timeout_and_errors_come_as_in_the_sync_api(self, model: TextModel) -> None:
+        async def run() -> BaseException | None:
+            stream = model.agenerate(_PROMPT, max_tokens=10_000, timeout=1e-6)
+            with pytest.raises(GenerationTimeout):
+                await stream.text()
+            with pytest.raises(TypeError, match="max_tokens"):
+                model.agenerate(_PROMPT, max_tokenz=3)
+            return stream.err()
+
+        assert isinstance(asyncio.run(run()), GenerationTimeout)

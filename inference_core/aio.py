@@ -1,0 +1,279 @@
+"""The asyncio API: loads and streams that never block the event loop.
+
+A `ThreadTokenStream` (the `AsyncTokenStream` that `agenerate` returns) runs its
+backend's sync stream on a thread of its own, which hands tokens to the loop; the
+loop's thread never reads a socket or waits for a process. A thread per stream rather
+than a non-blocking socket on the loop because it serves every backend unchanged,
+third parties' included, and it measured as cheap as the sync API (`python -m
+benchmarks`, section "async"). The thread wakes the loop once per batch of tokens it
+queued, not once per token.
+
+Cancelling the task that iterates (`task.cancel()`, `asyncio.timeout()`) cancels the
+stream: the backend aborts its request at once (llama-server frees the slot), the
+model keeps serving and the task sees `CancelledError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import threading
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Protocol, final
+
+from .protocols import TextModel, TokenStream
+from .types import (
+    BatchResult,
+    GenerateConfig,
+    GenerateMetrics,
+    LoadConfig,
+    MessageLike,
+    Token,
+    ToolCall,
+)
+
+__all__ = ["AsyncBridge", "ThreadTokenStream", "abatch_generate", "achat", "agenerate", "aload"]
+
+
+class _Generates(Protocol):
+    def generate(
+        self, prompt: str, config: GenerateConfig | None = None, **options: Any
+    ) -> TokenStream: ...
+
+
+@final
+class _End:
+    """The last item a pump queues: how the sync stream ended."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+@final
+class ThreadTokenStream:
+    """`async for token in stream`, over a sync `TokenStream` read on a thread of its own.
+
+    Same tokens, errors, `err()`, `metrics` and `tool_calls` as the sync stream;
+    `cancel()` is safe from any thread, `await aclose()` returns once the stream has
+    ended, and the stream is an async context manager.
+    """
+
+    def __init__(self, stream: TokenStream) -> None:
+        self._stream = stream
+        self._items: deque[Token | _End] = deque()
+        self._lock = threading.Lock()
+        self._wake_pending = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pieces: list[str] = []
+        self._ended = False
+
+    # -- the pump, on its own thread ---------------------------------------------
+
+    def _pump(self) -> None:
+        try:
+            for token in self._stream:
+                self._put(token)
+            end = _End(None)
+        except BaseException as error:  # delivered to the task that iterates
+            end = _End(error)
+        self._put(end)
+
+    def _put(self, item: Token | _End) -> None:
+        with self._lock:
+            self._items.append(item)
+            wake, self._wake_pending = not self._wake_pending, True
+        if wake:
+            assert self._loop is not None  # set before the pump starts
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._wake_pending = False
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- the loop's side ---------------------------------------------------------
+
+    def __aiter__(self) -> ThreadTokenStream:
+        return self
+
+    async def __anext__(self) -> Token:
+        if self._ended:
+            raise StopAsyncIteration
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            threading.Thread(target=self._pump, name="inference-async-stream", daemon=True).start()
+        while True:
+            with self._lock:
+                item = self._items.popleft() if self._items else None
+            if item is not None:
+                break
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            except asyncio.CancelledError:
+                self._stream.cancel()  # the backend aborts its request; the pump ends
+                raise
+            finally:
+                self._waiter = None
+        if isinstance(item, _End):
+            self._ended = True
+            if item.error is not None:
+                raise item.error
+            raise StopAsyncIteration
+        self._pieces.append(item.text)
+        return item
+
+    async def text(self) -> str:
+        """Run the stream to its end; all its text, tokens already read included."""
+        async for _ in self:
+            pass
+        return "".join(self._pieces)
+
+    def cancel(self) -> None:
+        """Stop the generation, from any thread; the iteration then ends without error."""
+        self._stream.cancel()
+
+    async def aclose(self) -> None:
+        """Stop the stream if it runs, and return once it has ended. Idempotent."""
+        if self._loop is None:
+            self._stream.close()  # never started: nothing runs, closing cannot block
+            self._ended = True
+            return
+        self._stream.cancel()
+        while not self._ended:
+            try:
+                await self.__anext__()
+            except StopAsyncIteration:
+                break
+            except Exception:  # the stream's own error stays in err()
+                break
+
+    def err(self) -> BaseException | None:
+        return self._stream.err()
+
+    @property
+    def metrics(self) -> GenerateMetrics | None:
+        return self._stream.metrics
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return self._stream.tool_calls
+
+    async def __aenter__(self) -> ThreadTokenStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def agenerate(
+    model: _Generates, prompt: str, config: GenerateConfig | None = None, **options: Any
+) -> ThreadTokenStream:
+    """`model.generate`, as an async stream (options and their errors at once, as there)."""
+    return ThreadTokenStream(model.generate(prompt, config, **options))
+
+
+def achat(
+    model: TextModel,
+    messages: Sequence[MessageLike],
+    config: GenerateConfig | None = None,
+    **options: Any,
+) -> ThreadTokenStream:
+    """`model.chat`, as an async stream."""
+    return ThreadTokenStream(model.chat(messages, config, **options))
+
+
+async def abatch_generate(
+    model: _Generates,
+    prompts: Sequence[str],
+    config: GenerateConfig | None = None,
+    **options: Any,
+) -> list[BatchResult]:
+    """Every prompt as a stream of its own, side by side; one result per prompt, in order,
+    each with its tokens or its own error."""
+
+    async def one(prompt: str) -> BatchResult:
+        stream = agenerate(model, prompt, config, **options)
+        tokens: list[Token] = []
+        try:
+            async for token in stream:
+                tokens.append(token)
+        except Exception as error:  # this prompt's failure, not the batch's
+            return BatchResult(prompt, tuple(tokens), error, stream.metrics)
+        return BatchResult(prompt, tuple(tokens), stream.err(), stream.metrics)
+
+    return list(await asyncio.gather(*(one(prompt) for prompt in prompts)))
+
+
+@final
+class AsyncBridge:
+    """A model from a backend that implements only the sync protocol, given the async
+    methods on top of its sync ones; every other attribute is the model's own."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def __repr__(self) -> str:
+        return f"<AsyncBridge {self.model!r}>"
+
+    def agenerate(
+        self, prompt: str, config: GenerateConfig | None = None, **options: Any
+    ) -> ThreadTokenStream:
+        return agenerate(self.model, prompt, config, **options)
+
+    def achat(
+        self, messages: Sequence[MessageLike], config: GenerateConfig | None = None, **options: Any
+    ) -> ThreadTokenStream:
+        return achat(self.model, messages, config, **options)
+
+    async def abatch_generate(
+        self, prompts: Sequence[str], config: GenerateConfig | None = None, **options: Any
+    ) -> list[BatchResult]:
+        return await abatch_generate(self.model, prompts, config, **options)
+
+    def __enter__(self) -> AsyncBridge:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.model.close()
+
+
+def _close_when_loaded(future: asyncio.Future[TextModel]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
+
+
+async def aload(
+    path: str | os.PathLike[str],
+    backend: str = "auto",
+    config: LoadConfig | None = None,
+    **load_options: Any,
+) -> TextModel:
+    """`inference_core.load`, on a worker thread: the loop runs on while the server starts.
+
+    Cancelled while loading, the model is closed as soon as its load returns, so no
+    server is left behind.
+    """
+    from .registry import load
+
+    loop = asyncio.get_running_loop()
+    loading = loop.run_in_executor(
+        None, functools.partial(load, path, backend, config, **load_options)
+    )
+    try:
+        return await asyncio.shield(loading)
+    except asyncio.CancelledError:
+        loading.add_done_callback(_close_when_loaded)
+        raise
