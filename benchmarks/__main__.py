@@ -21,6 +21,7 @@ from inference_rocm.model import LlamaServerModel
 from .concurrency import measure_concurrency
 from .contention import measure_contention
 from .live import measure_live, measure_time_to_first_token
+from .loop_lateness import measure_loop_lateness
 from .memory import measure_memory
 from .readers import Endpoint
 from .recording import record_both
@@ -138,6 +139,12 @@ def run(settings: Settings) -> list[Row]:
             "concurrent",
             lambda: measure_concurrency(
                 model, endpoint, PROMPT, settings.concurrent_tokens, settings.concurrent_rounds
+            ),
+        )
+        rows += _step(
+            "async",
+            lambda: measure_loop_lateness(
+                model, PROMPT, settings.concurrent_tokens, settings.concurrent_rounds
             ),
         )
         rows += _step("memory", lambda: measure_memory(model, PROMPT, settings.generations))

@@ -8,6 +8,7 @@ timings where the form carries them) so that their costs compare: ours
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import time
@@ -27,6 +28,7 @@ __all__ = [
     "read_bare",
     "read_openai",
     "read_ours",
+    "read_ours_async",
     "read_requests",
 ]
 
@@ -155,6 +157,27 @@ def read_openai(client: openai.OpenAI, prompt: str, limit: int) -> Reading:
             if tokens >= limit:
                 break
     return Reading(tokens, characters, started_at, first_at, time.perf_counter())
+
+
+def read_ours_async(model: TextModel, prompt: str, limit: int) -> Reading:
+    """`TextModel.agenerate`, greedy, read by a task on a fresh event loop."""
+
+    async def read() -> Reading:
+        started_at = time.perf_counter()
+        stream = model.agenerate(prompt, max_tokens=limit, temperature=0.0)
+        tokens, characters, first_at = 0, 0, 0.0
+        async for token in stream:
+            characters += len(token.text)
+            if not tokens:
+                first_at = time.perf_counter()
+            tokens += 1
+        metrics = stream.metrics
+        rate = None if metrics is None else metrics.decode_tokens_per_second
+        return Reading(
+            tokens, characters, started_at, first_at, time.perf_counter(), decode_rate=rate
+        )
+
+    return asyncio.run(read())
 
 
 def read_ours(model: TextModel, prompt: str, limit: int) -> Reading:

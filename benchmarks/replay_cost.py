@@ -19,7 +19,15 @@ from inference_rocm.model import LlamaServerModel
 from inference_rocm.server import LlamaServer, ServerOptions
 
 from .cpu import cpu_per_token
-from .readers import Endpoint, Reading, read_bare, read_openai, read_ours, read_requests
+from .readers import (
+    Endpoint,
+    Reading,
+    read_bare,
+    read_openai,
+    read_ours,
+    read_ours_async,
+    read_requests,
+)
 from .recording import NATIVE_PATH, Recording, native_body
 from .replay import ReplayServer
 from .report import Row, Target
@@ -28,8 +36,9 @@ from .stats import figure, ratios
 __all__ = ["measure_replay"]
 
 _SECTION = "replay"
-OURS, BARE, REQUESTS, OPENAI = (
+OURS, OURS_ASYNC, BARE, REQUESTS, OPENAI = (
     "ours: generate()",
+    "ours: agenerate() (asyncio)",
     "bare http.client + split + json.loads",
     "requests + iter_lines",
     "openai client, /v1/completions",
@@ -54,6 +63,7 @@ def measure_replay(recording: Recording, prompt: str, info: ModelInfo, rounds: i
         client = openai.OpenAI(base_url=f"{endpoint.url}/v1", api_key=endpoint.key, max_retries=0)
         readers: dict[str, Callable[[], Reading]] = {
             OURS: lambda: read_ours(model, prompt, limit),
+            OURS_ASYNC: lambda: read_ours_async(model, prompt, limit),
             BARE: lambda: read_bare(endpoint, body, limit),
             REQUESTS: lambda: read_requests(session, endpoint, body, limit),
             OPENAI: lambda: read_openai(client, prompt, limit),
@@ -78,6 +88,13 @@ def measure_replay(recording: Recording, prompt: str, info: ModelInfo, rounds: i
             Target(10, at_most=False),
         ),
         Row(_SECTION, "requests ÷ bare (CPU/token)", "x", ratios(costs[REQUESTS], costs[BARE])),
+        Row(
+            _SECTION,
+            "ours: agenerate() ÷ generate() (CPU/token)",
+            "x",
+            ratios(costs[OURS_ASYNC], costs[OURS]),
+            Target(1.5),
+        ),
     ]
 
 
@@ -98,6 +115,6 @@ def _rounds(
                 raise RuntimeError(f"{name} read {reading.tokens} tokens, not {limit}")
             costs[name].append(cost)
             characters[name] = reading.characters
-        if len({characters[OURS], characters[BARE], characters[REQUESTS]}) != 1:
+        if len({characters[n] for n in (OURS, OURS_ASYNC, BARE, REQUESTS)}) != 1:
             raise RuntimeError(f"readers of {NATIVE_PATH} disagree on the text: {characters}")
     return costs
