@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol, final
 
+from .errors import UnsupportedOption
 from .protocols import TextModel, TokenStream
 from .types import (
     BatchResult,
@@ -242,6 +243,16 @@ class AsyncBridge:
         self, prompts: Sequence[str], config: GenerateConfig | None = None, **options: Any
     ) -> list[BatchResult]:
         return await abatch_generate(self.model, prompts, config, **options)
+
+    def embed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
+        embed = getattr(self.model, "embed", None)
+        if embed is None:
+            raise UnsupportedOption("embed", f"{type(self.model).__name__} computes no embeddings")
+        result: list[list[float]] = embed(texts, normalize=normalize)
+        return result
+
+    async def aembed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
+        return await asyncio.to_thread(self.embed, texts, normalize=normalize)
 
     def __enter__(self) -> AsyncBridge:
         return self

@@ -98,6 +98,19 @@ def _tools(value: str) -> Any:
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
+    _load_options(parser)
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--max-tokens", "-n", type=int, metavar="N", help="default 256")
+    sampling.add_argument("--temperature", "-t", type=float, metavar="T", help="0 = greedy")
+    sampling.add_argument("--top-k", type=int, metavar="K", help="0 = off")
+    sampling.add_argument("--top-p", type=float, metavar="P", help="0 = off")
+    sampling.add_argument("--min-p", type=float, metavar="P", help="0 = off")
+    sampling.add_argument("--repeat-penalty", type=float, metavar="R", help="1 = off")
+    sampling.add_argument("--seed", type=int, metavar="S", help="for reproducible sampling")
+    parser.add_argument("--stats", action="store_true", help="print timings to stderr")
+
+
+def _load_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", "-m", metavar="PATH", help="GGUF file (default: the demo model)")
     group.add_argument(
@@ -110,15 +123,6 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--threads", type=int, default=0, metavar="N", help="CPU threads (0: all cores but one)"
     )
-    sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--max-tokens", "-n", type=int, metavar="N", help="default 256")
-    sampling.add_argument("--temperature", "-t", type=float, metavar="T", help="0 = greedy")
-    sampling.add_argument("--top-k", type=int, metavar="K", help="0 = off")
-    sampling.add_argument("--top-p", type=float, metavar="P", help="0 = off")
-    sampling.add_argument("--min-p", type=float, metavar="P", help="0 = off")
-    sampling.add_argument("--repeat-penalty", type=float, metavar="R", help="1 = off")
-    sampling.add_argument("--seed", type=int, metavar="S", help="for reproducible sampling")
-    parser.add_argument("--stats", action="store_true", help="print timings to stderr")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_options(sub)
     sub.set_defaults(handler=_cmd_chat)
+
+    sub = commands.add_parser("embed", parents=[common], help="embed texts: JSON vectors")
+    sub.add_argument("texts", nargs="*", metavar="TEXT", help="texts (none: a text per stdin line)")
+    sub.add_argument("--raw", action="store_true", help="vectors as computed, not unit length")
+    _load_options(sub)
+    sub.set_defaults(handler=_cmd_embed)
 
     sub = commands.add_parser("info", parents=[common], help="a model file's metadata")
     sub.add_argument("path", metavar="PATH")
@@ -254,10 +264,18 @@ def _generate_config(args: argparse.Namespace) -> GenerateConfig:
     return GenerateConfig(**options)
 
 
+def _load_config(args: argparse.Namespace, *, embeddings: bool = False) -> LoadConfig:
+    return LoadConfig(
+        context_len=args.ctx,
+        gpu_layers=args.gpu_layers,
+        threads=args.threads,
+        embeddings=embeddings,
+    )
+
+
 def _checked_configs(args: argparse.Namespace) -> tuple[GenerateConfig, LoadConfig]:
     """Both configs, validated before anything loads (a bad value is an `InvalidValue`)."""
-    load = LoadConfig(context_len=args.ctx, gpu_layers=args.gpu_layers, threads=args.threads)
-    return _generate_config(args), load
+    return _generate_config(args), _load_config(args)
 
 
 @contextlib.contextmanager
@@ -352,6 +370,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
             _stream_out(stream)
         if args.stats:
             _print_stats(stream)
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    """One JSON array per text, a line each, in the order of the texts."""
+    load = _load_config(args, embeddings=True)
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise _UsageError("no texts: give them as arguments or one per line on stdin")
+    with _loaded(args, load) as model:
+        for vector in model.embed(texts, normalize=not args.raw):
+            print(json.dumps(vector))
     return 0
 
 

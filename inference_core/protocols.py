@@ -243,6 +243,15 @@ class TextModel(Protocol):
         """The single most likely next token of each prompt (prefill only)."""
         ...
 
+    def embed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
+        """One vector per text, in order, of `info.embedding_length` numbers (unit length
+        when `normalize`); `UnsupportedOption` from a model that computes none."""
+        ...
+
+    async def aembed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
+        """`embed` for asyncio."""
+        ...
+
     def err(self) -> BaseException | None:
         """The error that ended the calling thread's last generation (None if it ended cleanly)."""
         ...

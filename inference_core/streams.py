@@ -11,6 +11,7 @@ threads), around that one generator.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,6 +42,7 @@ __all__ = [
     "LastOutcome",
     "StreamingModel",
     "TokenSource",
+    "checked_texts",
     "run_batch",
 ]
 
@@ -253,6 +255,16 @@ def run_batch(
         return list(pool.map(collect, prompts))
 
 
+def checked_texts(texts: Sequence[str]) -> list[str]:
+    """`embed`'s texts as a list; a lone string is a mistake, not a list of characters."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings; wrap a single text in a list")
+    listed = list(texts)
+    if not all(isinstance(text, str) for text in listed):
+        raise TypeError(f"texts must be strings, got {listed!r}")
+    return listed
+
+
 _Model = TypeVar("_Model", bound="StreamingModel")
 
 
@@ -452,6 +464,15 @@ class StreamingModel:
         base = build_config(GenerateConfig, config, options)
         greedy = attrs.evolve(base, max_tokens=1, temperature=0.0)
         return [next(self.generate(prompt, greedy, timeout=timeout)) for prompt in prompts]
+
+    def embed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
+        """One vector per text; by default a backend computes none."""
+        checked_texts(texts)
+        raise UnsupportedOption("embed", f"{type(self).__name__} does not compute embeddings")
+
+    async def aembed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
+        """`embed` on a worker thread: the loop runs on meanwhile."""
+        return await asyncio.to_thread(self.embed, texts, normalize=normalize)
 
     def err(self) -> BaseException | None:
         return self._outcome.error()

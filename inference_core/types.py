@@ -70,6 +70,11 @@ def _float_in(low: float, high: float, *, low_open: bool = False) -> _Validator:
     return check
 
 
+def _bool(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise InvalidValue(attribute.name, f"{attribute.name} must be True or False, got {value!r}")
+
+
 def _str(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, str):
         raise InvalidValue(attribute.name, f"{attribute.name} must be a string, got {value!r}")
@@ -293,7 +298,8 @@ class LoadConfig:
     offloads every layer, 0 none, "auto" as many as fit. parallel_slots 0 is the
     backend's default. threads is how many CPU threads compute; 0 lets the
     backend choose (llama-server's backends leave one CPU free, since their
-    threads stall beside any other busy process).
+    threads stall beside any other busy process). embeddings True readies the
+    model for `embed()` as well as for generation.
     """
 
     backend: str = attrs.field(default="", validator=_str)
@@ -306,6 +312,7 @@ class LoadConfig:
     adapter_path: str | None = attrs.field(default=None, converter=_optional_path)
     extra_args: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     threads: int = attrs.field(default=0, validator=_int_in(0, 1024))
+    embeddings: bool = attrs.field(default=False, validator=_bool)
 
     @gpu_layers.validator
     def _check_gpu_layers(self, attribute: attrs.Attribute[Any], value: object) -> None:

@@ -43,6 +43,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _ALL_LAYERS = "999"  # llama-server clamps this to the model's layer count
+_EMBED_BATCH = 2048  # tokens, when the context is left to the server
 
 
 def _output_lines(path: str, flag: str) -> list[str]:
@@ -109,7 +110,18 @@ def server_args(config: LoadConfig, gpu_layers: int | None) -> list[str]:
         args += ["--parallel", str(config.parallel_slots)]
     if config.adapter_path is not None:
         args += ["--lora", config.adapter_path]
+    if config.embeddings:
+        args += ["--embeddings"]
+        if not _user_sets(("-ub", "--ubatch-size"), config.extra_args):
+            # A text is embedded in one physical batch: let it be as long as the context.
+            size = str(embed_batch(config))
+            args += ["--ubatch-size", size, "--batch-size", size]
     return args + list(config.extra_args)
+
+
+def embed_batch(config: LoadConfig) -> int:
+    """The longest text (in tokens) the server embeds: its physical batch."""
+    return config.context_len or _EMBED_BATCH
 
 
 def _settings(server: LlamaServer, load_timeout: float) -> Any:
@@ -147,10 +159,17 @@ def load_with_server(
             raise InvalidModelFile(
                 config.adapter_path, f"(the LoRA adapter) {error.problem}"
             ) from None
+    pooling = (
+        ["--pooling", "mean"]  # a generative model declares none: one vector per text, then
+        if config.embeddings
+        and f"{info.architecture}.pooling_type" not in header.metadata
+        and not _user_sets(("--pooling",), config.extra_args)
+        else []
+    )
     options = ServerOptions(
         binary=binary,
         model_path=info.path,
-        args=(*server_args(config, gpu_layers), *extra_args),
+        args=(*server_args(config, gpu_layers), *pooling, *extra_args),
         environ=environ,
         gpu_selection=gpu_selection,
         load_timeout=load_timeout,
@@ -170,6 +189,7 @@ def load_with_server(
         model_type=info.architecture or "unknown",
         context_len=context_len,
         slots=slots,
+        embed_batch=min(embed_batch(config), context_len) if config.embeddings else None,
     )
 
 

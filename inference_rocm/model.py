@@ -29,13 +29,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, final
 
 from inference_core.errors import (
+    ContextOverflow,
     GenerationError,
     InferenceError,
     InvalidValue,
     ModelClosed,
     ServerCrashed,
+    UnsupportedOption,
 )
-from inference_core.streams import GenerationScope, StreamingModel, TokenSource
+from inference_core.streams import GenerationScope, StreamingModel, TokenSource, checked_texts
 from inference_core.types import (
     GenerateConfig,
     GenerateMetrics,
@@ -154,8 +156,10 @@ class LlamaServerModel(StreamingModel):
         model_type: str,
         context_len: int,
         slots: int,
+        embed_batch: int | None = None,
     ) -> None:
         super().__init__()
+        self.embed_batch = embed_batch  # None: not loaded with embeddings=True
         self.server = server
         self.info = info
         self.model_type = model_type
@@ -317,6 +321,44 @@ class LlamaServerModel(StreamingModel):
                 [token_id for token_id, _ in group],
             )
         return group
+
+    # -- embeddings ---------------------------------------------------------
+
+    def embed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
+        """One vector per text, in order, from llama-server's `/embedding` (one request)."""
+        self._check_usable()
+        texts = checked_texts(texts)
+        if self.embed_batch is None:
+            raise UnsupportedOption(
+                "embed",
+                f"{self.info.path} was loaded without embeddings; load it with "
+                "embeddings=True to embed texts",
+            )
+        if not texts:
+            return []
+        body = {"content": texts, "embd_normalize": 2 if normalize else -1}
+        try:
+            answer = self.server.client.request("POST", "/embedding", body)
+        except GenerationError as error:
+            if isinstance(error, ServerCrashed):
+                raise self._translate(error) from error
+            raise self._too_long(texts, self.embed_batch) or error from None
+        ordered = sorted(answer, key=lambda item: int(item["index"]))
+        return [[float(x) for x in item["embedding"][0]] for item in ordered]
+
+    def _too_long(self, texts: list[str], limit: int) -> ContextOverflow | None:
+        """The first text longer than the server embeds at once, as a ContextOverflow."""
+        for index, text in enumerate(texts):
+            answer = self.server.client.request("POST", "/tokenize", {"content": text})
+            count = len(answer["tokens"])
+            if count > limit:
+                return ContextOverflow(
+                    f"text {index} ({count} tokens) is longer than the {limit} tokens a text "
+                    "can have here: shorten it, or load with a larger context_len",
+                    prompt_tokens=count,
+                    context_len=limit,
+                )
+        return None
 
     # -- batch, classify ---------------------------------------------------
 

@@ -544,3 +544,24 @@ def test_chat_with_tools_prints_the_calls_it_received(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     calls = [line for line in result.stdout.splitlines() if line.startswith("tool call call_")]
     assert calls and all(": get_weather {" in c or ": get_time {" in c for c in calls), calls
+
+
+# -- embed ------------------------------------------------------------------------------
+
+
+@server
+def test_embed_prints_a_json_vector_per_text_from_arguments_or_stdin() -> None:
+    given = cli("embed", "--ctx", "256", "The cat sat.", "Stocks fell.")
+    assert given.returncode == 0, given.stderr
+    vectors = [json.loads(line) for line in given.stdout.splitlines()]
+    assert [len(vector) for vector in vectors] == [576, 576]
+    assert abs(sum(x * x for x in vectors[0]) - 1.0) < 1e-3
+    piped = cli("embed", "--ctx", "256", stdin="The cat sat.\n\nStocks fell.\n")
+    assert [json.loads(line) for line in piped.stdout.splitlines()] == vectors
+    raw = cli("embed", "--ctx", "256", "--raw", "The cat sat.")
+    assert abs(sum(x * x for x in json.loads(raw.stdout)) - 1.0) > 0.1
+
+
+def test_embed_without_texts_is_a_usage_error() -> None:
+    result = cli("embed", stdin="")
+    assert result.returncode == 2 and "no texts" in result.stderr

@@ -530,3 +530,22 @@ class TextModelContract:
             return stream.err()
 
         assert isinstance(asyncio.run(run()), GenerationTimeout)
+
+    # -- embeddings: a vector per text, or refused by name ----------------------------------
+
+    def test_embed_gives_a_unit_vector_per_text_or_is_refused(self, model: TextModel) -> None:
+        texts = ["The cat sat on the mat.", "Stock prices fell sharply.", "The cat sat on the mat."]
+        vectors = _honoured("embed", lambda: model.embed(texts))
+        if vectors is None:
+            return
+        assert len(vectors) == 3
+        assert all(len(vector) == model.info.embedding_length for vector in vectors)
+        assert all(abs(sum(x * x for x in vector) - 1.0) < 1e-3 for vector in vectors)
+        assert vectors[0] == pytest.approx(vectors[2], abs=1e-4) != vectors[1]
+        for got, want in zip(asyncio.run(model.aembed(texts)), vectors, strict=True):
+            assert got == pytest.approx(want, abs=1e-4)
+        assert model.embed([]) == []
+
+    def test_embed_refuses_a_lone_string(self, model: TextModel) -> None:
+        with pytest.raises(TypeError, match="wrap a single text in a list"):
+            model.embed("a lone string")

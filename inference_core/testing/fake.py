@@ -15,6 +15,7 @@ It refuses a `grammar` with `UnsupportedOption`, as a backend without one must.
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import threading
@@ -25,7 +26,7 @@ from typing import Any, final
 
 from ..errors import ModelClosed
 from ..protocols import BackendStatus
-from ..streams import GenerationScope, StreamingModel, TokenSource
+from ..streams import GenerationScope, StreamingModel, TokenSource, checked_texts
 from ..types import (
     GenerateConfig,
     GenerateMetrics,
@@ -39,6 +40,7 @@ from ..types import (
 __all__ = ["FakeBackend", "FakeModel", "fake_token"]
 
 VOCAB_SIZE = 32_000
+EMBEDDING_LENGTH = 8
 
 
 def fake_token(word: str) -> Token:
@@ -139,7 +141,7 @@ class FakeModel(StreamingModel):
             context_length=config.context_len or 4096,
             block_count=1,
             vocab_size=VOCAB_SIZE,
-            embedding_length=1,
+            embedding_length=EMBEDDING_LENGTH,
             file_type="F32",
             quant_bits=32.0,
             size_label="0",
@@ -219,6 +221,20 @@ class FakeModel(StreamingModel):
             if token.id in config.stop_tokens:
                 return
             yield _with_figures(token, candidates, config.logprobs) if config.logprobs else token
+
+    def embed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
+        """A vector per text from its words' ids: the same words, the same vector."""
+        self._check_usable()
+        vectors = []
+        for text in checked_texts(texts):
+            vector = [0.0] * EMBEDDING_LENGTH
+            for word in text.split() or ["<empty>"]:
+                token = fake_token(word).id
+                for axis in range(EMBEDDING_LENGTH):
+                    vector[axis] += ((token >> axis) % 7) - 3.0
+            norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+            vectors.append([x / norm for x in vector] if normalize else vector)
+        return vectors
 
     def classify(
         self,

@@ -1,0 +1,80 @@
+"""Embeddings from the real llama-server: the server's own vectors, and generation intact."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator
+
+import pytest
+
+import inference_core as ic
+from inference_rocm.model import LlamaServerModel
+
+pytestmark = pytest.mark.server
+
+TEXTS = [
+    "The cat sat on the mat.",
+    "Stock markets fell sharply on Monday.",
+    "A kitten was sleeping on the rug.",
+    "Python is a programming language.",
+]
+
+
+@pytest.fixture(scope="module")
+def embedder(smollm2_path: str) -> Iterator[LlamaServerModel]:
+    with ic.load(smollm2_path, backend="llama_cpp", context_len=256, embeddings=True) as model:
+        assert isinstance(model, LlamaServerModel)
+        yield model
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def test_vectors_are_the_servers_own_of_the_reported_dimension(
+    embedder: LlamaServerModel,
+) -> None:
+    vectors = embedder.embed(TEXTS)
+    assert [len(vector) for vector in vectors] == [embedder.info.embedding_length] * 4
+    assert embedder.info.embedding_length == 576  # SmolLM2-135M's hidden size
+    for text, vector in zip(TEXTS, vectors, strict=True):
+        (own,) = embedder.server.client.request("POST", "/embedding", {"content": text})
+        assert cosine(vector, own["embedding"][0]) >= 0.999
+    related, unrelated = cosine(vectors[0], vectors[2]), cosine(vectors[0], vectors[1])
+    assert related > unrelated, "a cat on a mat should be nearer a kitten on a rug than stocks"
+
+
+def test_normalize_false_gives_the_raw_vectors(embedder: LlamaServerModel) -> None:
+    (unit,) = embedder.embed(TEXTS[:1])
+    (raw,) = embedder.embed(TEXTS[:1], normalize=False)
+    length = math.sqrt(sum(x * x for x in raw))
+    assert abs(length - 1.0) > 0.1
+    assert [x / length for x in raw] == pytest.approx(unit, abs=1e-5)
+    (awaited,) = asyncio.run(embedder.aembed(TEXTS[:1]))
+    assert awaited == pytest.approx(unit, abs=1e-6)
+
+
+def test_the_same_model_still_generates_as_one_loaded_without(
+    embedder: LlamaServerModel, shared_model: ic.TextModel
+) -> None:
+    prompt = "The capital of France is"
+    assert [t.id for t in embedder.generate(prompt, max_tokens=12)] == [
+        t.id for t in shared_model.generate(prompt, max_tokens=12)
+    ]
+
+
+def test_a_text_too_long_is_a_context_overflow_naming_it(embedder: LlamaServerModel) -> None:
+    texts = ["short", "word " * 400, "short too"]
+    with pytest.raises(ic.ContextOverflow, match=r"text 1 \(\d+ tokens\) is longer than the 256"):
+        embedder.embed(texts)
+    assert len(embedder.embed(texts[:1])) == 1
+
+
+def test_a_model_loaded_without_embeddings_says_how_to_get_them(
+    shared_model: ic.TextModel,
+) -> None:
+    with pytest.raises(ic.UnsupportedOption, match="embeddings=True") as caught:
+        shared_model.embed(TEXTS)
+    assert caught.value.option == "embed"
