@@ -92,8 +92,8 @@ def _request(
     return path, messages, config
 
 
-class InferenceModel(llm.Model):
-    """A GGUF file served by inference_core's best available backend."""
+class _LocalFile:
+    """What the sync and the async model share: a model id, its file, what it can do."""
 
     can_stream = True
     supports_schema = True
@@ -102,6 +102,10 @@ class InferenceModel(llm.Model):
     def __init__(self, model_id: str, path: str | None) -> None:
         self.model_id = model_id
         self.path = path
+
+
+class InferenceModel(_LocalFile, llm.Model):
+    """A GGUF file served by inference_core's best available backend."""
 
     def execute(self, prompt: Any, stream: bool, response: Any, conversation: Any) -> Iterator[str]:
         path, messages, config = _request(prompt, conversation, self.path)
@@ -111,16 +115,8 @@ class InferenceModel(llm.Model):
         _record_usage(response, tokens.metrics)
 
 
-class InferenceAsyncModel(llm.AsyncModel):
+class InferenceAsyncModel(_LocalFile, llm.AsyncModel):
     """`InferenceModel` for `llm`'s async API, on `achat`."""
-
-    can_stream = True
-    supports_schema = True
-    Options = _Options
-
-    def __init__(self, model_id: str, path: str | None) -> None:
-        self.model_id = model_id
-        self.path = path
 
     async def execute(
         self, prompt: Any, stream: bool, response: Any, conversation: Any
