@@ -8,7 +8,6 @@ with ic.load("model.gguf", context_len=4096) as model:
 
 from __future__ import annotations
 
-from .aio import aload
 from .errors import (
     BackendNotFound,
     BackendUnavailable,
@@ -36,6 +35,7 @@ from .protocols import (
     TokenStream,
 )
 from .registry import (
+    aload,
     backends,
     default_backend,
     get_backend,

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import os
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -30,13 +28,12 @@ from .types import (
     BatchResult,
     GenerateConfig,
     GenerateMetrics,
-    LoadConfig,
     MessageLike,
     Token,
     ToolCall,
 )
 
-__all__ = ["AsyncBridge", "ThreadTokenStream", "abatch_generate", "achat", "agenerate", "aload"]
+__all__ = ["AsyncBridge", "ThreadTokenStream", "abatch_generate", "achat", "agenerate"]
 
 
 class _Generates(Protocol):
@@ -259,32 +256,3 @@ class AsyncBridge:
 
     def __exit__(self, *exc_info: object) -> None:
         self.model.close()
-
-
-def _close_when_loaded(future: asyncio.Future[TextModel]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        future.result().close()
-
-
-async def aload(
-    path: str | os.PathLike[str],
-    backend: str = "auto",
-    config: LoadConfig | None = None,
-    **load_options: Any,
-) -> TextModel:
-    """`inference_core.load`, on a worker thread: the loop runs on while the server starts.
-
-    Cancelled while loading, the model is closed as soon as its load returns, so no
-    server is left behind.
-    """
-    from .registry import load
-
-    loop = asyncio.get_running_loop()
-    loading = loop.run_in_executor(
-        None, functools.partial(load, path, backend, config, **load_options)
-    )
-    try:
-        return await asyncio.shield(loading)
-    except asyncio.CancelledError:
-        loading.add_done_callback(_close_when_loaded)
-        raise

@@ -10,6 +10,8 @@ its own, and one that raises is logged and skipped.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
 import importlib.metadata
 import logging
 import os
@@ -27,6 +29,7 @@ from .protocols import Backend, BackendStatus, TextModel
 from .types import LoadConfig, ModelInfo, build_config
 
 __all__ = [
+    "aload",
     "backends",
     "default_backend",
     "get_backend",
@@ -250,6 +253,33 @@ def load(
     if hasattr(model, "agenerate"):
         return model
     return cast(TextModel, AsyncBridge(model))  # a sync-only backend: asyncio through threads
+
+
+def _close_when_loaded(future: asyncio.Future[TextModel]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
+
+
+async def aload(
+    path: str | os.PathLike[str],
+    backend: str = "auto",
+    config: LoadConfig | None = None,
+    **load_options: Any,
+) -> TextModel:
+    """`inference_core.load`, on a worker thread: the loop runs on while the server starts.
+
+    Cancelled while loading, the model is closed as soon as its load returns, so no
+    server is left behind.
+    """
+    loop = asyncio.get_running_loop()
+    loading = loop.run_in_executor(
+        None, functools.partial(load, path, backend, config, **load_options)
+    )
+    try:
+        return await asyncio.shield(loading)
+    except asyncio.CancelledError:
+        loading.add_done_callback(_close_when_loaded)
+        raise
 
 
 def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
