@@ -18,10 +18,10 @@ from inference_rocm.backends import binary_version
 from inference_rocm.binaries import find_binary
 from inference_rocm.model import LlamaServerModel
 
+from .async_streams import measure_async
 from .concurrency import measure_concurrency
 from .contention import measure_contention
 from .live import measure_live, measure_time_to_first_token
-from .loop_lateness import measure_loop_lateness
 from .memory import measure_memory
 from .readers import Endpoint
 from .recording import record_both
@@ -143,8 +143,8 @@ def run(settings: Settings) -> list[Row]:
         )
         rows += _step(
             "async",
-            lambda: measure_loop_lateness(
-                model, PROMPT, settings.concurrent_tokens, settings.concurrent_rounds
+            lambda: measure_async(
+                model, endpoint, PROMPT, settings.live_tokens, settings.live_rounds
             ),
         )
         rows += _step("memory", lambda: measure_memory(model, PROMPT, settings.generations))
