@@ -10,23 +10,24 @@ its own, and one that raises is logged and skipped.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
 import importlib.metadata
 import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any, cast, final
+from typing import TYPE_CHECKING, Any, cast, final
 
 import attrs
 import pluggy
 
 from . import hookspecs
-from .aio import AsyncBridge
 from .errors import BackendNotFound, BackendUnavailable, InvalidModelFile, NoBackendAvailable
 from .protocols import Backend, BackendStatus, TextModel
 from .types import LoadConfig, ModelInfo, build_config
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "aload",
@@ -252,10 +253,12 @@ def load(
     model = chosen.load_model(os.fspath(path), load_config)
     if hasattr(model, "agenerate"):
         return model
+    from .aio import AsyncBridge  # asyncio is a fifth of our import time: on use
+
     return cast(TextModel, AsyncBridge(model))  # a sync-only backend: asyncio through threads
 
 
-def _close_when_loaded(future: asyncio.Future[TextModel]) -> None:
+def _close_when_loaded(future: asyncio.Future[TextModel]) -> None:  # see aload
     if not future.cancelled() and future.exception() is None:
         future.result().close()
 
@@ -271,6 +274,8 @@ async def aload(
     Cancelled while loading, the model is closed as soon as its load returns, so no
     server is left behind.
     """
+    import asyncio
+
     loop = asyncio.get_running_loop()
     loading = loop.run_in_executor(
         None, functools.partial(load, path, backend, config, **load_options)

@@ -11,18 +11,19 @@ threads), around that one generator.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar, final
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import attrs
 
-from .aio import ThreadTokenStream, abatch_generate
 from .errors import Cancelled, GenerationTimeout, InferenceError, UnsupportedOption
 from .protocols import CancelSignal, TokenStream
+
+if TYPE_CHECKING:
+    from .aio import ThreadTokenStream
 from .tools import ToolPlan, plan_tools, render_history
 from .types import (
     BatchResult,
@@ -396,6 +397,8 @@ class StreamingModel:
         timeout: float | None = None,
         **options: Any,
     ) -> ThreadTokenStream:
+        from .aio import ThreadTokenStream  # asyncio is a fifth of our import time: on use
+
         return ThreadTokenStream(
             self.generate(prompt, config, cancel=cancel, timeout=timeout, **options)
         )
@@ -411,6 +414,8 @@ class StreamingModel:
         timeout: float | None = None,
         **options: Any,
     ) -> ThreadTokenStream:
+        from .aio import ThreadTokenStream
+
         return ThreadTokenStream(
             self.chat(
                 messages,
@@ -431,6 +436,8 @@ class StreamingModel:
         timeout: float | None = None,
         **options: Any,
     ) -> list[BatchResult]:
+        from .aio import abatch_generate
+
         return await abatch_generate(self, prompts, config, timeout=timeout, **options)
 
     def batch_generate(
@@ -472,6 +479,8 @@ class StreamingModel:
 
     async def aembed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
         """`embed` on a worker thread: the loop runs on meanwhile."""
+        import asyncio
+
         return await asyncio.to_thread(self.embed, texts, normalize=normalize)
 
     def err(self) -> BaseException | None:

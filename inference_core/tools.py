@@ -14,7 +14,7 @@ them).
 from __future__ import annotations
 
 import json
-import uuid
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, final
 
@@ -169,7 +169,7 @@ class ToolPlan:
                 raise GenerationError(f"the model called a tool it was not given: {call!r}")
             calls.append(
                 ToolCall(
-                    id=f"call_{uuid.uuid4().hex[:24]}",
+                    id=f"call_{os.urandom(12).hex()}",
                     name=call["name"],
                     arguments=call.get("arguments", {}),
                 )
