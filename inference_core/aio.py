@@ -53,52 +53,64 @@ class _End:
 
 
 @final
+class _Handoff:
+    """Tokens passed from a stream's reading thread to the loop: the thread queues
+    them and wakes the loop once per batch, not once per token."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: deque[Token | _End] = deque()
+        self.lock = threading.Lock()
+        self.wake_pending = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: Token | _End) -> None:
+        with self.lock:
+            self.items.append(item)
+            wake, self.wake_pending = not self.wake_pending, True
+        if wake:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        with self.lock:
+            self.wake_pending = False
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def take(self) -> Token | _End | None:
+        with self.lock:
+            return self.items.popleft() if self.items else None
+
+
+def _pump(stream: TokenStream, handoff: _Handoff) -> None:
+    """The reading thread. It holds the sync stream and the handoff, never the async
+    stream, so an async stream dropped mid-way is collected and cancels the rest."""
+    try:
+        for token in stream:
+            handoff.put(token)
+        end = _End(None)
+    except BaseException as error:  # delivered to the task that iterates
+        end = _End(error)
+    handoff.put(end)
+
+
+@final
 class ThreadTokenStream:
     """`async for token in stream`, over a sync `TokenStream` read on a thread of its own.
 
     Same tokens, errors, `err()`, `metrics` and `tool_calls` as the sync stream;
     `cancel()` is safe from any thread, `await aclose()` returns once the stream has
-    ended, and the stream is an async context manager.
+    ended, and the stream is an async context manager. Left mid-way (a `break`, with no
+    `aclose()`), it cancels the generation once it is garbage: the slot is freed.
     """
 
     def __init__(self, stream: TokenStream) -> None:
         self._stream = stream
-        self._items: deque[Token | _End] = deque()
-        self._lock = threading.Lock()
-        self._wake_pending = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handoff: _Handoff | None = None
         self._pieces: list[str] = []
         self._ended = False
-
-    # -- the pump, on its own thread ---------------------------------------------
-
-    def _pump(self) -> None:
-        try:
-            for token in self._stream:
-                self._put(token)
-            end = _End(None)
-        except BaseException as error:  # delivered to the task that iterates
-            end = _End(error)
-        self._put(end)
-
-    def _put(self, item: Token | _End) -> None:
-        with self._lock:
-            self._items.append(item)
-            wake, self._wake_pending = not self._wake_pending, True
-        if wake:
-            assert self._loop is not None  # set before the pump starts
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                self._loop.call_soon_threadsafe(self._wake)
-
-    def _wake(self) -> None:
-        with self._lock:
-            self._wake_pending = False
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # -- the loop's side ---------------------------------------------------------
 
     def __aiter__(self) -> ThreadTokenStream:
         return self
@@ -106,22 +118,24 @@ class ThreadTokenStream:
     async def __anext__(self) -> Token:
         if self._ended:
             raise StopAsyncIteration
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            threading.Thread(target=self._pump, name="inference-async-stream", daemon=True).start()
-        while True:
-            with self._lock:
-                item = self._items.popleft() if self._items else None
-            if item is not None:
-                break
-            self._waiter = self._loop.create_future()
+        handoff = self._handoff
+        if handoff is None:
+            handoff = self._handoff = _Handoff(asyncio.get_running_loop())
+            threading.Thread(
+                target=_pump,
+                args=(self._stream, handoff),
+                name="inference-async-stream",
+                daemon=True,
+            ).start()
+        while (item := handoff.take()) is None:
+            handoff.waiter = handoff.loop.create_future()
             try:
-                await self._waiter
+                await handoff.waiter
             except asyncio.CancelledError:
                 self._stream.cancel()  # the backend aborts its request; the pump ends
                 raise
             finally:
-                self._waiter = None
+                handoff.waiter = None
         if isinstance(item, _End):
             self._ended = True
             if item.error is not None:
@@ -129,6 +143,10 @@ class ThreadTokenStream:
             raise StopAsyncIteration
         self._pieces.append(item.text)
         return item
+
+    def __del__(self) -> None:
+        if getattr(self, "_handoff", None) is not None and not self._ended:
+            self._stream.cancel()
 
     async def text(self) -> str:
         """Run the stream to its end; all its text, tokens already read included."""
@@ -142,7 +160,7 @@ class ThreadTokenStream:
 
     async def aclose(self) -> None:
         """Stop the stream if it runs, and return once it has ended. Idempotent."""
-        if self._loop is None:
+        if self._handoff is None:
             self._stream.close()  # never started: nothing runs, closing cannot block
             self._ended = True
             return

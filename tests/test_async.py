@@ -46,6 +46,17 @@ def test_a_cancelled_task_frees_the_only_slot_at_once(one_slot: ic.TextModel) ->
 
 
 @pytest.mark.server
+def test_a_loop_left_with_break_frees_the_only_slot(one_slot: ic.TextModel) -> None:
+    async def run() -> list[ic.Token]:
+        async for _ in one_slot.agenerate(LONG, max_tokens=8000):
+            break  # no aclose(): the stream is garbage once the loop is left
+        # Were the slot still busy, this would wait for 8,000 tokens: minutes, far past 30 s.
+        return [t async for t in one_slot.agenerate("Hi", max_tokens=3, timeout=30)]
+
+    assert len(asyncio.run(run())) == 3
+
+
+@pytest.mark.server
 def test_aload_serves_and_never_blocks_the_loop(smollm2_path: str) -> None:
     async def run() -> tuple[int, str]:
         ticks = 0
