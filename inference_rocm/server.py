@@ -328,7 +328,7 @@ class LlamaServer:
             returncode = self._process.poll()
             if returncode is not None:
                 tail = self._log_after_exit()
-                if _BIND_FAILURE.search(tail):
+                if _BIND_FAILURE.search(tail) or _port_taken(self.port):
                     raise _PortClash
                 raise ServerStartError(
                     self._start_failure(returncode, tail),
@@ -407,6 +407,17 @@ class LlamaServer:
         assert self._process is not None
         with contextlib.suppress(ProcessLookupError):
             self._process.send_signal(signum)
+
+
+def _port_taken(port: int) -> bool:
+    """Whether another process holds `port` now: a failed start then was a clash, even
+    when the server's own line saying so was lost (it logs from a thread of its own,
+    which may not flush before the process exits)."""
+    try:
+        with socket.create_server((HOST, port)):
+            return False
+    except OSError:
+        return True
 
 
 class _PortClash(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import inference_core as ic
+from inference_rocm import server as server_module
 from inference_rocm.backends import LlamaCppBackend
 from inference_rocm.model import LlamaServerModel
 from inference_rocm.server import LlamaServer, ServerOptions
@@ -240,3 +242,20 @@ def test_ids_the_tokenizer_cannot_confirm_are_delivered_with_a_warning(
     tokens = list(fake_model.generate("split, mismatched", max_tokens=10))
     assert [t.id for t in tokens] == [10813, 232, 227]  # the tokenizer's
     assert "could not verify the ids of '🎉'" in caplog.text
+
+
+def test_a_port_clash_the_log_never_mentions_is_still_retried(
+    tmp_path: Path, smollm2_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llama-server logs from a thread of its own: its "couldn't bind" line can be lost when
+    it exits. The port, taken by someone else, tells the clash all the same."""
+    taken = socket.create_server(("127.0.0.1", 0))
+    ports = [taken.getsockname()[1]]
+    real_free_port = server_module._free_port
+    monkeypatch.setattr(
+        server_module, "_free_port", lambda: ports.pop() if ports else real_free_port()
+    )
+    with taken, load_fake(fake_binary(tmp_path), smollm2_path, "--fake-quiet-bind") as model:
+        assert isinstance(model, LlamaServerModel)
+        assert model.server.port != taken.getsockname()[1]
+        assert model.generate("Hi", max_tokens=3).text()

@@ -14,6 +14,7 @@ The prompt of a /completion request picks the stream it sends:
   "split, mismatched"  the same with an id (999) that is not the tokenizer's last
   anything else: three tokens and a proper final event
 `--fake-silent PATH` (repeatable) makes every request to PATH go unanswered the same way.
+`--fake-quiet-bind` exits with status 1 and no word when its port is taken.
 `--fake-close PATH` closes the connection after answering PATH, as llama-server closes a
 keep-alive connection left idle: the client's next request on it meets a closed socket.
 Each request is logged as `request METHOD PATH PROMPT`, so a test can count them, and
@@ -160,7 +161,12 @@ def _serve(conn: socket.socket, key: str) -> None:
 
 def main() -> None:
     key = os.environ["LLAMA_API_KEY"]
-    listener = socket.create_server((_arg("--host"), int(_arg("--port"))))
+    try:
+        listener = socket.create_server((_arg("--host"), int(_arg("--port"))))
+    except OSError:
+        if "--fake-quiet-bind" in sys.argv:  # as if the line saying so never reached the log
+            sys.exit(1)
+        raise
     print(f"main: server is listening on http://{_arg('--host')}:{_arg('--port')}", flush=True)
     while True:
         conn, _ = listener.accept()
