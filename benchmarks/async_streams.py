@@ -57,12 +57,6 @@ def measure_async(
     ]
 
 
-def _delivered(reading: Reading) -> float:
-    if reading.decode_rate is None:
-        raise RuntimeError("the server sent no timings")
-    return reading.delivered_rate / reading.decode_rate
-
-
 def _against_sync(
     model: TextModel, endpoint: Endpoint, prompt: str, tokens: int, rounds: int
 ) -> list[Row]:
@@ -77,7 +71,7 @@ def _against_sync(
             wait_until_idle(endpoint)
             cost, reading = cpu_per_token(readers[name])
             cpu[name].append(cost)
-            delivered[name].append(_delivered(reading))
+            delivered[name].append(reading.delivered_share)
     return [
         Row(_SECTION, "ours: agenerate() (CPU/token)", "µs", figure(cpu["async"])),
         Row(_SECTION, "ours: generate() (CPU/token)", "µs", figure(cpu["sync"])),

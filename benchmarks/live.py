@@ -59,8 +59,8 @@ def measure_live(
         )
         ours_cpu.append(ours_cost)
         bare_cpu.append(bare_cost)
-        ours_rate.append(ours.delivered_rate / _server_rate(ours))
-        bare_rate.append(bare.delivered_rate / _server_rate(bare))
+        ours_rate.append(ours.delivered_share)
+        bare_rate.append(bare.delivered_share)
     return [
         Row(_SECTION, "ours: generate() (CPU/token)", "µs", figure(ours_cpu)),
         Row(_SECTION, "bare http.client (CPU/token)", "µs", figure(bare_cpu)),
@@ -103,12 +103,6 @@ def measure_time_to_first_token(
             Target(2.0),
         ),
     ]
-
-
-def _server_rate(reading: Reading) -> float:
-    if reading.decode_rate is None:
-        raise RuntimeError("the server sent no timings")
-    return reading.decode_rate
 
 
 def _overhead_ms(reading: Reading) -> float:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import openai
     import requests
 
-    from inference_core import TextModel
+    from inference_core import GenerateMetrics, TextModel, Token
 
 __all__ = [
     "Endpoint",
@@ -71,6 +71,13 @@ class Reading:
     def delivered_rate(self) -> float:
         """Tokens/s between the first and the last token, the way llama-server counts its own."""
         return self.tokens / (self.ended_at - self.first_at)
+
+    @property
+    def delivered_share(self) -> float:
+        """The delivered rate ÷ the server's own decode rate: 1.0 loses nothing."""
+        if self.decode_rate is None:
+            raise RuntimeError("the server sent no timings")
+        return self.delivered_rate / self.decode_rate
 
 
 def _native_reading(events: Iterable[dict[str, Any]], limit: int, started_at: float) -> Reading:
@@ -159,47 +166,51 @@ def read_openai(client: openai.OpenAI, prompt: str, limit: int) -> Reading:
     return Reading(tokens, characters, started_at, first_at, time.perf_counter())
 
 
+class _Tally:
+    """What `read_ours` and `read_ours_async` count as tokens arrive, and the Reading."""
+
+    def __init__(self) -> None:
+        self.started_at = time.perf_counter()
+        self.tokens, self.characters, self.first_at = 0, 0, 0.0
+
+    def add(self, token: Token) -> None:
+        self.characters += len(token.text)
+        if not self.tokens:
+            self.first_at = time.perf_counter()
+        self.tokens += 1
+
+    def reading(self, metrics: GenerateMetrics | None) -> Reading:
+        ended_at = time.perf_counter()
+        if metrics is None:
+            return Reading(self.tokens, self.characters, self.started_at, self.first_at, ended_at)
+        return Reading(
+            self.tokens,
+            self.characters,
+            self.started_at,
+            self.first_at,
+            ended_at,
+            decode_rate=metrics.decode_tokens_per_second,
+            prompt_seconds=metrics.prefill_seconds,
+        )
+
+
 def read_ours_async(model: TextModel, prompt: str, limit: int) -> Reading:
     """`TextModel.agenerate`, greedy, read by a task on a fresh event loop."""
 
     async def read() -> Reading:
-        started_at = time.perf_counter()
+        tally = _Tally()
         stream = model.agenerate(prompt, max_tokens=limit, temperature=0.0)
-        tokens, characters, first_at = 0, 0, 0.0
         async for token in stream:
-            characters += len(token.text)
-            if not tokens:
-                first_at = time.perf_counter()
-            tokens += 1
-        metrics = stream.metrics
-        rate = None if metrics is None else metrics.decode_tokens_per_second
-        return Reading(
-            tokens, characters, started_at, first_at, time.perf_counter(), decode_rate=rate
-        )
+            tally.add(token)
+        return tally.reading(stream.metrics)
 
     return asyncio.run(read())
 
 
 def read_ours(model: TextModel, prompt: str, limit: int) -> Reading:
     """`TextModel.generate`, greedy, as a user calls it."""
-    started_at = time.perf_counter()
+    tally = _Tally()
     stream = model.generate(prompt, max_tokens=limit, temperature=0.0)
-    tokens, characters, first_at = 0, 0, 0.0
     for token in stream:
-        characters += len(token.text)
-        if not tokens:
-            first_at = time.perf_counter()
-        tokens += 1
-    ended_at = time.perf_counter()
-    metrics = stream.metrics
-    if metrics is None:
-        return Reading(tokens, characters, started_at, first_at, ended_at)
-    return Reading(
-        tokens,
-        characters,
-        started_at,
-        first_at,
-        ended_at,
-        decode_rate=metrics.decode_tokens_per_second,
-        prompt_seconds=metrics.prefill_seconds,
-    )
+        tally.add(token)
+    return tally.reading(stream.metrics)
