@@ -125,20 +125,20 @@ class Token:
     top_logprobs: tuple[Token, ...] = attrs.field(default=(), validator=_tuple)
 
 
-def _json_object(value: Any) -> dict[str, Any]:
+def _json_object(value: Any, field: str) -> dict[str, Any]:
     """A deep copy through JSON: the value is checked to be JSON, and the caller's later
     changes to their own dict cannot reach a frozen value."""
-    if not isinstance(value, Mapping):
-        raise TypeError(f"expected a JSON object (a dict), got {value!r}")
-    copied: dict[str, Any] = json.loads(json.dumps(value))
+    try:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected a JSON object (a dict), got {value!r}")
+        copied: dict[str, Any] = json.loads(json.dumps(value))
+    except (TypeError, ValueError) as error:
+        raise InvalidValue(field, f"{field} must be a JSON object: {error}") from None
     return copied
 
 
-def _arguments(value: Any) -> dict[str, Any]:
-    try:
-        return _json_object(value)
-    except (TypeError, ValueError) as error:
-        raise InvalidValue("arguments", f"arguments must be a JSON object: {error}") from None
+def _arguments(value: Any) -> dict[str, Any]:  # named: mypy's attrs plugin needs a function
+    return _json_object(value, "arguments")
 
 
 @attrs.frozen
@@ -237,10 +237,7 @@ MAX_LOGPROBS = 20  # as OpenAI's top_logprobs
 
 
 def _schema(value: Any) -> dict[str, Any]:
-    try:
-        return _json_object(value)
-    except (TypeError, ValueError) as error:
-        raise InvalidValue("json_schema", f"json_schema must be a JSON object: {error}") from None
+    return _json_object(value, "json_schema")
 
 
 @attrs.frozen
