@@ -94,15 +94,17 @@ def _constraint_error(error: RequestRejected, config: GenerateConfig) -> Invalid
     return InvalidValue(field, f"llama-server could not use the {field}: {error.server_message}")
 
 
-def _with_figures(token: Token, probabilities: dict[str, Any]) -> Token:
-    """The token with its log-probability and its candidates', from one entry of
-    llama-server's `completion_probabilities`."""
+def _token(token_id: int, text: str, probabilities: dict[str, Any] | None) -> Token:
+    """A token, with its log-probability and its candidates' when the server sent them
+    (one entry of its `completion_probabilities`)."""
+    if probabilities is None:
+        return Token(token_id, text)
     candidates = tuple(
         Token(int(c["id"]), _text(c), logprob=min(0.0, float(c["logprob"])))
         for c in probabilities.get("top_logprobs", ())
     )
     logprob = min(0.0, float(probabilities["logprob"]))
-    return Token(token.id, token.text, logprob=logprob, top_logprobs=candidates)
+    return Token(token_id, text, logprob=logprob, top_logprobs=candidates)
 
 
 def _text(candidate: dict[str, Any]) -> str:
@@ -269,8 +271,10 @@ class LlamaServerModel(StreamingModel):
                 if token_id in stops:
                     return
                 delivered += 1
-                token = Token(token_id, event["content"])
-                yield _with_figures(token, figures[-1]) if figures else token
+                content = event["content"]
+                yield (
+                    _token(token_id, content, figures[-1]) if figures else Token(token_id, content)
+                )
                 if delivered == limit:
                     return
             elif ids:
@@ -426,5 +430,4 @@ def _split_group(
         yield Token(token_id, "")
     if text is None:
         text = b"".join(data for _, data in group).decode("utf-8", "replace")
-    last = Token(group[-1][0], text)
-    yield _with_figures(last, figures) if figures is not None else last
+    yield _token(group[-1][0], text, figures)
