@@ -110,18 +110,26 @@ def server_args(config: LoadConfig, gpu_layers: int | None) -> list[str]:
         args += ["--parallel", str(config.parallel_slots)]
     if config.adapter_path is not None:
         args += ["--lora", config.adapter_path]
-    if config.embeddings:
-        args += ["--embeddings"]
-        if not _user_sets(("-ub", "--ubatch-size"), config.extra_args):
-            # A text is embedded in one physical batch: let it be as long as the context.
-            size = str(embed_batch(config))
-            args += ["--ubatch-size", size, "--batch-size", size]
     return args + list(config.extra_args)
 
 
-def embed_batch(config: LoadConfig) -> int:
+def _embed_batch(config: LoadConfig) -> int:
     """The longest text (in tokens) the server embeds: its physical batch."""
     return config.context_len or _EMBED_BATCH
+
+
+def _embedding_args(config: LoadConfig, header: gguf_meta.GgufHeader) -> list[str]:
+    """--embeddings, a physical batch as long as the context (a text is embedded in one),
+    and mean pooling for a model that declares none (a generative one), unless the
+    user's own flags set them."""
+    args = ["--embeddings"]
+    if not _user_sets(("-ub", "--ubatch-size"), config.extra_args):
+        size = str(_embed_batch(config))
+        args += ["--ubatch-size", size, "--batch-size", size]
+    declared = f"{header.architecture}.pooling_type" in header.metadata
+    if not declared and not _user_sets(("--pooling",), config.extra_args):
+        args += ["--pooling", "mean"]
+    return args
 
 
 def _settings(server: LlamaServer, load_timeout: float) -> Any:
@@ -159,17 +167,11 @@ def load_with_server(
             raise InvalidModelFile(
                 config.adapter_path, f"(the LoRA adapter) {error.problem}"
             ) from None
-    pooling = (
-        ["--pooling", "mean"]  # a generative model declares none: one vector per text, then
-        if config.embeddings
-        and f"{info.architecture}.pooling_type" not in header.metadata
-        and not _user_sets(("--pooling",), config.extra_args)
-        else []
-    )
+    embedding = _embedding_args(config, header) if config.embeddings else []
     options = ServerOptions(
         binary=binary,
         model_path=info.path,
-        args=(*server_args(config, gpu_layers), *pooling, *extra_args),
+        args=(*embedding, *server_args(config, gpu_layers), *extra_args),  # the user's last
         environ=environ,
         gpu_selection=gpu_selection,
         load_timeout=load_timeout,
@@ -189,7 +191,7 @@ def load_with_server(
         model_type=info.architecture or "unknown",
         context_len=context_len,
         slots=slots,
-        embed_batch=min(embed_batch(config), context_len) if config.embeddings else None,
+        embed_batch=min(_embed_batch(config), context_len) if config.embeddings else None,
     )
 
 
