@@ -9,18 +9,25 @@ __all__ = [
     "BackendNotFound",
     "BackendUnavailable",
     "Cancelled",
+    "ConnectionLost",
     "ContextOverflow",
     "GenerationError",
     "GenerationTimeout",
     "InferenceError",
     "InvalidModelFile",
     "InvalidValue",
+    "KeyRefused",
     "ModelClosed",
     "ModelLoadError",
     "NoBackendAvailable",
     "ServerCrashed",
+    "ServerNotReady",
     "ServerStartError",
+    "ServerUnreachable",
+    "TlsVerificationFailed",
+    "UnexpectedServer",
     "UnsupportedOption",
+    "WorkersUnreachable",
 ]
 
 
@@ -69,6 +76,44 @@ class InvalidModelFile(ModelLoadError, ValueError):
         self.problem = problem
 
 
+class _RemoteFailure(ModelLoadError):
+    """A server the model lives on, not started by us, could not be used: `url` is where."""
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class ServerUnreachable(_RemoteFailure):
+    """Nothing answers at the address (refused, no such host, a timeout, a TLS failure)."""
+
+
+class TlsVerificationFailed(ServerUnreachable):
+    """The server's certificate was not trusted: name its CA (`ca_bundle`), never
+    turn verification off outside a test."""
+
+
+class KeyRefused(_RemoteFailure):
+    """The server refused the API key (or asked for one that was not given)."""
+
+
+class UnexpectedServer(_RemoteFailure):
+    """Something answers at the address, but not as the server the backend drives."""
+
+
+class ServerNotReady(_RemoteFailure):
+    """The server is up but still loading its model, past the load timeout."""
+
+
+class WorkersUnreachable(ModelLoadError):
+    """Workers a model was to be split over (`LoadConfig.rpc_servers`) cannot be reached;
+    `workers` lists them."""
+
+    def __init__(self, workers: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.workers = workers
+
+
 class _ServerFailure(InferenceError):
     """A server process failed: `summary` is what happened, `log_tail` its last log
     lines (the message holds both), `returncode` its exit status, negative for a
@@ -100,6 +145,11 @@ class GenerationError(InferenceError):
 
 class ServerCrashed(_ServerFailure, GenerationError):
     """The server process died or dropped the connection mid-request."""
+
+
+class ConnectionLost(GenerationError):
+    """The connection to a server we did not start broke mid-request. The server may
+    have restarted: the model stays usable and the next request connects anew."""
 
 
 class ContextOverflow(GenerationError):

@@ -285,6 +285,48 @@ def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _endpoints(value: str | Iterable[str]) -> tuple[str, ...]:
+    """A tuple of "host:port"; one string may list several, comma-separated, as `--rpc` does."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return tuple(value)
+
+
+def _check_endpoints(_: Any, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+    for item in value:
+        host, colon, port = item.rpartition(":") if isinstance(item, str) else ("", "", "")
+        bare_host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        good = (
+            colon
+            and bare_host
+            and not any(c.isspace() or c in ",/[]" for c in bare_host.replace(":", ""))
+            and port.isascii()
+            and port.isdigit()
+            and 0 < int(port) < 65536
+        )
+        if not good:
+            raise InvalidValue(
+                attribute.name,
+                f'{attribute.name} must hold "host:port" addresses (port 1-65535), '
+                f"got {item!r} in {value!r}",
+            )
+
+
+def _header_value(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """A value sent in an HTTP header: a line break in it would forge headers."""
+    if value is not None and (
+        not isinstance(value, str) or not value or any(c in value for c in "\r\n\0")
+    ):
+        raise InvalidValue(
+            attribute.name,
+            f"{attribute.name} must be a non-empty string without line breaks",  # never the key
+        )
+
+
+def _masked(value: str | None) -> str:
+    return "None" if value is None else "'***'"
+
+
 @attrs.frozen
 class LoadConfig:
     """How to load a model.
@@ -297,6 +339,12 @@ class LoadConfig:
     backend choose (llama-server's backends leave one CPU free, since their
     threads stall beside any other busy process). embeddings True readies the
     model for `embed()` as well as for generation.
+
+    rpc_servers ("host:port" each) splits the model's layers over llama.cpp RPC
+    workers. api_key, ca_bundle and verify_tls are for a server reached over the
+    network (the `remote` backend): the key is sent as a bearer token and never
+    shown in a repr; ca_bundle names the CA file that signs its certificate, and
+    verify_tls=False turns checking off (a warning says so).
     """
 
     backend: str = attrs.field(default="", validator=_str)
@@ -310,6 +358,12 @@ class LoadConfig:
     extra_args: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     threads: int = attrs.field(default=0, validator=_int_in(0, 1024))
     embeddings: bool = attrs.field(default=False, validator=_bool)
+    rpc_servers: tuple[str, ...] = attrs.field(
+        default=(), converter=_endpoints, validator=_check_endpoints
+    )
+    api_key: str | None = attrs.field(default=None, repr=_masked, validator=_header_value)
+    ca_bundle: str | None = attrs.field(default=None, converter=_optional_path)
+    verify_tls: bool = attrs.field(default=True, validator=_bool)
 
     @gpu_layers.validator
     def _check_gpu_layers(self, attribute: attrs.Attribute[Any], value: object) -> None:
