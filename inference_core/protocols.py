@@ -271,7 +271,12 @@ class TextModel(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """Something that can load models. `status()` is cheap and never raises."""
+    """Something that can load models. `status()` is cheap and never raises.
+
+    A backend that loads URLs rather than files says which with an optional
+    class attribute, `schemes = ("http", "https")`: `backend="auto"` gives it
+    only locations of those schemes, and never gives one to a file backend.
+    """
 
     name: str
     priority: int

@@ -22,7 +22,13 @@ import attrs
 import pluggy
 
 from . import hookspecs
-from .errors import BackendNotFound, BackendUnavailable, InvalidModelFile, NoBackendAvailable
+from .errors import (
+    BackendNotFound,
+    BackendUnavailable,
+    InvalidModelFile,
+    InvalidValue,
+    NoBackendAvailable,
+)
 from .protocols import Backend, BackendStatus, TextModel
 from .types import LoadConfig, ModelInfo, build_config
 
@@ -205,9 +211,31 @@ def get_backend(name: str) -> Backend:
     )
 
 
-def default_backend() -> Backend:
-    """The available backend with the highest priority, ties broken by name."""
+def _schemes(backend: Backend) -> tuple[str, ...]:
+    """The URL schemes a backend loads (its optional `schemes`); none: it loads files."""
+    return tuple(getattr(backend, "schemes", ()) or ())
+
+
+def _loads(backend: Backend, scheme: str | None) -> bool:
+    """Whether a backend loads a location of this URL scheme (None: a file path)."""
+    schemes = _schemes(backend)
+    return scheme in schemes if scheme else not schemes
+
+
+def _url_scheme(location: str) -> str | None:
+    """The scheme of a URL ("https" for "https://host/..."), or None for a file path."""
+    scheme, separator, _ = location.partition("://")
+    valid = scheme[:1].isalpha() and all(c.isalnum() or c in "+.-" for c in scheme)
+    return scheme.lower() if separator and scheme.isascii() and valid else None
+
+
+def default_backend(scheme: str | None = None) -> Backend:
+    """The available backend with the highest priority (ties broken by name) for a model
+    file or, given a URL scheme, among the backends that load that scheme."""
     found, broken = _registry.snapshot()
+    found = [backend for backend in found if _loads(backend, scheme)]
+    if scheme and not found:
+        raise NoBackendAvailable(f"no installed backend loads {scheme}:// locations")
     statuses = {backend.name: _status(backend) for backend in found}
     for status in _ranked(list(statuses.values())):
         if status.available:
@@ -220,10 +248,19 @@ def default_backend() -> Backend:
     )
 
 
-def _resolve(name: str) -> Backend:
+def _resolve(name: str, location: str) -> Backend:
+    scheme = _url_scheme(location)
     if name in ("", "auto"):
-        return default_backend()
+        return default_backend(scheme)
     backend = get_backend(name)
+    if not _loads(backend, scheme):
+        schemes = _schemes(backend)
+        takes = " or ".join(f"{s}://" for s in schemes) + " URLs" if schemes else "model files"
+        raise InvalidValue(
+            "backend",
+            f"backend {name!r} loads {takes}, not {location!r}: use backend='auto', which "
+            "picks a backend for what it is given",
+        )
     status = _status(backend)
     if not status.available:
         raise BackendUnavailable(
@@ -247,7 +284,7 @@ def load(
     """
     load_config = build_config(LoadConfig, config, load_options)
     name = backend if backend not in ("", "auto") else load_config.backend or "auto"
-    chosen = _resolve(name)
+    chosen = _resolve(name, os.fspath(path))
     load_config = attrs.evolve(load_config, backend=chosen.name)
     logger.debug("loading %s with backend %r", os.fspath(path), chosen.name)
     model = chosen.load_model(os.fspath(path), load_config)

@@ -26,7 +26,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, final
+from typing import Any, Protocol, final
 
 from inference_core.errors import (
     ContextOverflow,
@@ -47,10 +47,9 @@ from inference_core.types import (
     build_config,
 )
 
-from .client import EventStream, RequestRejected, error_for
-from .server import LlamaServer
+from .client import EventStream, RequestRejected, ServerClient, error_for
 
-__all__ = ["LlamaServerModel", "request_body"]
+__all__ = ["LlamaServerModel", "ServerHandle", "request_body"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +127,22 @@ def metrics_from(timings: dict[str, Any] | None) -> GenerateMetrics | None:
     )
 
 
+class ServerHandle(Protocol):
+    """The llama-server a model talks to: a child we started (`server.LlamaServer`),
+    or one someone else runs (`remote.RemoteServer`)."""
+
+    @property
+    def client(self) -> ServerClient: ...
+
+    def where(self) -> str:
+        """Where it runs, for a repr: a pid and port, or a URL."""
+        ...
+
+    def stop(self) -> None:
+        """Stop using it: close our connections (and stop the process, if it is ours)."""
+        ...
+
+
 @final
 class _Generation:
     """The state of one streamed generation, shared by its token generator and its stream."""
@@ -152,7 +167,7 @@ class LlamaServerModel(StreamingModel):
 
     def __init__(
         self,
-        server: LlamaServer,
+        server: ServerHandle,
         info: ModelInfo,
         *,
         model_type: str,
@@ -171,9 +186,7 @@ class LlamaServerModel(StreamingModel):
         self._crash: ServerCrashed | None = None
 
     def __repr__(self) -> str:
-        return (
-            f"<LlamaServerModel {self.info.path!r} pid={self.server.pid} port={self.server.port}>"
-        )
+        return f"<LlamaServerModel {self.info.path!r} {self.server.where()}>"
 
     @property
     def context_len(self) -> int:
@@ -399,8 +412,9 @@ class LlamaServerModel(StreamingModel):
     # -- state ---------------------------------------------------------------
 
     def close(self) -> None:
-        """Abort open streams, stop the server (SIGTERM, then SIGKILL). Idempotent, and
-        in every thread that calls it the server is gone when it returns."""
+        """Abort open streams and stop the server: SIGTERM, then SIGKILL, for one we
+        started; a remote one is only disconnected. Idempotent, and in every thread
+        that calls it the server (or our connections to it) is gone when it returns."""
         self._closed.set()
         self.server.stop()
 

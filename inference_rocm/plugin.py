@@ -22,9 +22,11 @@ def register_backends(register: Callable[[Backend], None]) -> None:
     if not supported_platform():
         return
     from .backends import LlamaCppBackend, RocmBackend
+    from .remote import RemoteBackend
 
     register(RocmBackend())
     register(LlamaCppBackend())
+    register(RemoteBackend())
 
 
 @inference_core.hookimpl

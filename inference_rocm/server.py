@@ -216,6 +216,9 @@ class LlamaServer:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
+    def where(self) -> str:
+        return f"pid={self.pid} port={self.port}"
+
     def argv(self) -> list[str]:
         return [
             self.options.binary,

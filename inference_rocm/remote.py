@@ -1,0 +1,360 @@
+"""The `remote` backend: a llama-server someone else runs, reached at an http(s):// URL.
+
+Nothing is started and nothing is stopped: the model drives the server with the
+same client as a child of ours, and `close()` only closes our connections. What
+a local file would say (the context, the vocabulary, the size) comes from the
+server's `/props` and `/v1/models`. A broken connection is `ConnectionLost`, never
+a crash: the server may have restarted, and the next request connects anew.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import urllib.parse
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, final
+
+from inference_core.errors import (
+    ConnectionLost,
+    GenerationError,
+    InvalidValue,
+    KeyRefused,
+    ServerNotReady,
+    ServerUnreachable,
+    TlsVerificationFailed,
+    UnexpectedServer,
+)
+from inference_core.protocols import BackendStatus
+from inference_core.streams import GenerationScope
+from inference_core.types import LoadConfig, ModelInfo
+
+from .client import RequestRejected, ServerClient
+from .model import LlamaServerModel
+
+if TYPE_CHECKING:
+    import ssl
+
+__all__ = ["KEY_VARIABLE", "RemoteBackend", "RemoteServer", "attach"]
+
+logger = logging.getLogger(__name__)
+
+KEY_VARIABLE = "LLAMA_API_KEY"  # the variable llama-server itself reads its key from
+_SCHEMES = ("http", "https")
+# Fields that shape a server as it starts: whoever started the remote one chose them.
+_SERVER_FIELDS = (
+    "context_len",
+    "gpu_layers",
+    "parallel_slots",
+    "devices",
+    "adapter_path",
+    "extra_args",
+    "threads",
+    "rpc_servers",
+)
+_LOADING_POLL = 0.25  # seconds between /health checks while the server loads its model
+# A TCP connect and TLS handshake take a round trip or two: a server that lets one wait
+# longer is not the server asked for (a plain one reading a ClientHello as a request).
+_CONNECT_TIMEOUT = 10.0
+
+
+@final
+class RemoteServer:
+    """A llama-server someone else runs: our client to it, and nothing to stop."""
+
+    pid = None
+
+    def __init__(
+        self,
+        url: str,
+        host: str,
+        port: int,
+        api_key: str | None,
+        *,
+        tls: ssl.SSLContext | None,
+        base_path: str,
+    ) -> None:
+        self.url = url
+        self.port = port
+        self.keyed = api_key is not None  # whether a key is sent (never the key itself)
+        self.client = ServerClient(
+            host,
+            port,
+            api_key,
+            alive=lambda: True,  # a remote process cannot be watched; deadlines bound waits
+            diagnose=self.diagnose,
+            tls=tls,
+            base_path=base_path,
+        )
+
+    def where(self) -> str:
+        return f"at {self.url}"
+
+    def diagnose(self, what: str) -> ConnectionLost:
+        return ConnectionLost(
+            f"the connection to the llama-server at {self.url} broke: {what}. It may have "
+            "restarted or be out of reach; the model stays usable, and the next request "
+            "connects anew"
+        )
+
+    def stop(self) -> None:
+        self.client.close()
+
+
+def _parse(url: str) -> tuple[str, str, int, str]:
+    """scheme, host, port and path prefix of a server URL; anything else is refused."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise InvalidValue("path", f"{url!r} is not a valid URL: {error}") from None
+    if parts.scheme not in _SCHEMES or not parts.hostname:
+        raise InvalidValue(
+            "path", f"{url!r} is not a server URL: the remote backend takes http:// or https://"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise InvalidValue(
+            "path",
+            "the URL holds a user name or password: give the key as api_key= or in "
+            f"{KEY_VARIABLE}, where it stays out of logs and errors",
+        )
+    if parts.query or parts.fragment:
+        raise InvalidValue("path", f"a server URL takes no query or fragment, got {url!r}")
+    default = 443 if parts.scheme == "https" else 80
+    return parts.scheme, parts.hostname, port or default, parts.path.rstrip("/")
+
+
+def _tls_context(config: LoadConfig, url: str) -> ssl.SSLContext:
+    """The system's trust store (or SSL_CERT_FILE), or only the named CA bundle."""
+    import ssl
+
+    if config.ca_bundle is not None and not os.path.isfile(config.ca_bundle):
+        raise InvalidValue("ca_bundle", f"ca_bundle {config.ca_bundle!r} is not a file")
+    context = ssl.create_default_context(cafile=config.ca_bundle)
+    if not config.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        logger.warning(
+            "TLS certificate checks are off for %s (verify_tls=False): anyone on the way can "
+            "read and change the prompts, the answers and the API key; name the server's CA "
+            "with ca_bundle= instead",
+            url,
+        )
+    return context
+
+
+def _check_config(config: LoadConfig, scheme: str) -> None:
+    """Options that only shape a server we start, or only mean something for https."""
+    defaults = LoadConfig()
+    for name in _SERVER_FIELDS:
+        if getattr(config, name) != getattr(defaults, name):
+            raise InvalidValue(
+                name,
+                f"{name} is chosen by whoever starts the server; the remote backend attaches "
+                "to a running one and cannot change it: leave it unset, or set it on that "
+                "server's command line",
+            )
+    if scheme != "https":
+        for name in ("ca_bundle", "verify_tls"):
+            if getattr(config, name) != getattr(defaults, name):
+                raise InvalidValue(name, f"{name} is for https:// URLs only")
+
+
+def _connect_error(url: str, error: OSError, waited: float) -> ServerUnreachable:
+    import ssl
+
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return TlsVerificationFailed(
+            url,
+            f"the certificate of {url} is not trusted ({error.verify_message}): name the CA "
+            "that signed it with ca_bundle= (or SSL_CERT_FILE), or add it to the system's "
+            "trust store",
+        )
+    if isinstance(error, ssl.SSLError):
+        return ServerUnreachable(
+            url,
+            f"the TLS handshake with {url} failed ({error.reason or error}): is it an "
+            "https server? A plain one is reached with http://",
+        )
+    if isinstance(error, TimeoutError) and "handshake" in str(error):
+        return ServerUnreachable(
+            url,
+            f"{url} did not complete a TLS handshake within {waited:.3g} s: is it an "
+            "https server? A plain one is reached with http://",
+        )
+    if isinstance(error, TimeoutError):
+        reason = f"no answer within {waited:.3g} s"
+    else:
+        reason = error.strerror or str(error)
+    return ServerUnreachable(
+        url,
+        f"cannot reach a server at {url} ({reason}): check that it is running and that "
+        "the host and port are right",
+    )
+
+
+def _key_refused(server: RemoteServer, detail: str) -> KeyRefused:
+    if not server.keyed:
+        return KeyRefused(
+            server.url,
+            f"the server at {server.url} asks for an API key ({detail}) and none was given: "
+            f"set {KEY_VARIABLE}, or pass api_key=",
+        )
+    return KeyRefused(
+        server.url,
+        f"the server at {server.url} refused the API key ({detail}): give the right one as "
+        f"api_key= or in {KEY_VARIABLE}",
+    )
+
+
+def _get(server: RemoteServer, path: str, deadline: float) -> Any:
+    """One JSON GET within the load's deadline; a refused key is KeyRefused."""
+    scope = GenerationScope(timeout=max(0.001, deadline - time.monotonic()))
+    try:
+        return server.client.request("GET", path, scope=scope)
+    except RequestRejected as error:
+        if error.status in (401, 403):
+            raise _key_refused(server, error.server_message) from None
+        raise UnexpectedServer(
+            server.url,
+            f"{server.url}{path} answered {error.status} ({error.server_message}): is this "
+            "a llama-server, at the right path?",
+        ) from None
+    except GenerationError as error:
+        raise UnexpectedServer(
+            server.url, f"{server.url} does not answer as a llama-server does: {error}"
+        ) from None
+
+
+def _wait_until_ready(server: RemoteServer, deadline: float, timeout: float) -> None:
+    """`/health` until 200: connection problems raise at once, a 503 (loading) waits."""
+    url = server.url
+    while True:
+        remaining = max(0.001, min(_CONNECT_TIMEOUT, deadline - time.monotonic()))
+        try:
+            server.client.connect(remaining).close()
+        except OSError as error:
+            raise _connect_error(url, error, remaining) from None
+        status = server.client.status_of("/health", timeout=remaining)
+        if status == 200:
+            return
+        if status in (401, 403):
+            raise _key_refused(server, f"/health answered {status}")
+        if status != 503:
+            answer = f"answered {status}" if status else "does not answer HTTP"
+            raise UnexpectedServer(
+                url,
+                f"{url}/health {answer}: is this a llama-server, at the right path? (an "
+                "https server is reached with https://)",
+            )
+        if time.monotonic() + _LOADING_POLL > deadline:
+            raise ServerNotReady(
+                url,
+                f"the llama-server at {url} was still loading its model after {timeout:g} s: "
+                "try again later, or load with a longer load timeout",
+            )
+        time.sleep(_LOADING_POLL)
+
+
+def _size_label(parameters: int) -> str:
+    if parameters >= 1_000_000_000:
+        return f"{parameters / 1e9:.1f}B"
+    return f"{round(parameters / 1e6)}M" if parameters else ""
+
+
+def _model_info(url: str, props: Mapping[str, Any], models: Any) -> ModelInfo:
+    """What /props and /v1/models say of the model; llama-server reports no architecture
+    and no layer count, so those stay empty."""
+    entries = models.get("data") if isinstance(models, dict) else None
+    meta: dict[str, Any] = (entries[0].get("meta") or {}) if entries else {}
+    parameters, size = int(meta.get("n_params") or 0), int(meta.get("size") or 0)
+    model_path = str(props.get("model_path") or props.get("model_alias") or "")
+    name = os.path.basename(model_path)
+    return ModelInfo(
+        architecture="",
+        name=name[: -len(".gguf")] if name.lower().endswith(".gguf") else name,
+        context_length=int(meta.get("n_ctx_train") or 0),
+        block_count=0,
+        vocab_size=int(meta.get("n_vocab") or 0),
+        embedding_length=int(meta.get("n_embd") or 0),
+        file_type=str(props.get("model_ftype") or meta.get("ftype") or "unknown"),
+        quant_bits=round(size * 8 / parameters, 2) if parameters else 0.0,
+        size_label=_size_label(parameters),
+        path=url,
+        file_size=size,
+    )
+
+
+def attach(
+    url: str,
+    config: LoadConfig,
+    *,
+    environ: Mapping[str, str] | None = None,
+    load_timeout: float = 120.0,
+) -> LlamaServerModel:
+    """A model over the llama-server at `url`, checked to answer within `load_timeout`."""
+    scheme, host, port, base_path = _parse(url)
+    _check_config(config, scheme)
+    env = os.environ if environ is None else environ
+    key = config.api_key or env.get(KEY_VARIABLE) or None
+    tls = _tls_context(config, url) if scheme == "https" else None
+    server = RemoteServer(url, host, port, key, tls=tls, base_path=base_path)
+    deadline = time.monotonic() + load_timeout
+    try:
+        _wait_until_ready(server, deadline, load_timeout)
+        props = _get(server, "/props", deadline)
+        settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+        if not isinstance(settings, dict) or "n_ctx" not in settings:
+            raise UnexpectedServer(
+                url, f"{url}/props is not a llama-server's: it has no default_generation_settings"
+            )
+        info = _model_info(url, props, _get(server, "/v1/models", deadline))
+    except BaseException:
+        server.stop()
+        raise
+    context_len = int(settings["n_ctx"])
+    logger.info("attached to the llama-server at %s (%s)", url, info.name or "unnamed model")
+    return LlamaServerModel(
+        server,
+        info,
+        model_type=info.architecture or "unknown",
+        context_len=context_len,
+        slots=int(props.get("total_slots") or 1),
+        embed_batch=context_len if config.embeddings else None,
+    )
+
+
+@final
+class RemoteBackend:
+    """A running llama-server at an http:// or https:// URL: `load("http://host:8080")`."""
+
+    name = "remote"
+    priority = 0
+    schemes = _SCHEMES
+
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, *, load_timeout: float = 120.0
+    ) -> None:
+        self._environ = environ
+        self._load_timeout = load_timeout
+
+    def available(self) -> bool:
+        return True  # it needs nothing here but a URL
+
+    def status(self) -> BackendStatus:
+        env = os.environ if self._environ is None else self._environ
+        key = "set" if env.get(KEY_VARIABLE) else "not set"
+        return BackendStatus(
+            self.name,
+            self.priority,
+            True,
+            (),
+            (
+                f"attaches to a running llama-server at an http:// or https:// URL; "
+                f"{KEY_VARIABLE} is {key}",
+            ),
+        )
+
+    def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel:
+        return attach(path, config, environ=self._environ, load_timeout=self._load_timeout)
