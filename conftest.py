@@ -16,6 +16,7 @@ import pytest
 import inference_core as ic
 from inference_core.demo import demo_model_path
 from inference_rocm.server import LlamaServer
+from tests.external import KEY, ExternalServer
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -77,3 +78,17 @@ def shared_model(smollm2_path: str, llama_server_binary: str) -> Iterator[ic.Tex
     """One SmolLM2 server for the whole session: 4 slots, a 2048-token context."""
     with ic.load(smollm2_path, backend="llama_cpp", context_len=2048, parallel_slots=4) as model:
         yield model
+
+
+@pytest.fixture(scope="session")
+def external_server(
+    llama_server_binary: str, smollm2_path: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ExternalServer]:
+    """Someone else's llama-server for the remote backend, started by hand with the key
+    `tests.external.KEY`: 4 slots of 2048 tokens, as the shared model has."""
+    log = tmp_path_factory.mktemp("external") / "server.log"
+    server = ExternalServer(
+        llama_server_binary, smollm2_path, KEY, "--ctx-size", "8192", "--parallel", "4", log=log
+    )
+    yield server
+    server.stop()

@@ -45,7 +45,7 @@ OURS, OURS_ASYNC, BARE, REQUESTS, OPENAI = (
 )
 
 
-def _replay_model(endpoint: Endpoint, info: ModelInfo) -> LlamaServerModel:
+def _replay_model(endpoint: Endpoint, info: ModelInfo) -> LlamaServerModel[LlamaServer]:
     """Our model, talking to the replay server: a `LlamaServer` that was never spawned."""
     server = LlamaServer(ServerOptions(binary="(replay)", model_path=info.path), endpoint.port)
     return LlamaServerModel(

@@ -112,7 +112,13 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 def _load_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", "-m", metavar="PATH", help="GGUF file (default: the demo model)")
+    group.add_argument(
+        "--model",
+        "-m",
+        metavar="PATH",
+        help="GGUF file, or the http(s):// URL of a running llama-server (default: the demo "
+        "model); a server's key is read from LLAMA_API_KEY",
+    )
     group.add_argument(
         "--backend", "-b", default="auto", metavar="NAME", help="backend name (default: auto)"
     )
@@ -122,6 +128,18 @@ def _load_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--threads", type=int, default=0, metavar="N", help="CPU threads (0: all cores but one)"
+    )
+    group.add_argument(
+        "--rpc", default="", metavar="HOST:PORT,...", help="split the model over RPC workers"
+    )
+    group.add_argument(
+        "--ca-bundle", metavar="FILE", help="the CA that signs an https:// server's certificate"
+    )
+    group.add_argument(
+        "--no-verify-tls",
+        dest="verify_tls",
+        action="store_false",
+        help="do not check an https:// server's certificate (unsafe; prefer --ca-bundle)",
     )
 
 
@@ -270,6 +288,9 @@ def _load_config(args: argparse.Namespace, *, embeddings: bool = False) -> LoadC
         gpu_layers=args.gpu_layers,
         threads=args.threads,
         embeddings=embeddings,
+        rpc_servers=args.rpc,
+        ca_bundle=args.ca_bundle,
+        verify_tls=args.verify_tls,
     )
 
 

@@ -156,7 +156,7 @@ def load_with_server(
     gpu_selection: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
     load_timeout: float = 120.0,
-) -> LlamaServerModel:
+) -> LlamaServerModel[LlamaServer]:
     """Check the file, start llama-server on it, read back what it really runs with."""
     header = gguf_meta.read_header(path)
     info = gguf_meta.model_info(header)
@@ -197,9 +197,9 @@ def load_with_server(
 
 def start_first_that_runs(
     lookups: Sequence[BinaryLookup],
-    start: Callable[[str], LlamaServerModel],
+    start: Callable[[str], LlamaServerModel[LlamaServer]],
     environ: Mapping[str, str] | None = None,
-) -> LlamaServerModel:
+) -> LlamaServerModel[LlamaServer]:
     """Start the first binary that does not die by SIGILL while loading.
 
     One the lookup found by itself that does is remembered as crashing on this
@@ -275,7 +275,7 @@ class LlamaCppBackend:
         )
         return BackendStatus(self.name, self.priority, True, (), details)
 
-    def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel:
+    def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[LlamaServer]:
         found = self._candidates()
         if not found.usable:
             problems = found.first().problems
@@ -529,7 +529,7 @@ class RocmBackend:
             )
         return tuple(by_index[index] for index in dict.fromkeys(wanted))
 
-    def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel:
+    def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[LlamaServer]:
         probe = self._probe()
         blocking = tuple(p for p in (probe.kfd, probe.binary_problem) if p is not None)
         if blocking:

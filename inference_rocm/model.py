@@ -26,7 +26,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, final
+from typing import Any, Generic, Protocol, TypeVar, final
 
 from inference_core.errors import (
     ContextOverflow,
@@ -143,6 +143,9 @@ class ServerHandle(Protocol):
         ...
 
 
+_Server = TypeVar("_Server", bound=ServerHandle)
+
+
 @final
 class _Generation:
     """The state of one streamed generation, shared by its token generator and its stream."""
@@ -160,14 +163,14 @@ class _Generation:
 
 
 @final
-class LlamaServerModel(StreamingModel):
+class LlamaServerModel(StreamingModel, Generic[_Server]):
     """A model served by one llama-server child. Safe to use from many threads."""
 
     supported_options = frozenset({"json_schema", "grammar", "logprobs"})
 
     def __init__(
         self,
-        server: ServerHandle,
+        server: _Server,
         info: ModelInfo,
         *,
         model_type: str,

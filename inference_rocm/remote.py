@@ -292,7 +292,7 @@ def attach(
     *,
     environ: Mapping[str, str] | None = None,
     load_timeout: float = 120.0,
-) -> LlamaServerModel:
+) -> LlamaServerModel[RemoteServer]:
     """A model over the llama-server at `url`, checked to answer within `load_timeout`."""
     scheme, host, port, base_path = _parse(url)
     _check_config(config, scheme)
@@ -356,5 +356,5 @@ class RemoteBackend:
             ),
         )
 
-    def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel:
+    def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[RemoteServer]:
         return attach(path, config, environ=self._environ, load_timeout=self._load_timeout)

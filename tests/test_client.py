@@ -4,17 +4,23 @@ real server cannot be made to split its answers where a test wants)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 import inference_core as ic
+from inference_core.streams import GenerationScope
 from inference_rocm.client import ServerClient
 from inference_rocm.model import LlamaServerModel
+
+from .tls_front import make_pki
 
 BODY = json.dumps({"tokens": [{"id": 227, "piece": [137]}], "note": "é" * 50}).encode()
 
@@ -86,3 +92,65 @@ def test_an_error_status_with_a_body_is_the_servers_message() -> None:
     with pytest.raises(ic.GenerationError, match="the server answered 400: bad grammar"):
         client.request("POST", "/completion", {"prompt": "x"})
     client.close()
+
+
+def tls_peer(folder: Path, answer: bytes | None) -> tuple[int, Path]:
+    """A TLS peer with a certificate from a CA made here: it answers one request with
+    `answer`, or says nothing after the handshake (None). Returns its port and the CA."""
+    ca, cert, key = make_pki(folder)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with listener:
+            connection, _ = listener.accept()
+            with context.wrap_socket(connection, server_side=True) as secure:
+                received = b""
+                while b"\r\n\r\n" not in received:
+                    received += secure.recv(65536)
+                if answer is not None:
+                    secure.sendall(answer)
+                with contextlib.suppress(OSError):
+                    while secure.recv(65536):  # open until the client closes
+                        pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1], ca
+
+
+def tls_client(port: int, ca: Path) -> ServerClient:
+    def diagnose(what: str) -> ic.InferenceError:
+        return ic.GenerationError(what)
+
+    tls = ssl.create_default_context(cafile=ca)
+    return ServerClient("127.0.0.1", port, None, alive=lambda: True, diagnose=diagnose, tls=tls)
+
+
+def test_a_json_request_over_tls_is_read_whole(tmp_path: Path) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY
+    port, ca = tls_peer(tmp_path, answer)
+    client = tls_client(port, ca)
+    assert client.request("POST", "/tokenize", {"content": "x"}) == json.loads(BODY)
+    client.close()
+
+
+def test_a_silent_tls_peer_ends_a_request_at_its_deadline(tmp_path: Path) -> None:
+    """OpenSSL retries a read inside itself when the socket's receive timeout runs out:
+    a TLS read must wake by Python's own timeout to see the deadline at all."""
+    port, ca = tls_peer(tmp_path, None)
+    client = tls_client(port, ca)
+    outcome: list[BaseException] = []
+
+    def request() -> None:
+        try:
+            client.request("GET", "/health", scope=GenerationScope(timeout=0.5))
+        except BaseException as error:
+            outcome.append(error)
+
+    waiting = threading.Thread(target=request, daemon=True)
+    waiting.start()
+    waiting.join(30)
+    assert not waiting.is_alive(), "the request outlived its deadline by far: it never woke"
+    client.close()
+    assert len(outcome) == 1 and isinstance(outcome[0], ic.GenerationTimeout), outcome

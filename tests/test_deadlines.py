@@ -41,7 +41,7 @@ def load_fake(
 
 
 def log_lines(model: ic.TextModel) -> list[str]:
-    assert isinstance(model, LlamaServerModel)
+    assert isinstance(model, LlamaServerModel) and isinstance(model.server, LlamaServer)
     return model.server.log_tail(60).splitlines()
 
 

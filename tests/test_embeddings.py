@@ -10,6 +10,7 @@ import pytest
 
 import inference_core as ic
 from inference_rocm.model import LlamaServerModel
+from inference_rocm.server import LlamaServer
 
 pytestmark = pytest.mark.server
 
@@ -22,7 +23,7 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def embedder(smollm2_path: str) -> Iterator[LlamaServerModel]:
+def embedder(smollm2_path: str) -> Iterator[LlamaServerModel[LlamaServer]]:
     with ic.load(smollm2_path, backend="llama_cpp", context_len=256, embeddings=True) as model:
         assert isinstance(model, LlamaServerModel)
         yield model
@@ -34,7 +35,7 @@ def cosine(a: list[float], b: list[float]) -> float:
 
 
 def test_vectors_are_the_servers_own_of_the_reported_dimension(
-    embedder: LlamaServerModel,
+    embedder: LlamaServerModel[LlamaServer],
 ) -> None:
     vectors = embedder.embed(TEXTS)
     assert [len(vector) for vector in vectors] == [embedder.info.embedding_length] * 4
@@ -46,7 +47,7 @@ def test_vectors_are_the_servers_own_of_the_reported_dimension(
     assert related > unrelated, "a cat on a mat should be nearer a kitten on a rug than stocks"
 
 
-def test_normalize_false_gives_the_raw_vectors(embedder: LlamaServerModel) -> None:
+def test_normalize_false_gives_the_raw_vectors(embedder: LlamaServerModel[LlamaServer]) -> None:
     (unit,) = embedder.embed(TEXTS[:1])
     (raw,) = embedder.embed(TEXTS[:1], normalize=False)
     length = math.sqrt(sum(x * x for x in raw))
@@ -57,7 +58,7 @@ def test_normalize_false_gives_the_raw_vectors(embedder: LlamaServerModel) -> No
 
 
 def test_the_same_model_still_generates_as_one_loaded_without(
-    embedder: LlamaServerModel, shared_model: ic.TextModel
+    embedder: LlamaServerModel[LlamaServer], shared_model: ic.TextModel
 ) -> None:
     prompt = "The capital of France is"
     assert [t.id for t in embedder.generate(prompt, max_tokens=12)] == [
@@ -65,7 +66,9 @@ def test_the_same_model_still_generates_as_one_loaded_without(
     ]
 
 
-def test_a_text_too_long_is_a_context_overflow_naming_it(embedder: LlamaServerModel) -> None:
+def test_a_text_too_long_is_a_context_overflow_naming_it(
+    embedder: LlamaServerModel[LlamaServer],
+) -> None:
     texts = ["short", "word " * 400, "short too"]
     with pytest.raises(ic.ContextOverflow, match=r"text 1 \(\d+ tokens\) is longer than the 256"):
         embedder.embed(texts)

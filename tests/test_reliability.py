@@ -21,6 +21,7 @@ import inference_core as ic
 from inference_rocm import server as server_module
 from inference_rocm.backends import LlamaCppBackend
 from inference_rocm.model import LlamaServerModel
+from inference_rocm.server import LlamaServer
 
 from .procs import (
     children,
@@ -48,7 +49,7 @@ def new_children() -> Callable[[], set[int]]:
     return lambda: children() - before
 
 
-def load_fresh(path: str, **options: object) -> LlamaServerModel:
+def load_fresh(path: str, **options: object) -> LlamaServerModel[LlamaServer]:
     model = ic.load(path, backend="llama_cpp", **options)  # type: ignore[arg-type]
     assert isinstance(model, LlamaServerModel)
     return model

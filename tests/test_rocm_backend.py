@@ -22,6 +22,7 @@ from inference_core.types import LoadConfig
 from inference_rocm import backends, binaries, plugin
 from inference_rocm.backends import ALLOW_IGPU_VARIABLE, RocmBackend
 from inference_rocm.model import LlamaServerModel
+from inference_rocm.server import LlamaServer
 from tests.procs import child_argv, make_executable
 from tests.test_devices import MI210_UUIDS, XTX_UUID, make_gpu, mi210_server, workstation
 from tests.test_vram import room_for, sizes_of_tensors
@@ -52,7 +53,7 @@ def rocm(root: Path, **env: str) -> RocmBackend:
     return RocmBackend(root, {"PATH": os.environ.get("PATH", os.defpath), **named, **env})
 
 
-def child_environ(model: LlamaServerModel) -> dict[str, str]:
+def child_environ(model: LlamaServerModel[LlamaServer]) -> dict[str, str]:
     raw = Path(f"/proc/{model.server.pid}/environ").read_bytes()
     return dict(entry.split("=", 1) for entry in raw.decode().split("\0") if "=" in entry)
 
@@ -286,10 +287,10 @@ def test_a_bug_while_probing_is_reported_not_raised(
     assert "RuntimeError('boom')" in reason
 
 
-def test_the_plugin_registers_rocm_before_llama_cpp() -> None:
+def test_the_plugin_registers_rocm_before_llama_cpp_and_then_remote() -> None:
     registered: list[Any] = []
     plugin.register_backends(registered.append)
-    assert [backend.name for backend in registered] == ["rocm", "llama_cpp"]
+    assert [backend.name for backend in registered] == ["rocm", "llama_cpp", "remote"]
 
 
 # --- loading: device selection, the child's environment, the pre-flight ------------------

@@ -12,6 +12,7 @@ import pytest
 import inference_core as ic
 from inference_rocm.backends import LlamaCppBackend, load_with_server
 from inference_rocm.model import LlamaServerModel
+from inference_rocm.server import LlamaServer
 
 from .procs import child_argv, make_executable
 
@@ -36,24 +37,26 @@ def listening_addresses(pid: int, port: int) -> set[str]:
 
 
 @pytest.fixture
-def model(shared_model: ic.TextModel) -> LlamaServerModel:
+def model(shared_model: ic.TextModel) -> LlamaServerModel[LlamaServer]:
     assert isinstance(shared_model, LlamaServerModel)
     return shared_model
 
 
-def test_the_server_listens_on_loopback_only(model: LlamaServerModel) -> None:
+def test_the_server_listens_on_loopback_only(model: LlamaServerModel[LlamaServer]) -> None:
     assert model.server.pid is not None
     assert listening_addresses(model.server.pid, model.server.port) == {"0100007F"}  # 127.0.0.1
 
 
-def test_the_key_is_in_the_environment_never_on_argv(model: LlamaServerModel) -> None:
+def test_the_key_is_in_the_environment_never_on_argv(model: LlamaServerModel[LlamaServer]) -> None:
     assert model.server.pid is not None
     key = child_environ(model.server.pid)["LLAMA_API_KEY"]
     assert len(key) >= 32
     assert not any(key in arg for arg in child_argv(model.server.pid))
 
 
-def test_each_server_gets_a_fresh_key(model: LlamaServerModel, smollm2_path: str) -> None:
+def test_each_server_gets_a_fresh_key(
+    model: LlamaServerModel[LlamaServer], smollm2_path: str
+) -> None:
     assert model.server.pid is not None
     with ic.load(smollm2_path, backend="llama_cpp", context_len=128) as other:
         assert isinstance(other, LlamaServerModel) and other.server.pid is not None
@@ -63,14 +66,14 @@ def test_each_server_gets_a_fresh_key(model: LlamaServerModel, smollm2_path: str
         )
 
 
-def test_a_request_without_the_key_is_refused(model: LlamaServerModel) -> None:
+def test_a_request_without_the_key_is_refused(model: LlamaServerModel[LlamaServer]) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", model.server.port, timeout=10)
     connection.request("POST", "/completion", body=b'{"prompt": "hi", "n_predict": 1}')
     assert connection.getresponse().status == 401
     connection.close()
 
 
-def test_the_web_ui_is_off(model: LlamaServerModel) -> None:
+def test_the_web_ui_is_off(model: LlamaServerModel[LlamaServer]) -> None:
     assert model.server.pid is not None
     assert "--no-webui" in child_argv(model.server.pid)
     connection = http.client.HTTPConnection("127.0.0.1", model.server.port, timeout=10)
@@ -119,7 +122,9 @@ def test_an_empty_environment_is_empty_and_only_none_inherits(
         assert ("GGML_SENTINEL" in child_environ(loaded.server.pid)) is inherited
 
 
-def test_no_shell_starts_the_server(model: LlamaServerModel, llama_server_binary: str) -> None:
+def test_no_shell_starts_the_server(
+    model: LlamaServerModel[LlamaServer], llama_server_binary: str
+) -> None:
     assert model.server.pid is not None
     argv = child_argv(model.server.pid)
     assert os.path.realpath(argv[0]) == os.path.realpath(llama_server_binary)
