@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 import inference_core as ic
 from inference_rocm.model import LlamaServerModel
 from inference_rocm.server import LlamaServer
+
+from .external import KEY, ExternalServer
 
 pytestmark = pytest.mark.server
 
@@ -81,3 +84,24 @@ def test_a_model_loaded_without_embeddings_says_how_to_get_them(
     with pytest.raises(ic.UnsupportedOption, match="embeddings=True") as caught:
         shared_model.embed(TEXTS)
     assert caught.value.option == "embed"
+
+
+def test_a_remote_server_started_for_embeddings_gives_the_same_vectors(
+    embedder: LlamaServerModel[LlamaServer],
+    external_server: ExternalServer,
+    llama_server_binary: str,
+    smollm2_path: str,
+    tmp_path: Path,
+) -> None:
+    flags = ("--embeddings", "--pooling", "mean", "--ubatch-size", "256", "--batch-size", "256")
+    server = ExternalServer(llama_server_binary, smollm2_path, KEY, *flags, log=tmp_path / "log")
+    try:
+        with ic.load(server.url, api_key=KEY, embeddings=True) as remote:
+            for mine, theirs in zip(remote.embed(TEXTS), embedder.embed(TEXTS), strict=True):
+                assert cosine(mine, theirs) >= 0.999
+    finally:
+        server.stop()
+    with ic.load(external_server.url, api_key=KEY, embeddings=True) as plain:
+        with pytest.raises(ic.GenerationError, match="Start it with `--embeddings`"):
+            plain.embed(TEXTS)
+        assert plain.generate("Hello", max_tokens=2).text()  # and it still generates
