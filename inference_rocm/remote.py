@@ -63,8 +63,6 @@ _CONNECT_TIMEOUT = 10.0
 class RemoteServer:
     """A llama-server someone else runs: our client to it, and nothing to stop."""
 
-    pid = None
-
     def __init__(
         self,
         url: str,
