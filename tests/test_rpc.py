@@ -1,5 +1,5 @@
 """Models split over llama.cpp RPC workers, against real workers (the pinned wheel's
-`ggml-rpc-server`) and the real llama-server on loopback.
+`ggml-rpc-server`) and the real llama-server on loopback; and `inference rpc-worker`.
 
 A fake stands in only where no real process can be made to do it: a worker that
 accepts the connection and then closes it, as no RPC worker does.
@@ -8,13 +8,15 @@ accepts the connection and then closes it, as no RPC worker does.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import pytest
@@ -22,6 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import inference_core as ic
+from inference_rocm import cpus
 from inference_rocm.backends import LlamaCppBackend, server_args
 from inference_rocm.binaries import worker_beside
 from inference_rocm.model import LlamaServerModel
@@ -343,7 +346,10 @@ def test_a_malformed_worker_address_is_an_invalid_value_naming_rpc_servers(bad: 
 
 @pytest.mark.parametrize("gpu_layers", [-1, "auto"])
 def test_over_workers_rocm_leaves_placing_the_layers_to_llama_server(
-    tmp_path: Path, smollm2_path: str, monkeypatch: pytest.MonkeyPatch, gpu_layers: int | str
+    tmp_path: Path,
+    smollm2_path: str,
+    monkeypatch: pytest.MonkeyPatch,
+    gpu_layers: int | Literal["auto"],
 ) -> None:
     small_card(tmp_path, smollm2_path, gpu_layers=12, context=512)  # all 30 do not fit here
     calls = captured_starts(monkeypatch)
@@ -361,3 +367,122 @@ def test_over_workers_rocm_sets_no_tensor_split_of_its_own(
     rocm(tmp_path).load_model(smollm2_path, ic.LoadConfig(rpc_servers="10.0.0.2:50052"))
     (call,) = calls
     assert call["extra_args"] == ()  # --tensor-split counts the workers' devices too
+
+
+# -- inference rpc-worker --------------------------------------------------------------
+
+
+def rpc_worker(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "inference_core", "rpc-worker", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def worker_of(command: subprocess.Popen[str]) -> int:
+    """The worker process the command started (from a thread of its own)."""
+    found: set[int] = set()
+
+    def spawned() -> bool:
+        for task in Path(f"/proc/{command.pid}/task").glob("*"):
+            try:
+                found.update(int(pid) for pid in (task / "children").read_text().split())
+            except OSError:
+                continue
+        return bool(found) or command.poll() is not None
+
+    assert wait_for(spawned, 30) and found, "the command started no worker"
+    return found.pop()
+
+
+@pytest.fixture
+def commands() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for command in started:
+        command.kill()
+        command.communicate()
+
+
+@pytest.mark.usefixtures("worker_binary")
+def test_rpc_worker_binds_loopback_by_default_and_stops_on_ctrl_c(
+    commands: list[subprocess.Popen[str]],
+) -> None:
+    port = free_port()
+    commands.append(command := rpc_worker("--port", str(port)))
+    worker = worker_of(command)
+    assert wait_for(lambda: listening_on(port) is not None, 30)
+    assert listening_on(port) == "127.0.0.1"
+    command.send_signal(signal.SIGINT)
+    _, stderr = command.communicate(timeout=30)
+    assert command.returncode == 130, stderr
+    assert wait_gone(worker, 10), "the worker outlived the command"
+    assert "authentication" not in stderr
+
+
+@pytest.mark.usefixtures("worker_binary")
+def test_rpc_worker_on_another_address_warns_and_stops_cleanly_on_sigterm(
+    commands: list[subprocess.Popen[str]],
+) -> None:
+    port = free_port()
+    commands.append(command := rpc_worker("--host", "0.0.0.0", "--port", str(port)))
+    worker = worker_of(command)
+    assert wait_for(lambda: listening_on(port) == "0.0.0.0", 30)
+    command.send_signal(signal.SIGTERM)
+    _, stderr = command.communicate(timeout=30)
+    assert command.returncode == 0, stderr
+    assert wait_gone(worker, 10), "the worker outlived the command"
+    assert "no authentication and no encryption" in stderr
+    assert "trusted network" in stderr
+
+
+@pytest.mark.usefixtures("worker_binary")
+def test_the_worker_dies_with_a_command_that_is_killed(
+    commands: list[subprocess.Popen[str]],
+) -> None:
+    commands.append(command := rpc_worker("--port", str(free_port())))
+    worker = worker_of(command)
+    command.kill()
+    command.communicate(timeout=30)
+    assert wait_gone(worker, 10), "the worker outlived the command"
+
+
+def test_rpc_worker_without_a_worker_binary_says_how_to_get_one(
+    tmp_path: Path, llama_server_binary: str
+) -> None:
+    lonely = tmp_path / "llama-server"  # a llama-server with no worker beside it
+    lonely.symlink_to(llama_server_binary)
+    command = rpc_worker(env={"LLAMA_SERVER_PATH": str(lonely)})
+    _, stderr = command.communicate(timeout=60)
+    assert command.returncode == 1
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("inference: error: no RPC worker"), stderr
+    assert str(lonely) in lines[0] and "inference server build" in lines[0]
+    assert "-DGGML_RPC=ON" in lines[0]
+
+
+def test_rpc_worker_runs_the_worker_beside_llama_server_as_the_backends_run_it(
+    commands: list[subprocess.Popen[str]], worker_binary: str
+) -> None:
+    commands.append(command := rpc_worker("--port", str(free_port())))
+    worker = worker_of(command)
+    argv = child_argv(worker)
+    assert argv[0] == worker_binary
+    assert argv[argv.index("--threads") + 1] == str(cpus.default_threads())
+    environ = Path(f"/proc/{worker}/environ").read_bytes().decode().split("\0")
+    library_path = next(e for e in environ if e.startswith("LD_LIBRARY_PATH="))
+    assert os.path.dirname(worker_binary) in library_path.split("=", 1)[1].split(os.pathsep)
+
+
+@pytest.mark.usefixtures("worker_binary")
+def test_rpc_worker_on_a_port_in_use_fails_saying_so() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        command = rpc_worker("--port", str(taken.getsockname()[1]))
+        _, stderr = command.communicate(timeout=60)
+    assert command.returncode == 1
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("inference: error: the RPC worker exited"), stderr
+    assert "the port is in use" in last
