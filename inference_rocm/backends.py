@@ -194,19 +194,8 @@ def load_with_server(
         gpu_selection=gpu_selection,
         load_timeout=load_timeout,
     )
-    workers = config.rpc_servers
-    if workers:
-        rpc.check_workers(workers, load_timeout)
+    server = rpc.start_with_workers(options, config.rpc_servers)
     try:
-        server = LlamaServer.start(options)
-    except ServerStartError as error:
-        if not workers:
-            raise
-        raise rpc.start_failure(workers, error, info.path) from None
-    try:
-        unreached = rpc.unreached_in_log(workers, server.log(), info.path)
-        if unreached is not None:
-            raise unreached
         props = _settings(server, load_timeout)
         settings = props.get("default_generation_settings", {})
         context_len = int(settings.get("n_ctx") or config.context_len or info.context_length)

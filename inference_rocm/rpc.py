@@ -19,7 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from inference_core.errors import ServerStartError, WorkersUnreachable
 
-__all__ = ["check_workers", "start_failure", "unreached_in_log"]
+from .server import LlamaServer, ServerOptions
+
+__all__ = ["check_workers", "start_with_workers"]
 
 _FAILED_CONNECT = re.compile(r"Failed to connect to (\S+)")
 # How a start ends when a worker answers wrongly: a stall (no status), an abort on a
@@ -59,7 +61,7 @@ def check_workers(workers: Sequence[str], timeout: float) -> None:
         raise WorkersUnreachable(tuple(failed), f"cannot reach the {_plural(listed)}: {_ADVICE}")
 
 
-def unreached_in_log(workers: Sequence[str], log: str, model: str) -> WorkersUnreachable | None:
+def _unreached_in_log(workers: Sequence[str], log: str, model: str) -> WorkersUnreachable | None:
     """The error for the workers llama-server's log says it could not connect to, if any."""
     failed = set(_FAILED_CONNECT.findall(log))
     missing = tuple(worker for worker in workers if worker in failed)
@@ -73,12 +75,12 @@ def unreached_in_log(workers: Sequence[str], log: str, model: str) -> WorkersUnr
     )
 
 
-def start_failure(
+def _start_failure(
     workers: Sequence[str], error: ServerStartError, model: str
 ) -> WorkersUnreachable | ServerStartError:
     """A failed start, told in terms of the workers: the ones it could not connect to,
     or else what a worker that answers wrongly does to a load."""
-    unreached = unreached_in_log(workers, error.log, model)
+    unreached = _unreached_in_log(workers, error.log, model)
     if unreached is not None:
         return unreached
     if error.returncode not in _WORKER_FAULTS:
@@ -92,3 +94,20 @@ def start_failure(
         returncode=error.returncode,
         log=error.log,
     )
+
+
+def start_with_workers(options: ServerOptions, workers: Sequence[str]) -> LlamaServer:
+    """`LlamaServer.start`; with workers, only once each one answers, and the server is
+    kept only if it reached them all."""
+    if not workers:
+        return LlamaServer.start(options)
+    check_workers(workers, options.load_timeout)
+    try:
+        server = LlamaServer.start(options)
+    except ServerStartError as error:
+        raise _start_failure(workers, error, options.model_path) from None
+    unreached = _unreached_in_log(workers, server.log(), options.model_path)
+    if unreached is not None:
+        server.stop()
+        raise unreached
+    return server
