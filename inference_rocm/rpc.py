@@ -2,11 +2,12 @@
 failed start means when they are in play.
 
 llama-server given `--rpc` to a worker it cannot connect to logs "Failed to
-connect to HOST:PORT" and then, in the pinned build, serves without that
-worker (newer sources abort instead). So the workers are checked with a TCP
-connect before the server starts, and its log is read once it is up, for a
-worker that went away in between. A worker serves one llama-server at a time:
-another one's connection waits unanswered, and the load stalls.
+connect to HOST:PORT" and then, in the pinned wheel, serves without that worker
+(the sources `inference server build` compiles abort instead). So the workers
+are checked with a TCP connect before the server starts, and its log is read
+once it is up, for a worker that went away in between. A worker serves one
+llama-server at a time: another one's connection waits unanswered, and the load
+stalls.
 """
 
 from __future__ import annotations
