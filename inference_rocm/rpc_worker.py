@@ -8,7 +8,7 @@ import contextlib
 import ipaddress
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -39,23 +39,22 @@ def add_worker_command(subparsers: Any) -> None:
         default=_LOOPBACK,
         help="the address to listen on (default: 127.0.0.1, this machine only)",
     )
-    worker.add_argument("--port", type=_port, default=_DEFAULT_PORT, help="default: 50052")
     worker.add_argument(
-        "--threads", type=_positive, help="CPU threads (default: every core but one)"
+        "--port", type=_whole_number(1, 65535), default=_DEFAULT_PORT, help="default: 50052"
+    )
+    worker.add_argument(
+        "--threads", type=_whole_number(1, 1024), help="CPU threads (default: every core but one)"
     )
     worker.set_defaults(handler=_serve)
 
 
-def _port(value: str) -> int:
-    if not value.isdigit() or not 0 < int(value) < 65536:
-        raise argparse.ArgumentTypeError(f"not a port number (1-65535): {value!r}")
-    return int(value)
+def _whole_number(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not value.isdigit() or not low <= int(value) <= high:
+            raise argparse.ArgumentTypeError(f"not a whole number from {low} to {high}: {value!r}")
+        return int(value)
 
-
-def _positive(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"not a positive whole number: {value!r}")
-    return int(value)
+    return parse
 
 
 def _loopback(host: str) -> bool:

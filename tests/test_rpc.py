@@ -508,3 +508,11 @@ def test_rpc_worker_on_a_port_in_use_fails_saying_so() -> None:
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("inference: error: the RPC worker exited"), stderr
     assert "the port is in use" in last
+
+
+@pytest.mark.parametrize("option", [("--port", "0"), ("--port", "65536"), ("--threads", "0")])
+def test_rpc_worker_with_a_bad_number_is_a_usage_error(option: tuple[str, str]) -> None:
+    command = rpc_worker(*option)
+    _, stderr = command.communicate(timeout=60)
+    assert command.returncode == 2
+    assert f"argument {option[0]}: not a whole number from 1 to" in stderr
