@@ -24,7 +24,7 @@ from inference_core.protocols import BackendStatus
 from inference_core.streams import GenerationScope
 from inference_core.types import LoadConfig
 
-from . import cpus, gguf_meta, vram
+from . import cpus, gguf_meta, rpc, vram
 from .binaries import BUILD_ADVICE, BinaryLookup, Candidates, candidates, record_crash
 from .devices import SELECTORS, GpuDevice, discover
 from .model import LlamaServerModel
@@ -94,9 +94,22 @@ def _threads(config: LoadConfig) -> list[str]:
     return []
 
 
+def _rpc(config: LoadConfig) -> list[str]:
+    """--rpc for the workers in rpc_servers; a --rpc in extra_args as well is a clash."""
+    if not config.rpc_servers:
+        return []
+    if _user_sets(("--rpc",), config.extra_args):
+        raise InvalidValue(
+            "rpc_servers",
+            f"rpc_servers={config.rpc_servers!r} and a --rpc in extra_args "
+            f"{config.extra_args!r} both name the workers; keep one of them",
+        )
+    return ["--rpc", ",".join(config.rpc_servers)]
+
+
 def server_args(config: LoadConfig, gpu_layers: int | None) -> list[str]:
     """llama-server flags for a LoadConfig; gpu_layers None leaves offloading to the server."""
-    args = _threads(config)
+    args = _threads(config) + _rpc(config)
     if config.context_len > 0:
         # llama-server divides its context among the slots; context_len is per sequence.
         total = config.context_len * max(1, config.parallel_slots)
@@ -111,6 +124,11 @@ def server_args(config: LoadConfig, gpu_layers: int | None) -> list[str]:
     if config.adapter_path is not None:
         args += ["--lora", config.adapter_path]
     return args + list(config.extra_args)
+
+
+def _requested_layers(config: LoadConfig) -> int | None:
+    """gpu_layers as asked for; None ("auto") leaves offloading to the server."""
+    return None if config.gpu_layers == "auto" else int(config.gpu_layers)
 
 
 def _embed_batch(config: LoadConfig) -> int:
@@ -176,7 +194,7 @@ def load_with_server(
         gpu_selection=gpu_selection,
         load_timeout=load_timeout,
     )
-    server = LlamaServer.start(options)
+    server = rpc.start_with_workers(options, config.rpc_servers)
     try:
         props = _settings(server, load_timeout)
         settings = props.get("default_generation_settings", {})
@@ -280,7 +298,7 @@ class LlamaCppBackend:
         if not found.usable:
             problems = found.first().problems
             raise BackendUnavailable(f"{self.name}: " + "; ".join(problems), problems)
-        gpu_layers = None if config.gpu_layers == "auto" else int(config.gpu_layers)
+        gpu_layers = _requested_layers(config)
         return start_first_that_runs(
             found.usable,
             lambda binary: load_with_server(
@@ -529,19 +547,25 @@ class RocmBackend:
             )
         return tuple(by_index[index] for index in dict.fromkeys(wanted))
 
+    def _plan(self, path: str, config: LoadConfig, chosen: Sequence[GpuDevice]) -> int | None:
+        """--n-gpu-layers, checked to fit the local GPUs; over RPC workers the check
+        cannot see their memory, so llama-server (--fit) places the layers itself."""
+        if config.rpc_servers:
+            return _requested_layers(config)
+        return vram.plan_gpu_layers(gguf_meta.read_header(path), config, chosen)
+
     def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[LlamaServer]:
         probe = self._probe()
         blocking = tuple(p for p in (probe.kfd, probe.binary_problem) if p is not None)
         if blocking:
             raise BackendUnavailable(f"{self.name}: " + "; ".join(blocking), blocking)
         chosen = self._choose(probe, config.devices)
-        header = gguf_meta.read_header(path)
-        gpu_layers = vram.plan_gpu_layers(header, config, chosen)
+        gpu_layers = self._plan(path, config, chosen)
         logger.info(
             "loading %s on %s with --n-gpu-layers %s",
             path,
             ", ".join(f"GPU {d.index} ({d.gfx})" for d in chosen),
-            "all" if gpu_layers < 0 else gpu_layers,
+            {None: "left to llama-server", -1: "all"}.get(gpu_layers, gpu_layers),
         )
         return start_first_that_runs(
             probe.binaries,
@@ -552,7 +576,7 @@ class RocmBackend:
                 gpu_layers=gpu_layers,
                 environ=self._environ,
                 gpu_selection=_selecting(chosen),
-                extra_args=_tensor_split(chosen, config.extra_args),
+                extra_args=() if config.rpc_servers else _tensor_split(chosen, config.extra_args),
                 load_timeout=self._load_timeout,
             ),
             self._env(),

@@ -33,6 +33,7 @@ __all__ = [
     "BUILD_ADVICE",
     "MANIFEST",
     "USER_VARIABLES",
+    "WORKER_NAMES",
     "BinaryLookup",
     "CachedBuild",
     "Candidates",
@@ -47,11 +48,14 @@ __all__ = [
     "newest_build",
     "record_crash",
     "wheel_binary",
+    "worker_beside",
 ]
 
 logger = logging.getLogger(__name__)
 
 USER_VARIABLES = ("ROCM_LLAMA_SERVER_PATH", "LLAMA_SERVER_PATH")
+# llama.cpp's RPC worker: its name since the tools/ move, and its older name.
+WORKER_NAMES = ("ggml-rpc-server", "rpc-server")
 BUILD_ADVICE = (
     "build one for this CPU with `inference server build` (some minutes: about 13 on 2 cores)"
 )
@@ -294,6 +298,17 @@ def candidates(environ: Mapping[str, str] | None = None) -> Candidates:
 def find_binary(environ: Mapping[str, str] | None = None) -> BinaryLookup:
     """The llama-server a load starts first; `path` is None when none is usable."""
     return candidates(environ).first()
+
+
+def worker_beside(server: str) -> str | None:
+    """The RPC worker built with `server`, in its folder; None when there is none.
+
+    Only that one: a worker must speak the RPC protocol version of the server
+    that drives it, and a build's own worker does.
+    """
+    folder = os.path.dirname(server)
+    found = (os.path.join(folder, name) for name in WORKER_NAMES)
+    return next((path for path in found if _executable(path) is None), None)
 
 
 # -- crash verdicts ---------------------------------------------------------------------

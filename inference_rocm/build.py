@@ -13,6 +13,7 @@ is never found.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -36,7 +37,7 @@ from inference_core.errors import InferenceError, ServerCrashed, ServerStartErro
 from inference_core.protocols import TextModel
 from inference_core.types import LoadConfig
 
-from .binaries import MANIFEST, CachedBuild, cache_root, cached_builds
+from .binaries import MANIFEST, WORKER_NAMES, CachedBuild, cache_root, cached_builds
 
 __all__ = [
     "BACKENDS",
@@ -67,6 +68,7 @@ _VARIANT = re.compile(r"loaded CPU backend from (\S*libggml-cpu-([\w.]+)\.so)")
 _NINJA_PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
 _MAKE_PROGRESS = re.compile(r"^\[\s*(\d+)%\]")
 _GFX = re.compile(r"^gfx[0-9a-f]{3,4}$")
+_WORKER_TARGET = re.compile(r"(?:set\(TARGET|add_executable\()\s*((?:ggml-)?rpc-server)\b")
 
 Progress = Callable[[float, str], None]
 
@@ -102,6 +104,7 @@ _COMMON = (
     "-DCMAKE_BUILD_RPATH_USE_ORIGIN=ON",  # the binary finds its libraries wherever it moves
     "-DGGML_NATIVE=OFF",  # never -march=native: it dies with SIGILL on other CPUs and in VMs
     "-DLLAMA_BUILD_SERVER=ON",
+    "-DGGML_RPC=ON",  # llama-server's --rpc, and the worker (`inference rpc-worker`)
     "-DLLAMA_BUILD_TOOLS=ON",
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",
@@ -110,6 +113,16 @@ _COMMON = (
     "-DLLAMA_OPENSSL=OFF",
     "-DLLAMA_CURL=OFF",
 )
+
+
+def _worker_target(source: Path) -> str:
+    """The RPC worker's cmake target in `source`: ggml-rpc-server, or rpc-server in a
+    checkout from before it was renamed. It lands in bin/ beside llama-server."""
+    for folder in ("tools/rpc", "examples/rpc"):
+        with contextlib.suppress(OSError):
+            if match := _WORKER_TARGET.search((source / folder / "CMakeLists.txt").read_text()):
+                return match[1]
+    return WORKER_NAMES[0]
 
 
 def plan(
@@ -125,7 +138,7 @@ def plan(
     if backend not in BACKENDS:
         raise BuildError(f"unknown build backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     flags = list(_COMMON)
-    targets = ["llama-server"]
+    targets = ["llama-server", _worker_target(source)]
     if backend == "cpu":
         flags += ["-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON"]
     elif backend == "rocm":
@@ -388,7 +401,7 @@ def build(
         log_file = staging / "build.log"
         log(f"configuring ({log_file})")
         _run(the_plan.configure, log_file, None)
-        log("compiling llama-server")
+        log("compiling llama-server and its RPC worker")
         _run(the_plan.compile, log_file, progress)
         bin_dir = staging / "bin"
         shutil.copytree(the_plan.build_dir / "bin", bin_dir, symlinks=True)

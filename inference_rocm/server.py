@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import queue
@@ -21,7 +22,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import IO, final
 
@@ -36,7 +37,10 @@ from .devices import SELECTORS
 __all__ = [
     "LlamaServer",
     "ServerOptions",
+    "child_environment",
     "describe_exit",
+    "spawn_child",
+    "stop_child",
 ]
 
 logger = logging.getLogger(__name__)
@@ -136,6 +140,63 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return preexec
+
+
+def spawn_child(
+    argv: Sequence[str], env: Mapping[str, str], *, capture: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start a child that dies with this process, whichever thread asks (see the module's
+    docstring). With `capture` its stdout and stderr come to us on one pipe; without,
+    it writes where we do."""
+    parent = os.getpid()
+    return _spawner.spawn(
+        lambda: subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.STDOUT if capture else None,
+            env=env,
+            preexec_fn=_die_with_parent(parent),
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, not the child
+            close_fds=True,
+        )
+    )
+
+
+def _send_signal(process: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signum)
+
+
+def stop_child(
+    process: subprocess.Popen[bytes],
+    name: str,
+    *,
+    grace: float = 5.0,
+    kill_wait: float = 5.0,
+    send: Callable[[int], None] | None = None,
+) -> None:
+    """SIGTERM, wait `grace` seconds, then SIGKILL. The wait after SIGKILL is bounded:
+    a process stuck in the kernel (a hung GPU driver) is logged and left. `send`
+    signals the process (default: directly)."""
+    signal_it = send or functools.partial(_send_signal, process)
+    signal_it(signal.SIGTERM)
+    try:
+        process.wait(grace)
+        return
+    except subprocess.TimeoutExpired:
+        logger.warning("%s (pid %d) ignored SIGTERM; killing it", name, process.pid)
+    signal_it(signal.SIGKILL)
+    try:
+        process.wait(kill_wait)
+    except subprocess.TimeoutExpired:
+        logger.error(
+            "%s (pid %d) is still there %g s after SIGKILL, stuck in the kernel "
+            "(a GPU driver hang?); no longer waiting for it",
+            name,
+            process.pid,
+            kill_wait,
+        )
 
 
 def _free_port() -> int:
@@ -238,20 +299,8 @@ class LlamaServer:
         )
         argv = self.argv()
         logger.info("starting %s", " ".join(argv))
-        parent = os.getpid()
         try:
-            self._process = _spawner.spawn(
-                lambda: subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    preexec_fn=_die_with_parent(parent),
-                    start_new_session=True,  # Ctrl-C in a terminal reaches us, not the server
-                    close_fds=True,
-                )
-            )
+            self._process = spawn_child(argv, env, capture=True)
         except OSError as error:
             raise ServerStartError(
                 f"cannot start {self.options.binary}: {error.strerror or error}"
@@ -389,27 +438,17 @@ class LlamaServer:
                 self._log_thread.join(timeout=2.0)
 
     def _terminate(self, process: subprocess.Popen[bytes]) -> None:
-        self._signal(signal.SIGTERM)
-        try:
-            process.wait(self.options.stop_grace)
-            return
-        except subprocess.TimeoutExpired:
-            logger.warning("llama-server (pid %d) ignored SIGTERM; killing it", process.pid)
-        self._signal(signal.SIGKILL)
-        try:
-            process.wait(self.options.kill_wait)
-        except subprocess.TimeoutExpired:
-            logger.error(
-                "llama-server (pid %d) is still there %g s after SIGKILL, stuck in the kernel "
-                "(a GPU driver hang?); no longer waiting for it",
-                process.pid,
-                self.options.kill_wait,
-            )
+        stop_child(
+            process,
+            "llama-server",
+            grace=self.options.stop_grace,
+            kill_wait=self.options.kill_wait,
+            send=self._signal,
+        )
 
     def _signal(self, signum: int) -> None:
         assert self._process is not None
-        with contextlib.suppress(ProcessLookupError):
-            self._process.send_signal(signum)
+        _send_signal(self._process, signum)
 
 
 def _port_taken(port: int) -> bool:

@@ -16,7 +16,7 @@ import pytest
 
 from inference_rocm import build
 from inference_rocm.backends import load_with_server
-from inference_rocm.binaries import SourceKind, cached_builds, find_binary
+from inference_rocm.binaries import SourceKind, cached_builds, find_binary, worker_beside
 
 from .procs import make_executable
 
@@ -40,8 +40,66 @@ def test_rocm_build_turns_on_hip_for_the_given_targets() -> None:
     assert "-DGGML_HIP=ON" in the_plan.flags
     assert "-DGPU_TARGETS=gfx1100;gfx90a" in the_plan.flags
     assert "-DGGML_CPU_ALL_VARIANTS=ON" not in the_plan.flags
-    assert the_plan.compile[-4:] == ("--target", "llama-server", "-j", "2")
+    assert the_plan.compile[-5:] == ("--target", "llama-server", "ggml-rpc-server", "-j", "2")
     assert the_plan.configure[:5] == ("cmake", "-S", "/src", "-B", "/out")
+
+
+@pytest.mark.parametrize("backend", build.BACKENDS)
+def test_every_build_has_rpc_and_builds_the_worker_beside_llama_server(backend: str) -> None:
+    the_plan = build.plan(backend, Path("/src"), Path("/out"), gfx=["gfx1100"])
+    assert "-DGGML_RPC=ON" in the_plan.flags
+    targets = the_plan.compile[the_plan.compile.index("--target") + 1 : -2]
+    assert targets == ("llama-server", "ggml-rpc-server")
+
+
+@pytest.mark.parametrize(
+    ("cmake_file", "line", "target"),
+    [
+        ("tools/rpc", "set(TARGET ggml-rpc-server)", "ggml-rpc-server"),
+        ("tools/rpc", "set(TARGET rpc-server)", "rpc-server"),
+        ("examples/rpc", "add_executable(rpc-server rpc-server.cpp)", "rpc-server"),
+    ],
+    ids=["current", "before-the-rename", "in-examples"],
+)
+def test_the_worker_target_is_the_one_the_sources_name(
+    tmp_path: Path, cmake_file: str, line: str, target: str
+) -> None:
+    (tmp_path / cmake_file).mkdir(parents=True)
+    (tmp_path / cmake_file / "CMakeLists.txt").write_text(f"{line}\n")
+    the_plan = build.plan("cpu", tmp_path, tmp_path / "out")
+    assert the_plan.compile[the_plan.compile.index("--target") + 2] == target
+
+
+FAKE_CMAKE = """
+import os, shutil, sys
+if "--build" in sys.argv:  # each target into bin/, where llama.cpp's tree puts them
+    bin_dir = os.path.join(sys.argv[sys.argv.index("--build") + 1], "bin")
+    os.makedirs(bin_dir, exist_ok=True)
+    for target in sys.argv[sys.argv.index("--target") + 1 : sys.argv.index("-j")]:
+        made = os.environ["FAKE_" + target.replace("-", "_").upper()]
+        shutil.copy(made, os.path.join(bin_dir, target))
+"""
+
+
+def test_a_cached_build_keeps_the_worker_beside_its_llama_server(
+    tmp_path: Path, smollm2_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tools = tmp_path / "tools"
+    make_executable(tools / "cmake", FAKE_CMAKE)
+    make_executable(tools / "c++", "")
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    fake_server = make_executable(tmp_path / "fake-server", FAKE_SERVER.read_text())
+    monkeypatch.setenv("FAKE_LLAMA_SERVER", str(fake_server))
+    monkeypatch.setenv("FAKE_GGML_RPC_SERVER", str(make_executable(tmp_path / "fake-worker", "")))
+    source = tmp_path / "llama.cpp"
+    (source / "tools" / "rpc").mkdir(parents=True)
+    (source / "CMakeLists.txt").write_text("project(llama.cpp)\n")
+    (source / "tools" / "rpc" / "CMakeLists.txt").write_text("set(TARGET ggml-rpc-server)\n")
+    made = build.build(
+        "cpu", proof_model=smollm2_path, load=load_with_server, source=source, cache=tmp_path / "c"
+    )
+    assert worker_beside(str(made.binary)) == str(made.path / "bin" / "ggml-rpc-server")
+    assert "-DGGML_RPC=ON" in made.manifest["cmake"]  # type: ignore[operator]
 
 
 def test_rocm_build_without_targets_says_to_name_them() -> None:
