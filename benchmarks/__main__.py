@@ -1,4 +1,5 @@
-"""`python -m benchmarks [--quick]`: run every benchmark, print the table, write the JSON."""
+"""`python -m benchmarks [--quick] [--only GROUP,...]`: run the benchmarks, print the table,
+write the JSON."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from inference_rocm.model import LlamaServerModel
 from .async_streams import measure_async
 from .concurrency import measure_concurrency
 from .contention import measure_contention
+from .distributed import measure_distributed
 from .live import measure_live, measure_time_to_first_token
 from .memory import measure_memory
 from .readers import Endpoint
@@ -54,6 +56,8 @@ class Settings:
     server_rounds: int
     contention_tokens: int
     contention_rounds: int
+    distributed_tokens: int
+    distributed_rounds: int
 
 
 FULL = Settings(
@@ -71,6 +75,8 @@ FULL = Settings(
     server_rounds=5,
     contention_tokens=12,
     contention_rounds=3,
+    distributed_tokens=128,
+    distributed_rounds=5,
 )
 QUICK = Settings(
     replay_tokens=200,
@@ -87,6 +93,8 @@ QUICK = Settings(
     server_rounds=1,
     contention_tokens=4,
     contention_rounds=1,
+    distributed_tokens=16,
+    distributed_rounds=1,
 )
 
 
@@ -111,12 +119,48 @@ def _step(name: str, run: Callable[[], _T]) -> _T:
     return result
 
 
-def run(settings: Settings) -> list[Row]:
-    """Every benchmark, on the bundled SmolLM2 model; one model serves all but the loads."""
+GROUPS = ("startup", "streams", "servers", "contention", "distributed")
+
+
+def run(settings: Settings, groups: Sequence[str] = GROUPS) -> list[Row]:
+    """The benchmarks of `groups`, on the bundled SmolLM2 model; one model serves every
+    stream benchmark."""
     path = demo_model_path()
-    rows = _step("import", lambda: measure_import(settings.import_runs))
-    rows += _step("load", lambda: measure_readiness(path, settings.loads))
-    rows += _step("status", lambda: measure_status(settings.import_runs))
+    binary = find_binary().path
+    assert binary is not None, "no llama-server found; see the README's installation"
+    rows: list[Row] = []
+    if "startup" in groups:
+        rows += _step("import", lambda: measure_import(settings.import_runs))
+        rows += _step("load", lambda: measure_readiness(path, settings.loads))
+        rows += _step("status", lambda: measure_status(settings.import_runs))
+    if "streams" in groups:
+        rows += _streams(settings, path)
+    # Then, with the shared server closed: each load runs alone on the cores.
+    if "servers" in groups:
+        rows += _step(
+            "server builds",
+            lambda: measure_servers(path, settings.server_tokens, settings.server_rounds),
+        )
+    if "contention" in groups:
+        rows += _step(
+            "contention",
+            lambda: measure_contention(
+                binary, path, settings.contention_tokens, settings.contention_rounds
+            ),
+        )
+    if "distributed" in groups:
+        rows += _step(
+            "distributed",
+            lambda: measure_distributed(
+                binary, path, settings.distributed_tokens, settings.distributed_rounds
+            ),
+        )
+    return rows
+
+
+def _streams(settings: Settings, path: str) -> list[Row]:
+    """The client on the hot path, against the alternatives, all on one shared server."""
+    rows: list[Row] = []
     with ic.load(path, backend="llama_cpp", context_len=2048, parallel_slots=4) as model:
         assert isinstance(model, LlamaServerModel)
         server = model.server
@@ -148,20 +192,17 @@ def run(settings: Settings) -> list[Row]:
             ),
         )
         rows += _step("memory", lambda: measure_memory(model, PROMPT, settings.generations))
-    # Last, with the shared server closed: each build runs alone on the cores.
-    rows += _step(
-        "server builds",
-        lambda: measure_servers(path, settings.server_tokens, settings.server_rounds),
-    )
-    binary = find_binary().path
-    assert binary is not None, "no llama-server found; see the README's installation"
-    rows += _step(
-        "contention",
-        lambda: measure_contention(
-            binary, path, settings.contention_tokens, settings.contention_rounds
-        ),
-    )
     return rows
+
+
+def _groups(value: str) -> tuple[str, ...]:
+    chosen = tuple(group.strip() for group in value.split(",") if group.strip())
+    unknown = [group for group in chosen if group not in GROUPS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown group {', '.join(unknown) or '(none)'}; the groups are {', '.join(GROUPS)}"
+        )
+    return chosen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,20 +210,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="few runs and short streams: checks that it runs"
     )
-    parser.add_argument("--output", default=_RESULTS, help="the JSON file (default: %(default)s)")
+    parser.add_argument(
+        "--output", help=f"the JSON file (default: {_RESULTS}, or GROUP.json beside it with --only)"
+    )
     parser.add_argument("--markdown", help="also write the table as Markdown to this file")
+    parser.add_argument(
+        "--only",
+        type=_groups,
+        default=GROUPS,
+        metavar="GROUP,...",
+        help=f"run only these groups, of {', '.join(GROUPS)} (default: all)",
+    )
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     started = time.perf_counter()
-    rows = run(settings)
+    rows = run(settings, args.only)
     print(table(rows))
+    command = "python -m benchmarks" + (" --quick" if args.quick else "")
     context = {
-        "command": "python -m benchmarks" + (" --quick" if args.quick else ""),
+        "command": command + ("" if args.only == GROUPS else f" --only {','.join(args.only)}"),
         "seconds": round(time.perf_counter() - started, 1),
         "machine": _machine(),
         "settings": asdict(settings),
     }
-    write_json(args.output, rows, context)
+    default = _RESULTS if args.only == GROUPS else _RESULTS.replace("latest", "-".join(args.only))
+    write_json(args.output or default, rows, context)
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as file:
             file.write(markdown(rows))

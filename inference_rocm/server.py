@@ -143,18 +143,18 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
 
 
 def spawn_child(
-    argv: Sequence[str], env: Mapping[str, str], *, capture: bool = False
+    argv: Sequence[str], env: Mapping[str, str], *, output: int | None = None
 ) -> subprocess.Popen[bytes]:
     """Start a child that dies with this process, whichever thread asks (see the module's
-    docstring). With `capture` its stdout and stderr come to us on one pipe; without,
-    it writes where we do."""
+    docstring). Its stdout and stderr go together to `output` (`subprocess.PIPE`:
+    to us; `subprocess.DEVNULL`: nowhere); None: it writes where we do."""
     parent = os.getpid()
     return _spawner.spawn(
         lambda: subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if capture else None,
-            stderr=subprocess.STDOUT if capture else None,
+            stdout=output,
+            stderr=None if output is None else subprocess.STDOUT,
             env=env,
             preexec_fn=_die_with_parent(parent),
             start_new_session=True,  # Ctrl-C in a terminal reaches us, not the child
@@ -300,7 +300,7 @@ class LlamaServer:
         argv = self.argv()
         logger.info("starting %s", " ".join(argv))
         try:
-            self._process = spawn_child(argv, env, capture=True)
+            self._process = spawn_child(argv, env, output=subprocess.PIPE)
         except OSError as error:
             raise ServerStartError(
                 f"cannot start {self.options.binary}: {error.strerror or error}"
