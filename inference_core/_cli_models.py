@@ -8,19 +8,17 @@ of llama.cpp's split files (`name-00001-of-00003.gguf`).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from typing import Any
 
 import attrs
 
+from ._splits import SPLIT_NAME, split_parts
 from .errors import InvalidModelFile
 from .registry import inspect_model
 from .types import ModelInfo
 
 __all__ = ["ModelEntry", "describe", "entry_for", "find_models", "human_size", "table"]
-
-_SPLIT = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 
 
 @attrs.frozen
@@ -48,21 +46,9 @@ class ModelEntry:
         }
 
 
-def _split_parts(path: str) -> tuple[str, ...]:
-    """Every part named like `path`'s split set (just `path` for a whole file)."""
-    match = _SPLIT.match(os.path.basename(path))
-    if match is None:
-        return (path,)
-    folder, count = os.path.dirname(path), int(match["count"])
-    return tuple(
-        os.path.join(folder, f"{match['stem']}-{index:05d}-of-{count:05d}.gguf")
-        for index in range(1, count + 1)
-    )
-
-
 def entry_for(path: str, parts: tuple[str, ...] | None = None) -> ModelEntry:
     """Inspect one model (its first part); a bad or incomplete one gets `error`, never raises."""
-    parts = parts if parts is not None else _split_parts(path)
+    parts = parts if parts is not None else split_parts(path)
     missing = [os.path.basename(part) for part in parts if not os.path.exists(part)]
     lacking = f"split model is missing {', '.join(missing)}"
     if missing and len(parts) > 1 and not os.path.exists(parts[0]):
@@ -88,7 +74,7 @@ def find_models(folder: str) -> list[ModelEntry]:
     """Every GGUF model under `folder`, split files grouped under their first part."""
     groups: dict[str, list[str]] = {}
     for path in _gguf_files(folder):
-        match = _SPLIT.match(os.path.basename(path))
+        match = SPLIT_NAME.match(os.path.basename(path))
         key = (
             path
             if match is None
@@ -97,7 +83,7 @@ def find_models(folder: str) -> list[ModelEntry]:
         groups.setdefault(key, []).append(path)
     entries = []
     for found in groups.values():
-        expected = _split_parts(found[0])
+        expected = split_parts(found[0])
         entries.append(entry_for(expected[0], expected if len(expected) > 1 else None))
     return sorted(entries, key=lambda entry: entry.path)
 
