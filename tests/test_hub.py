@@ -8,11 +8,15 @@ environment the test sets. No test reaches the internet.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from hypothesis import strategies as st
 import inference_core as ic
 from inference_core import hub
 from tests.hub_standin import COMMIT, Repo, StandIn
+from tests.test_cli import cli
 
 ROOT = Path(__file__).parent.parent
 SMOL = "hf://owner/smol/smol.gguf"
@@ -274,6 +279,16 @@ def test_a_gated_repo_needs_the_token_which_is_never_shown(
     assert not any(r.authorized for r in standin.requests if r.origin == "cdn")
 
 
+def test_the_token_is_not_in_any_log_or_error_even_with_debug(env: dict[str, str]) -> None:
+    environ = {**env, "HF_TOKEN": TOKEN, "HF_DEBUG": "1"}
+    pulled = cli("--debug", "pull", "hf://owner/gated/smol.gguf", env=environ)
+    assert pulled.returncode == 0, pulled.stderr
+    missing = cli("--debug", "pull", "hf://owner/gated/missing.gguf", env=environ)
+    assert missing.returncode == 1 and "has no file missing.gguf" in missing.stderr
+    for result in (pulled, missing):
+        assert TOKEN not in result.stdout + result.stderr
+
+
 def test_no_network_says_offline_mode_uses_the_cache_and_whether_it_is_cached(
     env: dict[str, str], standin: StandIn
 ) -> None:
@@ -299,3 +314,122 @@ def test_a_download_cut_short_that_cannot_resume_keeps_nothing(
     assert not [name for name in left if name.endswith(".incomplete") or "gguf" in name], left
     offline = child("load", SMOL, env, HF_HUB_OFFLINE="1")
     assert_error(offline, ic.HubUnreachable, "not in the cache")
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def test_pull_prints_the_path_and_json_gives_size_and_sha256(
+    env: dict[str, str], smollm2_path: str
+) -> None:
+    result = cli("pull", SMOL, env=env)
+    assert result.returncode == 0, result.stderr
+    path = result.stdout.strip()
+    assert sha256(path) == sha256(smollm2_path)
+    described = json.loads(cli("pull", "--json", SMOL, env=env).stdout)
+    assert described["path"] == path and described["name"] == SMOL
+    assert described["size"] == os.path.getsize(smollm2_path)
+    assert described["sha256"] == sha256(smollm2_path)
+    assert [part["path"] for part in described["parts"]] == [path]
+
+
+def test_pull_draws_the_progress_bar_on_a_terminal(env: dict[str, str]) -> None:
+    controller, terminal = pty.openpty()
+    # A new pseudo-terminal is 0 columns wide, and the bar fits itself into none.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    with os.fdopen(controller, "rb", buffering=0) as screen:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "inference_core", "pull", SMOL],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            env=env,
+        )
+        os.close(terminal)
+        stdout, _ = process.communicate(timeout=120)
+        drawn = b""
+        while True:
+            try:
+                chunk = screen.read(65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    assert process.returncode == 0
+    assert stdout.decode().strip().endswith("/smol.gguf")
+    assert b"100%" in drawn and b"smol.gguf" in drawn, drawn[-500:]
+
+
+def test_pull_refuses_a_name_that_is_not_hf() -> None:
+    result = cli("pull", "model.gguf")
+    assert result.returncode == 2 and "hf://OWNER/REPO/FILE.gguf" in result.stderr
+
+
+def test_a_hub_error_is_one_line_from_the_command_line(env: dict[str, str]) -> None:
+    result = cli("pull", "hf://owner/nothing/smol.gguf", env=env)
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("inference: error: hf://owner/nothing/smol.gguf: no repository owner/nothing")
+    )
+
+
+def test_models_lists_the_cache_by_hf_name_besides_the_demo_model(
+    env: dict[str, str], smollm2_path: str
+) -> None:
+    assert cli("pull", SMOL, env=env).returncode == 0
+    assert cli("pull", "hf://owner/smol@v1/split/smol-00001-of-00002.gguf", env=env).returncode == 0
+    rows = cli("models", env=env).stdout.splitlines()
+    assert rows[0].split()[0] == "PATH"
+    assert rows[1].startswith(smollm2_path)
+    assert rows[2].startswith(SMOL + " ") and rows[2].split()[1:5] == [
+        "llama",
+        "135M",
+        "Q4_1",
+        "8192",
+    ]
+    assert rows[3].startswith("hf://owner/smol/split/smol-00001-of-00002.gguf (2 parts)")
+    entries = json.loads(cli("models", "--json", env=env).stdout)
+    assert [entry["name"] for entry in entries] == [
+        None,
+        SMOL,
+        "hf://owner/smol/split/smol-00001-of-00002.gguf",
+    ]
+
+
+def test_models_without_huggingface_hub_lists_the_demo_model_and_says_why(
+    smollm2_path: str,
+) -> None:
+    code = (
+        "import sys; sys.modules['huggingface_hub'] = None\n"  # `import` now raises ImportError
+        "from inference_core.cli import main; sys.exit(main(['models']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert [row.split()[0] for row in result.stdout.splitlines()] == ["PATH", smollm2_path]
+    assert "listing the Hugging Face cache needs huggingface_hub" in result.stderr
+    assert "inference-core[hub]" in result.stderr
+
+
+def test_info_reads_a_cached_hub_model_and_says_how_to_get_one_that_is_not(
+    env: dict[str, str],
+) -> None:
+    missing = cli("info", SMOL, env=env)
+    assert missing.returncode == 1 and f"`inference pull {SMOL}` downloads it" in missing.stderr
+    assert child("inspect", SMOL, env)["error"] == "InvalidModelFile"  # as for a missing file
+    assert cli("pull", SMOL, env=env).returncode == 0
+    info = json.loads(cli("info", "--json", SMOL, env=env).stdout)
+    assert info["info"]["architecture"] == "llama"
+    assert child("inspect", SMOL, env)["path"] == info["path"]
+
+
+@pytest.mark.server
+def test_run_takes_a_hub_model(env: dict[str, str]) -> None:
+    result = cli(
+        "run", "-m", SMOL, "--temperature", "0", "-n", "4", "The capital of France is", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
