@@ -530,6 +530,9 @@ def _configure_logging(debug: bool) -> None:
         root.addHandler(LATEST)
         level = logging.DEBUG
     root.setLevel(level)
+    # huggingface_hub prints its records through a handler of its own, added when it is
+    # imported (for hf:// names); passed on to ours as well, each would show twice.
+    logging.getLogger("huggingface_hub").propagate = False
 
 
 def _fail(error: BaseException, debug: bool, *, internal: bool = False) -> int:

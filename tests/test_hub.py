@@ -333,6 +333,16 @@ def test_pull_prints_the_path_and_json_gives_size_and_sha256(
     assert [part["path"] for part in described["parts"]] == [path]
 
 
+def test_pull_resumes_a_cut_connection_and_says_so_once(
+    env: dict[str, str], standin: StandIn, smollm2_path: str
+) -> None:
+    standin.cuts = [50_000_000]
+    result = cli("pull", SMOL, env=env)
+    assert result.returncode == 0, result.stderr
+    assert sha256(result.stdout.strip()) == sha256(smollm2_path)
+    assert result.stderr.count("Trying to resume download") == 1, result.stderr
+
+
 def test_pull_draws_the_progress_bar_on_a_terminal(env: dict[str, str]) -> None:
     controller, terminal = pty.openpty()
     # A new pseudo-terminal is 0 columns wide, and the bar fits itself into none.
