@@ -1,4 +1,4 @@
-"""What `inference info` and `inference models` show: model files found, grouped, described.
+"""What `inference info`, `models` and `pull` show: model files found, grouped, described.
 
 Metadata comes from the plugins' `inspect_model` hook through the registry,
 so no server starts and this module knows no file format beyond the naming
@@ -7,20 +7,34 @@ of llama.cpp's split files (`name-00001-of-00003.gguf`).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
 import os
-import re
 from collections.abc import Iterator
 from typing import Any
 
 import attrs
 
-from .errors import InvalidModelFile
+from ._splits import SPLIT_NAME, split_parts
+from .demo import demo_model_path
+from .errors import HubNotInstalled, InvalidModelFile
+from .hub import cached_snapshots
 from .registry import inspect_model
 from .types import ModelInfo
 
-__all__ = ["ModelEntry", "describe", "entry_for", "find_models", "human_size", "table"]
+__all__ = [
+    "ModelEntry",
+    "cached_models",
+    "describe",
+    "entry_for",
+    "find_models",
+    "human_size",
+    "pulled",
+    "table",
+]
 
-_SPLIT = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+logger = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -32,6 +46,7 @@ class ModelEntry:
     info: ModelInfo | None = None
     error: str | None = None
     status: str = "ok"  # "ok", "corrupt" (unreadable) or "incomplete" (split parts missing)
+    name: str | None = None  # the hf:// name of a file in the Hugging Face cache
 
     @property
     def total_size(self) -> int:
@@ -39,6 +54,7 @@ class ModelEntry:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "name": self.name,
             "path": self.path,
             "parts": list(self.parts),
             "total_size": self.total_size,
@@ -48,21 +64,9 @@ class ModelEntry:
         }
 
 
-def _split_parts(path: str) -> tuple[str, ...]:
-    """Every part named like `path`'s split set (just `path` for a whole file)."""
-    match = _SPLIT.match(os.path.basename(path))
-    if match is None:
-        return (path,)
-    folder, count = os.path.dirname(path), int(match["count"])
-    return tuple(
-        os.path.join(folder, f"{match['stem']}-{index:05d}-of-{count:05d}.gguf")
-        for index in range(1, count + 1)
-    )
-
-
 def entry_for(path: str, parts: tuple[str, ...] | None = None) -> ModelEntry:
     """Inspect one model (its first part); a bad or incomplete one gets `error`, never raises."""
-    parts = parts if parts is not None else _split_parts(path)
+    parts = parts if parts is not None else split_parts(path)
     missing = [os.path.basename(part) for part in parts if not os.path.exists(part)]
     lacking = f"split model is missing {', '.join(missing)}"
     if missing and len(parts) > 1 and not os.path.exists(parts[0]):
@@ -88,7 +92,7 @@ def find_models(folder: str) -> list[ModelEntry]:
     """Every GGUF model under `folder`, split files grouped under their first part."""
     groups: dict[str, list[str]] = {}
     for path in _gguf_files(folder):
-        match = _SPLIT.match(os.path.basename(path))
+        match = SPLIT_NAME.match(os.path.basename(path))
         key = (
             path
             if match is None
@@ -97,9 +101,40 @@ def find_models(folder: str) -> list[ModelEntry]:
         groups.setdefault(key, []).append(path)
     entries = []
     for found in groups.values():
-        expected = _split_parts(found[0])
+        expected = split_parts(found[0])
         entries.append(entry_for(expected[0], expected if len(expected) > 1 else None))
     return sorted(entries, key=lambda entry: entry.path)
+
+
+def cached_models() -> list[ModelEntry]:
+    """The demo model, then every GGUF model in the Hugging Face cache, by its hf:// name."""
+    entries = []
+    with contextlib.suppress(InvalidModelFile):  # not installed: nothing to list
+        entries.append(entry_for(demo_model_path()))
+    try:
+        snapshots = cached_snapshots()
+    except HubNotInstalled as error:
+        logger.warning("%s", error)
+        return entries
+    for snapshot in snapshots:
+        for entry in find_models(snapshot.folder):
+            name = snapshot.prefix + os.path.relpath(entry.path, snapshot.folder)
+            entries.append(attrs.evolve(entry, name=name))
+    return entries
+
+
+def _digest(path: str) -> dict[str, Any]:
+    sha256 = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            sha256.update(chunk)
+    return {"path": path, "size": os.path.getsize(path), "sha256": sha256.hexdigest()}
+
+
+def pulled(name: str, path: str) -> dict[str, Any]:
+    """`inference pull --json`: the file loaded (a split model's first part) and every part."""
+    parts = [_digest(part) for part in split_parts(path)]
+    return {"name": name, **parts[0], "parts": parts}
 
 
 def human_size(size: int) -> str:
@@ -144,12 +179,15 @@ def describe(entry: ModelEntry) -> list[str]:
     return [f"{label + ':':<{width}} {value}" for label, value in rows]
 
 
-def table(entries: list[ModelEntry], folder: str) -> list[str]:
-    """`inference models`: aligned columns, paths relative to the folder searched."""
+def table(entries: list[ModelEntry], folder: str | None) -> list[str]:
+    """`inference models`: aligned columns, paths relative to the folder searched (or
+    hf:// names and full paths, for the cache and the demo model)."""
     header = ("PATH", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SIZE")
     rows: list[tuple[str, ...]] = []
     for entry in entries:
-        shown = os.path.relpath(entry.path, folder)
+        shown = entry.name or (
+            entry.path if folder is None else os.path.relpath(entry.path, folder)
+        )
         if len(entry.parts) > 1:
             shown += f" ({len(entry.parts)} parts)"
         if entry.info is None:

@@ -22,8 +22,8 @@ from typing import Any
 
 import attrs
 
-from . import __version__, registry
-from ._cli_models import describe, entry_for, find_models, table
+from . import __version__, hub, registry
+from ._cli_models import cached_models, describe, entry_for, find_models, pulled, table
 from ._cli_progress import LATEST, Spinner
 from .demo import demo_model_path
 from .errors import (
@@ -116,8 +116,8 @@ def _load_options(parser: argparse.ArgumentParser) -> None:
         "--model",
         "-m",
         metavar="PATH",
-        help="GGUF file, or the http(s):// URL of a running llama-server (default: the demo "
-        "model); a server's key is read from LLAMA_API_KEY",
+        help="GGUF file, hf://OWNER/REPO/FILE.gguf, or the http(s):// URL of a running "
+        "llama-server (default: the demo model); a server's key is read from LLAMA_API_KEY",
     )
     group.add_argument(
         "--backend", "-b", default="auto", metavar="NAME", help="backend name (default: auto)"
@@ -205,10 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub.set_defaults(handler=_cmd_info)
 
-    sub = commands.add_parser("models", parents=[common], help="find GGUF models in a folder")
-    sub.add_argument("folder", metavar="DIR", nargs="?", default=".")
+    sub = commands.add_parser(
+        "models", parents=[common], help="GGUF models in a folder, or in the Hugging Face cache"
+    )
+    sub.add_argument("folder", metavar="DIR", nargs="?", help="default: the Hugging Face cache")
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub.set_defaults(handler=_cmd_models)
+
+    sub = commands.add_parser(
+        "pull", parents=[common], help="download a model from the Hugging Face Hub"
+    )
+    sub.add_argument("name", metavar="hf://OWNER/REPO[@REVISION]/FILE.gguf")
+    sub.add_argument("--json", action="store_true", help="path, size and sha256 as JSON")
+    sub.set_defaults(handler=_cmd_pull)
 
     registry.register_commands(commands)
     return parser
@@ -246,7 +255,8 @@ def _cmd_backends(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    entry = entry_for(args.path)
+    path = hub.fetch(args.path, local_only=True) if hub.is_hub_name(args.path) else args.path
+    entry = entry_for(path)
     if entry.info is None:
         raise InvalidModelFile(args.path, entry.error or "cannot be read")
     if args.json:
@@ -257,15 +267,27 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    if not os.path.isdir(args.folder):
+    if args.folder is None:
+        entries = cached_models()
+        where = "in the Hugging Face cache, and no demo model"
+    elif not os.path.isdir(args.folder):
         raise InvalidModelFile(args.folder, "is not a folder; give the folder to search")
-    entries = find_models(args.folder)
+    else:
+        entries, where = find_models(args.folder), f"under {args.folder}"
     if args.json:
         print(json.dumps([entry.to_json() for entry in entries], indent=2))
     elif entries:
         print("\n".join(table(entries, args.folder)))
     else:
-        print(f"no GGUF files under {args.folder}", file=sys.stderr)
+        print(f"no GGUF files {where}", file=sys.stderr)
+    return 0
+
+
+def _cmd_pull(args: argparse.Namespace) -> int:
+    if not hub.is_hub_name(args.name):
+        raise _UsageError(f"pull takes an hf://OWNER/REPO/FILE.gguf name, not {args.name!r}")
+    path = hub.fetch(args.name)  # the library draws its progress bar on a terminal's stderr
+    print(json.dumps(pulled(args.name, path), indent=2) if args.json else path)
     return 0
 
 
@@ -303,6 +325,8 @@ def _checked_configs(args: argparse.Namespace) -> tuple[GenerateConfig, LoadConf
 def _loaded(args: argparse.Namespace, load: LoadConfig) -> Iterator[TextModel]:
     """Load with a spinner; always close, with Ctrl-C held off so no server is left behind."""
     path = args.model or demo_model_path()
+    if hub.is_hub_name(path):  # before the spinner: a download draws its own progress bar
+        path = hub.fetch(path)
     show = _spinner_wanted(args.debug)
     with Spinner(sys.stderr, f"loading {os.path.basename(path)}", enabled=show):
         model = registry.load(path, backend=args.backend, config=load)
@@ -506,6 +530,9 @@ def _configure_logging(debug: bool) -> None:
         root.addHandler(LATEST)
         level = logging.DEBUG
     root.setLevel(level)
+    # huggingface_hub prints its records through a handler of its own, added when it is
+    # imported (for hf:// names); passed on to ours as well, each would show twice.
+    logging.getLogger("huggingface_hub").propagate = False
 
 
 def _fail(error: BaseException, debug: bool, *, internal: bool = False) -> int:

@@ -13,6 +13,13 @@ __all__ = [
     "ContextOverflow",
     "GenerationError",
     "GenerationTimeout",
+    "HubAccessDenied",
+    "HubDownloadFailed",
+    "HubError",
+    "HubFileNotFound",
+    "HubNotInstalled",
+    "HubRepoNotFound",
+    "HubUnreachable",
     "InferenceError",
     "InvalidModelFile",
     "InvalidValue",
@@ -112,6 +119,49 @@ class WorkersUnreachable(ModelLoadError):
     def __init__(self, workers: tuple[str, ...], message: str) -> None:
         super().__init__(message)
         self.workers = workers
+
+
+class HubError(ModelLoadError):
+    """A model named `hf://OWNER/REPO/FILE.gguf` could not be fetched from the Hugging Face
+    Hub or found in its cache; `name` is the hf:// name."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class HubNotInstalled(HubError):
+    """hf:// names need `huggingface_hub`, the `hub` extra, which is not installed."""
+
+
+class HubRepoNotFound(HubError, LookupError):
+    """The hub has no such repository or revision (or a private one the token cannot see)."""
+
+
+class HubFileNotFound(HubError, LookupError):
+    """The repository has no such file; `files` lists the GGUF files it has, when the hub
+    could list them (empty otherwise)."""
+
+    def __init__(self, name: str, message: str, files: tuple[str, ...] = ()) -> None:
+        super().__init__(name, message)
+        self.files = files
+
+
+class HubAccessDenied(HubError):
+    """A gated or private repository refused us: no token (HF_TOKEN) or one without access."""
+
+
+class HubUnreachable(HubError):
+    """The hub (or the mirror HF_ENDPOINT names) could not be reached and the file is not
+    in the cache; `cached` says whether the file, or some of its parts, are."""
+
+    def __init__(self, name: str, message: str, *, cached: bool) -> None:
+        super().__init__(name, message)
+        self.cached = cached
+
+
+class HubDownloadFailed(HubError):
+    """A download was cut short and could not be resumed; nothing partial is kept."""
 
 
 class _ServerFailure(InferenceError):

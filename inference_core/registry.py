@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast, final
 import attrs
 import pluggy
 
-from . import hookspecs
+from . import hookspecs, hub
 from .errors import (
     BackendNotFound,
     BackendUnavailable,
@@ -280,14 +280,18 @@ def load(
     """Load a model with the named backend, or the best available one for "auto".
 
     Options are `LoadConfig` fields as keywords (`context_len=4096`); an
-    unknown one is a `TypeError` listing the known ones.
+    unknown one is a `TypeError` listing the known ones. `hf://OWNER/REPO/FILE.gguf`
+    is fetched into the Hugging Face cache first (see `inference_core.hub`).
     """
     load_config = build_config(LoadConfig, config, load_options)
     name = backend if backend not in ("", "auto") else load_config.backend or "auto"
-    chosen = _resolve(name, os.fspath(path))
+    location = os.fspath(path)
+    if hub.is_hub_name(location):  # a file from the cache, fetched first: a plain file to all
+        location = hub.fetch(location)
+    chosen = _resolve(name, location)
     load_config = attrs.evolve(load_config, backend=chosen.name)
-    logger.debug("loading %s with backend %r", os.fspath(path), chosen.name)
-    model = chosen.load_model(os.fspath(path), load_config)
+    logger.debug("loading %s with backend %r", location, chosen.name)
+    model = chosen.load_model(location, load_config)
     if hasattr(model, "agenerate"):
         return model
     from .aio import AsyncBridge  # asyncio is a fifth of our import time: on use
@@ -328,9 +332,11 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
     """A model file's metadata, read by the first plugin that understands it; no server starts.
 
     Raises `InvalidModelFile` when the file is missing, broken, or of a kind
-    no installed plugin understands.
+    no installed plugin understands. An hf:// name is looked up in the cache only.
     """
     name = os.fspath(path)
+    if hub.is_hub_name(name):
+        name = hub.fetch(name, local_only=True)
     if not os.path.exists(name):
         raise InvalidModelFile(name, "no such file; check the path")
     if os.path.isdir(name):
