@@ -10,6 +10,7 @@ layer on them. Loopback hides the network: what remains is each path's own cost.
 from __future__ import annotations
 
 import contextlib
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -55,10 +56,23 @@ def _workers(worker: str, count: int) -> Iterator[tuple[str, ...]]:
             environment = child_environment(worker, {})
             processes.append(spawn_child([*argv, *threads], environment, output=DEVNULL))
             endpoints.append(f"127.0.0.1:{port}")
+        for endpoint in endpoints:  # the load checks each once: wait for them to listen
+            _wait_listening(endpoint)
         yield tuple(endpoints)
     finally:
         for process in processes:
             stop_child(process, "an RPC worker")
+
+
+def _wait_listening(endpoint: str, seconds: float = 30.0) -> None:
+    host, _, port = endpoint.rpartition(":")
+    deadline = time.monotonic() + seconds
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex((host, int(port))) == 0:
+                return
+        assert time.monotonic() < deadline, f"the RPC worker at {endpoint} never listened"
+        time.sleep(0.02)
 
 
 def measure_distributed(binary: str, path: str, tokens: int, rounds: int) -> list[Row]:

@@ -25,6 +25,7 @@ import attrs
 from . import __version__, hub, registry
 from ._cli_models import cached_models, describe, entry_for, find_models, pulled, table
 from ._cli_progress import LATEST, Spinner
+from ._locations import redacted
 from .demo import demo_model_path
 from .errors import (
     ContextOverflow,
@@ -326,9 +327,10 @@ def _loaded(args: argparse.Namespace, load: LoadConfig) -> Iterator[TextModel]:
     """Load with a spinner; always close, with Ctrl-C held off so no server is left behind."""
     path = args.model or demo_model_path()
     if hub.is_hub_name(path):  # before the spinner: a download draws its own progress bar
+        registry.choose_backend(path, args.backend)  # and a wrong backend downloads nothing
         path = hub.fetch(path)
     show = _spinner_wanted(args.debug)
-    with Spinner(sys.stderr, f"loading {os.path.basename(path)}", enabled=show):
+    with Spinner(sys.stderr, f"loading {os.path.basename(redacted(path))}", enabled=show):
         model = registry.load(path, backend=args.backend, config=load)
     try:
         yield model

@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote
 
 import attrs
 
+from ._locations import redacted
 from ._splits import split_parts
 from .errors import (
     HubAccessDenied,
@@ -156,7 +157,7 @@ def _failure(file: HubFile, name: str, error: Exception, local_only: bool) -> Mo
     from huggingface_hub import constants, get_token, try_to_load_from_cache
     from huggingface_hub import errors as hub
 
-    endpoint, repo, cache = constants.ENDPOINT, file.repo_id, constants.HF_HUB_CACHE
+    endpoint, repo, cache = redacted(constants.ENDPOINT), file.repo_id, constants.HF_HUB_CACHE
     token_set = get_token() is not None
     at = f" at revision {file.revision!r}" if file.revision else ""
     if isinstance(error, hub.GatedRepoError):
@@ -211,6 +212,18 @@ def _failure(file: HubFile, name: str, error: Exception, local_only: bool) -> Mo
     if isinstance(error, hub.HfHubHTTPError) and error.response.status_code in (401, 403):
         return HubAccessDenied(
             name, f"{name}: the hub refused access to {repo} ({_first_line(error)}); check HF_TOKEN"
+        )
+    if isinstance(error, hub.HfHubHTTPError):
+        return HubDownloadFailed(
+            name,
+            f"{name}: the hub at {endpoint} answered {error.response.status_code} for "
+            f"{file.filename} ({_first_line(error)}); try again later",
+        )
+    if isinstance(error, OSError) and error.errno is not None:  # the disk: full, read-only
+        return HubDownloadFailed(
+            name,
+            f"{name}: {file.filename} could not be written into the cache {cache} "
+            f"({error.strerror or error}); nothing partial was kept",
         )
     return HubDownloadFailed(
         name,

@@ -22,6 +22,7 @@ import attrs
 import pluggy
 
 from . import hookspecs, hub
+from ._locations import redacted, url_scheme
 from .errors import (
     BackendNotFound,
     BackendUnavailable,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "aload",
     "backends",
+    "choose_backend",
     "default_backend",
     "get_backend",
     "inspect_model",
@@ -222,20 +224,17 @@ def _loads(backend: Backend, scheme: str | None) -> bool:
     return scheme in schemes if scheme else not schemes
 
 
-def _url_scheme(location: str) -> str | None:
-    """The scheme of a URL ("https" for "https://host/..."), or None for a file path."""
-    scheme, separator, _ = location.partition("://")
-    valid = scheme[:1].isalpha() and all(c.isalnum() or c in "+.-" for c in scheme)
-    return scheme.lower() if separator and scheme.isascii() and valid else None
-
-
 def default_backend(scheme: str | None = None) -> Backend:
     """The available backend with the highest priority (ties broken by name) for a model
     file or, given a URL scheme, among the backends that load that scheme."""
     found, broken = _registry.snapshot()
     found = [backend for backend in found if _loads(backend, scheme)]
     if scheme and not found:
-        raise NoBackendAvailable(f"no installed backend loads {scheme}:// locations")
+        limit = os.environ.get(_ENV_FILTER)
+        raise NoBackendAvailable(
+            f"no installed backend loads {scheme}:// locations"
+            + (f" ({_ENV_FILTER}={limit} limits them)" if limit is not None else "")
+        )
     statuses = {backend.name: _status(backend) for backend in found}
     for status in _ranked(list(statuses.values())):
         if status.available:
@@ -248,8 +247,8 @@ def default_backend(scheme: str | None = None) -> Backend:
     )
 
 
-def _resolve(name: str, location: str) -> Backend:
-    scheme = _url_scheme(location)
+def _resolve(name: str, scheme: str | None, shown: str) -> Backend:
+    """The backend to load a location of `scheme` (None: a file), `shown` in messages."""
     if name in ("", "auto"):
         return default_backend(scheme)
     backend = get_backend(name)
@@ -258,7 +257,7 @@ def _resolve(name: str, location: str) -> Backend:
         takes = " or ".join(f"{s}://" for s in schemes) + " URLs" if schemes else "model files"
         raise InvalidValue(
             "backend",
-            f"backend {name!r} loads {takes}, not {location!r}: use backend='auto', which "
+            f"backend {name!r} loads {takes}, not {shown!r}: use backend='auto', which "
             "picks a backend for what it is given",
         )
     status = _status(backend)
@@ -269,6 +268,14 @@ def _resolve(name: str, location: str) -> Backend:
             status.reasons,
         )
     return backend
+
+
+def choose_backend(path: str | os.PathLike[str], backend: str = "auto") -> Backend:
+    """The backend `load(path, backend)` would use, checked to be available; an
+    `hf://` name counts as the file it stands for."""
+    location = os.fspath(path)
+    scheme = None if hub.is_hub_name(location) else url_scheme(location)
+    return _resolve(backend, scheme, redacted(location))
 
 
 def load(
@@ -286,11 +293,11 @@ def load(
     load_config = build_config(LoadConfig, config, load_options)
     name = backend if backend not in ("", "auto") else load_config.backend or "auto"
     location = os.fspath(path)
-    if hub.is_hub_name(location):  # a file from the cache, fetched first: a plain file to all
+    chosen = choose_backend(location, name)
+    if hub.is_hub_name(location):  # fetched once the backend is known: no download in vain
         location = hub.fetch(location)
-    chosen = _resolve(name, location)
     load_config = attrs.evolve(load_config, backend=chosen.name)
-    logger.debug("loading %s with backend %r", location, chosen.name)
+    logger.debug("loading %s with backend %r", redacted(location), chosen.name)
     model = chosen.load_model(location, load_config)
     if hasattr(model, "agenerate"):
         return model

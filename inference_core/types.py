@@ -25,6 +25,7 @@ __all__ = [
     "Token",
     "ToolCall",
     "build_config",
+    "refuse_options",
     "to_message",
 ]
 
@@ -431,6 +432,15 @@ class BatchResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def refuse_options(config: LoadConfig, names: Iterable[str], why: Callable[[str], str]) -> None:
+    """Raise `InvalidValue` for the first of `names` set away from its default: for a
+    backend to which an option means nothing, and which must say so, never ignore it."""
+    defaults = LoadConfig()
+    for name in names:
+        if getattr(config, name) != getattr(defaults, name):
+            raise InvalidValue(name, why(name))
 
 
 _Config = TypeVar("_Config", GenerateConfig, LoadConfig)

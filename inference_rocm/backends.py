@@ -22,7 +22,7 @@ from inference_core.errors import (
 )
 from inference_core.protocols import BackendStatus
 from inference_core.streams import GenerationScope
-from inference_core.types import LoadConfig
+from inference_core.types import LoadConfig, refuse_options
 
 from . import cpus, gguf_meta, rpc, vram
 from .binaries import BUILD_ADVICE, BinaryLookup, Candidates, candidates, record_crash
@@ -107,8 +107,22 @@ def _rpc(config: LoadConfig) -> list[str]:
     return ["--rpc", ",".join(config.rpc_servers)]
 
 
+_REMOTE_ONLY = ("api_key", "ca_bundle", "verify_tls")  # for a server at a URL
+
+
 def server_args(config: LoadConfig, gpu_layers: int | None) -> list[str]:
-    """llama-server flags for a LoadConfig; gpu_layers None leaves offloading to the server."""
+    """llama-server flags for a LoadConfig; gpu_layers None leaves offloading to the server.
+
+    A server we start on a file has no key to send nor certificate to check: an option
+    for one at a URL is refused, never ignored."""
+    refuse_options(
+        config,
+        _REMOTE_ONLY,
+        lambda name: (
+            f"{name} is for a llama-server at an http(s):// URL (the remote "
+            "backend), not for a model file, whose server is started here"
+        ),
+    )
     args = _threads(config) + _rpc(config)
     if config.context_len > 0:
         # llama-server divides its context among the slots; context_len is per sequence.

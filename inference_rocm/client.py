@@ -438,6 +438,8 @@ class ServerClient:
         try:
             value = json.loads(raw) if raw else None
         except ValueError:
+            if status >= 400:  # an error page (a proxy's): its status still says what it is
+                raise error_for(status, raw[:200].decode("utf-8", "replace")) from None
             raise GenerationError(
                 f"{method} {path}: the server sent invalid JSON: {raw[:200]!r}"
             ) from None

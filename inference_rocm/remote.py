@@ -16,9 +16,11 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, final
 
+from inference_core._locations import redacted
 from inference_core.errors import (
     ConnectionLost,
     GenerationError,
+    GenerationTimeout,
     InvalidValue,
     KeyRefused,
     ServerNotReady,
@@ -28,7 +30,7 @@ from inference_core.errors import (
 )
 from inference_core.protocols import BackendStatus
 from inference_core.streams import GenerationScope
-from inference_core.types import LoadConfig, ModelInfo
+from inference_core.types import LoadConfig, ModelInfo, refuse_options
 
 from .client import RequestRejected, ServerClient
 from .model import LlamaServerModel
@@ -57,6 +59,17 @@ _LOADING_POLL = 0.25  # seconds between /health checks while the server loads it
 # A TCP connect and TLS handshake take a round trip or two: a server that lets one wait
 # longer is not the server asked for (a plain one reading a ClientHello as a request).
 _CONNECT_TIMEOUT = 10.0
+# What to do about a certificate, by OpenSSL's verify code, where a CA is not the fix.
+_VERIFY_ADVICE = {
+    10: "it has expired: the server needs a new one",  # X509_V_ERR_CERT_HAS_EXPIRED
+    9: "it is not valid yet: check the clocks of both machines",  # X509_V_ERR_CERT_NOT_YET_VALID
+    62: "it was made for other names: use a host name it names, or give the server a "
+    "certificate for this one",  # X509_V_ERR_HOSTNAME_MISMATCH
+    64: "it was made for other addresses: use a host name or address it names, or give "
+    "the server a certificate for this one",  # X509_V_ERR_IP_ADDRESS_MISMATCH
+}
+# Answers of a server (or the proxy before it) that will be ready: loading, restarting.
+_NOT_READY = (502, 503, 504)
 
 
 @final
@@ -74,7 +87,6 @@ class RemoteServer:
         base_path: str,
     ) -> None:
         self.url = url
-        self.port = port
         self.keyed = api_key is not None  # whether a key is sent (never the key itself)
         self.client = ServerClient(
             host,
@@ -101,7 +113,15 @@ class RemoteServer:
 
 
 def _parse(url: str) -> tuple[str, str, int, str]:
-    """scheme, host, port and path prefix of a server URL; anything else is refused."""
+    """scheme, host, port and path prefix of a server URL; anything else is refused,
+    naming the URL without any user name or password it holds."""
+    shown = redacted(url)
+    if shown != url:
+        raise InvalidValue(
+            "path",
+            f"{shown!r} holds a user name or password: give the key as api_key= or in "
+            f"{KEY_VARIABLE}, where it stays out of logs and errors",
+        )
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
@@ -110,12 +130,6 @@ def _parse(url: str) -> tuple[str, str, int, str]:
     if parts.scheme not in _SCHEMES or not parts.hostname:
         raise InvalidValue(
             "path", f"{url!r} is not a server URL: the remote backend takes http:// or https://"
-        )
-    if parts.username is not None or parts.password is not None:
-        raise InvalidValue(
-            "path",
-            "the URL holds a user name or password: give the key as api_key= or in "
-            f"{KEY_VARIABLE}, where it stays out of logs and errors",
         )
     if parts.query or parts.fragment:
         raise InvalidValue("path", f"a server URL takes no query or fragment, got {url!r}")
@@ -129,7 +143,15 @@ def _tls_context(config: LoadConfig, url: str) -> ssl.SSLContext:
 
     if config.ca_bundle is not None and not os.path.isfile(config.ca_bundle):
         raise InvalidValue("ca_bundle", f"ca_bundle {config.ca_bundle!r} is not a file")
-    context = ssl.create_default_context(cafile=config.ca_bundle)
+    try:
+        context = ssl.create_default_context(cafile=config.ca_bundle)
+    except ssl.SSLError as error:
+        raise InvalidValue(
+            "ca_bundle",
+            f"ca_bundle {config.ca_bundle!r} holds no certificate OpenSSL can read "
+            f"({error.reason or error}): it must be PEM, one or more "
+            "'-----BEGIN CERTIFICATE-----' blocks",
+        ) from None
     if not config.verify_tls:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -144,30 +166,32 @@ def _tls_context(config: LoadConfig, url: str) -> ssl.SSLContext:
 
 def _check_config(config: LoadConfig, scheme: str) -> None:
     """Options that only shape a server we start, or only mean something for https."""
-    defaults = LoadConfig()
-    for name in _SERVER_FIELDS:
-        if getattr(config, name) != getattr(defaults, name):
-            raise InvalidValue(
-                name,
-                f"{name} is chosen by whoever starts the server; the remote backend attaches "
-                "to a running one and cannot change it: leave it unset, or set it on that "
-                "server's command line",
-            )
+    refuse_options(
+        config,
+        _SERVER_FIELDS,
+        lambda name: (
+            f"{name} is chosen by whoever starts the server; the remote backend "
+            "attaches to a running one and cannot change it: leave it unset, or set it on that "
+            "server's command line"
+        ),
+    )
     if scheme != "https":
-        for name in ("ca_bundle", "verify_tls"):
-            if getattr(config, name) != getattr(defaults, name):
-                raise InvalidValue(name, f"{name} is for https:// URLs only")
+        refuse_options(
+            config, ("ca_bundle", "verify_tls"), lambda name: f"{name} is for https:// URLs only"
+        )
 
 
 def _connect_error(url: str, error: OSError, waited: float) -> ServerUnreachable:
     import ssl
 
     if isinstance(error, ssl.SSLCertVerificationError):
+        advice = _VERIFY_ADVICE.get(
+            error.verify_code,
+            "name the CA that signed it with ca_bundle= (or SSL_CERT_FILE), or add it to "
+            "the system's trust store",
+        )
         return TlsVerificationFailed(
-            url,
-            f"the certificate of {url} is not trusted ({error.verify_message}): name the CA "
-            "that signed it with ca_bundle= (or SSL_CERT_FILE), or add it to the system's "
-            "trust store",
+            url, f"the certificate of {url} is not trusted ({error.verify_message}): {advice}"
         )
     if isinstance(error, ssl.SSLError):
         return ServerUnreachable(
@@ -219,6 +243,12 @@ def _get(server: RemoteServer, path: str, deadline: float) -> Any:
             f"{server.url}{path} answered {error.status} ({error.server_message}): is this "
             "a llama-server, at the right path?",
         ) from None
+    except GenerationTimeout:
+        raise ServerNotReady(
+            server.url, f"{server.url}{path} did not answer within the load timeout"
+        ) from None
+    except ConnectionLost as error:
+        raise ServerUnreachable(server.url, str(error)) from None
     except GenerationError as error:
         raise UnexpectedServer(
             server.url, f"{server.url} does not answer as a llama-server does: {error}"
@@ -226,20 +256,26 @@ def _get(server: RemoteServer, path: str, deadline: float) -> Any:
 
 
 def _wait_until_ready(server: RemoteServer, deadline: float, timeout: float) -> None:
-    """`/health` until 200: connection problems raise at once, a 503 (loading) waits."""
+    """`/health` until 200: connection problems raise at once; a 503 (loading), or a
+    proxy's 502 or 504 (the server behind it restarting), waits."""
     url = server.url
+    connected = False  # a failed connection is told apart by opening one on its own
     while True:
         remaining = max(0.001, min(_CONNECT_TIMEOUT, deadline - time.monotonic()))
-        try:
-            server.client.connect(remaining).close()
-        except OSError as error:
-            raise _connect_error(url, error, remaining) from None
-        status = server.client.status_of("/health", timeout=remaining)
+        status = server.client.status_of("/health", timeout=remaining) if connected else 0
+        if status == 0:
+            try:
+                server.client.connect(remaining).close()
+            except OSError as error:
+                raise _connect_error(url, error, remaining) from None
+            if not connected:
+                connected = True
+                continue
         if status == 200:
             return
         if status in (401, 403):
             raise _key_refused(server, f"/health answered {status}")
-        if status != 503:
+        if status not in _NOT_READY:
             answer = f"answered {status}" if status else "does not answer HTTP"
             raise UnexpectedServer(
                 url,
@@ -249,8 +285,9 @@ def _wait_until_ready(server: RemoteServer, deadline: float, timeout: float) -> 
         if time.monotonic() + _LOADING_POLL > deadline:
             raise ServerNotReady(
                 url,
-                f"the llama-server at {url} was still loading its model after {timeout:g} s: "
-                "try again later, or load with a longer load timeout",
+                f"the llama-server at {url} was still not ready (loading its model, or "
+                f"restarting behind a proxy) after {timeout:g} s: try again once it answers "
+                f"{url}/health with 200",
             )
         time.sleep(_LOADING_POLL)
 

@@ -117,7 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         stop_child(process, "the RPC worker")
     return _fail(
-        f"the RPC worker {describe_exit(returncode)}; its output above says why "
-        '("Failed to create server socket": the port is in use, or the host is not an '
+        f"the RPC worker {describe_exit(returncode)}; its output above says why (where it "
+        'says "Failed to create server socket", the port is in use or the host is not an '
         "address of this machine)"
     )

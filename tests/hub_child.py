@@ -5,7 +5,8 @@ first imported, as it does in a user's program: each environment a test sets up
 needs a fresh process. Prints one JSON object: what was loaded, or the error.
 
 ACTION: `load` (through FakeBackend: the path the backend was given), `generate`
-(the real llama_cpp backend: four greedy tokens), `inspect` (`ic.inspect_model`).
+(the real llama_cpp backend: four greedy tokens), `inspect` (`ic.inspect_model`),
+`misnamed` (a backend name that no plugin registers).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from inference_core.testing import FakeBackend
 def run(action: str, name: str) -> dict[str, Any]:
     if action == "inspect":
         return {"path": ic.inspect_model(name).path}
-    backend = "llama_cpp" if action == "generate" else "fake"
+    backend = {"generate": "llama_cpp", "misnamed": "no-such-backend"}.get(action, "fake")
     ic.register(FakeBackend())
     with ic.load(name, backend=backend, context_len=512) as model:
         result: dict[str, Any] = {"path": model.info.path}

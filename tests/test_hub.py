@@ -191,6 +191,15 @@ def test_a_second_load_downloads_nothing_and_a_pinned_commit_asks_nothing(
     assert standin.requests == []
 
 
+def test_a_backend_that_cannot_load_it_downloads_nothing(
+    env: dict[str, str], standin: StandIn
+) -> None:
+    result = child("misnamed", SMOL, env)
+    assert result.get("error") == "BackendNotFound", result
+    assert "no-such-backend" in result["message"]
+    assert standin.requests == []
+
+
 def test_hf_hub_cache_is_honoured(env: dict[str, str], tmp_path: Path) -> None:
     path = child("load", SMOL, env, HF_HUB_CACHE=str(tmp_path / "elsewhere"))["path"]
     assert path.startswith(str(tmp_path / "elsewhere" / "models--owner--smol"))

@@ -507,6 +507,7 @@ def test_rpc_worker_on_a_port_in_use_fails_saying_so() -> None:
     assert command.returncode == 1
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("inference: error: the RPC worker exited"), stderr
+    assert "Failed to create server socket" in stderr.replace(last, "")  # the worker's own
     assert "the port is in use" in last
 
 
