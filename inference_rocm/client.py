@@ -66,7 +66,7 @@ class _Connection:
     SO_RCVTIMEO runs out, so it would never come back to check the scope.
     """
 
-    __slots__ = ("buffer", "closed", "idle_since", "sock", "tls", "wait")
+    __slots__ = ("buffer", "closed", "idle_since", "is_tls", "sock", "wait")
 
     def __init__(
         self, host: str, port: int, tls: ssl.SSLContext | None = None, timeout: float = 10.0
@@ -81,7 +81,7 @@ class _Connection:
             raise
         sock.settimeout(None)
         self.sock = sock
-        self.tls = tls is not None
+        self.is_tls = tls is not None
         self.buffer = b""
         self.closed = False
         self.wait = 0.0
@@ -89,7 +89,7 @@ class _Connection:
 
     def _wait_at_most(self, seconds: float) -> None:
         if seconds != self.wait:  # set only when it changes: near a deadline, or once
-            if self.tls:
+            if self.is_tls:
                 self.sock.settimeout(seconds)
             else:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))

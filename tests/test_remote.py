@@ -33,6 +33,7 @@ from inference_rocm.model import LlamaServerModel
 from inference_rocm.remote import RemoteBackend, RemoteServer, _parse
 
 from .external import KEY, ExternalServer, free_port, health
+from .procs import connections_to
 
 pytestmark = pytest.mark.server
 
@@ -383,10 +384,15 @@ def test_a_server_that_never_answers_fails_within_the_load_timeout() -> None:
 # -- the server's life is not ours --------------------------------------------
 
 
-def test_close_leaves_the_server_running(external_server: ExternalServer) -> None:
+def test_close_closes_our_connections_and_leaves_the_server_running(
+    external_server: ExternalServer,
+) -> None:
     model = ic.load(external_server.url, api_key=KEY)
     assert ids(model, PROMPTS[0], 2)
+    assert model.classify([PROMPTS[0]])  # a whole answer: its connection is kept alive
+    assert connections_to(external_server.port) >= 1, "no kept-alive connection to close"
     model.close()
+    assert connections_to(external_server.port) == 0
     assert external_server.running() and health(external_server.url) == 200
     with pytest.raises(ic.ModelClosed):
         list(model.generate(PROMPTS[0], max_tokens=2))
