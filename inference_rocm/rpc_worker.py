@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
+from inference_core.errors import BackendUnavailable, InferenceError
+
 from . import cpus
 from .binaries import find_binary, worker_beside
 from .server import child_environment, describe_exit, spawn_child, stop_child
@@ -68,11 +70,6 @@ def _say(message: str) -> None:
     print(f"inference rpc-worker: {message}", file=sys.stderr, flush=True)
 
 
-def _fail(message: str) -> int:
-    print(f"inference: error: {message}", file=sys.stderr, flush=True)
-    return 1
-
-
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise _Terminated
 
@@ -89,10 +86,10 @@ def _sigterm_raises() -> Iterator[None]:
 def _serve(args: argparse.Namespace) -> int:
     lookup = find_binary()
     if lookup.path is None:
-        return _fail("; ".join(lookup.problems))
+        raise BackendUnavailable("; ".join(lookup.problems), lookup.problems)
     binary = worker_beside(lookup.path)
     if binary is None:
-        return _fail(
+        raise BackendUnavailable(
             f"no RPC worker (ggml-rpc-server or rpc-server) beside {lookup.path} (from "
             f"{lookup.source}), the llama-server in use: `inference server build` makes a "
             "build with both (some minutes), or build llama.cpp with -DGGML_RPC=ON and put "
@@ -116,7 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     finally:
         stop_child(process, "the RPC worker")
-    return _fail(
+    raise InferenceError(
         f"the RPC worker {describe_exit(returncode)}; its output above says why (where it "
         'says "Failed to create server socket", the port is in use or the host is not an '
         "address of this machine)"
