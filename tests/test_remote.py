@@ -13,8 +13,6 @@ import logging
 import os
 import secrets
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -32,8 +30,9 @@ from inference_core.testing import BackendContract, TextModelContract
 from inference_rocm.model import LlamaServerModel
 from inference_rocm.remote import RemoteBackend, RemoteServer, _parse
 
-from .external import KEY, ExternalServer, free_port, health
-from .procs import connections_to
+from .external import KEY, ExternalServer, health
+from .procs import connections_to, free_port
+from .test_cli import cli
 
 pytestmark = pytest.mark.server
 
@@ -258,16 +257,8 @@ def test_the_key_never_shows_in_a_repr_a_log_or_an_error(
 def test_the_cli_attaches_with_the_key_from_the_environment(
     external_server: ExternalServer,
 ) -> None:
-    environ = {**os.environ, "LLAMA_API_KEY": KEY}
     argv = ["run", "--model", external_server.url, "--temperature", "0", "--max-tokens", "8"]
-    result = subprocess.run(
-        [sys.executable, "-m", "inference_core", *argv, PROMPTS[0]],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=60,
-        check=False,
-    )
+    result = cli(*argv, PROMPTS[0], env={"LLAMA_API_KEY": KEY})
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(" Paris")
 

@@ -32,7 +32,7 @@ from inference_rocm.server import LlamaServer, child_environment
 from tests.test_devices import mi210_server
 from tests.test_rocm_backend import captured_starts, rocm, small_card, with_kfd
 
-from .procs import child_argv, children, make_executable, wait_for, wait_gone
+from .procs import child_argv, children, free_port, make_executable, wait_for, wait_gone
 
 server = pytest.mark.server
 
@@ -41,13 +41,6 @@ PROMPT = "The capital of France is"
 # Greedy SmolLM2 counts on for thousands of tokens: still generating when a worker is killed.
 ENDLESS = "Count from one to a thousand: 1, 2, 3,"
 SPLIT_LAYERS = 20  # of SmolLM2's 30: the other 10 stay on the local CPU
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def listening_on(port: int) -> str | None:

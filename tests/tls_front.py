@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from .external import free_port
+from .procs import free_port
 
 _DAY = datetime.timedelta(days=1)
 
