@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import unicodedata
 from urllib.parse import quote, unquote
 
 import attrs
@@ -96,9 +97,30 @@ def parse(name: str) -> HubFile:
     if not file.lower().endswith(".gguf"):
         raise InvalidModelFile(name, f"names {file!r}, not a GGUF file: {_FORM}")
     revision = None if match["revision"] is None else unquote(match["revision"])
-    if revision is not None and not revision.strip():
-        raise InvalidModelFile(name, f"has an empty revision after '@': {_FORM}")
+    if revision is not None:
+        _check_revision(name, revision)
     return HubFile(f"{owner}/{repo}", file, revision)
+
+
+def _check_revision(name: str, revision: str) -> None:
+    """Refuse a revision that is no branch, tag or commit name and would not stay a file
+    name: huggingface_hub stores `refs/<revision>` in the cache, and "..", a leading "/"
+    or a backslash there write outside it (git refuses such names and control
+    characters too, so no real revision is lost)."""
+    if not revision.strip():
+        raise InvalidModelFile(name, f"has an empty revision after '@': {_FORM}")
+    unsafe = (
+        ".." in revision
+        or revision.startswith("/")
+        or "\\" in revision
+        or any(unicodedata.category(char) == "Cc" for char in revision)
+    )
+    if unsafe:
+        raise InvalidModelFile(
+            name,
+            f"revision {revision!r} is not a branch, tag or commit name (no '..', leading '/', "
+            f"backslash or control character): {_FORM}",
+        )
 
 
 def _require(name: str) -> None:

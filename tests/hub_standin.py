@@ -103,7 +103,9 @@ class StandIn:
     # -- answers ---------------------------------------------------------------
 
     def _answer(self, handler: BaseHTTPRequestHandler, origin: str, *, body: bool) -> None:
-        path = unquote(urlsplit(handler.path).path)
+        # Split before decoding: a revision with a "/" in it comes percent-encoded.
+        raw = urlsplit(handler.path).path
+        path, parts = unquote(raw), [unquote(part) for part in raw.strip("/").split("/")]
         authorization = handler.headers.get("Authorization")
         with self._lock:
             self.requests.append(
@@ -115,7 +117,6 @@ class StandIn:
             name = parse_qs(urlsplit(handler.path).query).get("name", ["file"])[0]
             self._blob(handler, path.removeprefix("/blobs/"), name, body=body)
             return
-        parts = path.strip("/").split("/")
         if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "tree":
             repo = self._repo(handler, f"{parts[2]}/{parts[3]}", parts[5], authorization)
             if repo is not None:
