@@ -19,14 +19,17 @@ def supported_platform() -> bool:
 
 @inference_core.hookimpl
 def register_backends(register: Callable[[Backend], None]) -> None:
+    """`remote` everywhere: it starts no binary, so a laptop of any kind reaches a
+    llama-server on a GPU machine; the local backends only where their builds run."""
+    from .remote import RemoteBackend
+
+    register(RemoteBackend())
     if not supported_platform():
         return
     from .backends import LlamaCppBackend, RocmBackend
-    from .remote import RemoteBackend
 
     register(RocmBackend())
     register(LlamaCppBackend())
-    register(RemoteBackend())
 
 
 @inference_core.hookimpl
