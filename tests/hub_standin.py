@@ -49,6 +49,9 @@ class Repo:
     commit: str = COMMIT
     branches: tuple[str, ...] = ("main",)
     token: str | None = None  # gated: only this bearer token is let in
+    # What the CDN sends instead of a file's bytes while the hub still announces the file's
+    # own sha256 and size: a hub or mirror serving an altered file.
+    served: dict[str, bytes] = attrs.Factory(dict)
 
 
 def sha256(data: bytes) -> str:
@@ -65,7 +68,9 @@ class StandIn:
         self.cuts: list[int] = []
         self._lock = threading.Lock()
         self._blobs = {
-            sha256(data): data for repo in repos.values() for data in repo.files.values()
+            sha256(data): repo.served.get(name, data)
+            for repo in repos.values()
+            for name, data in repo.files.items()
         }
         self._hub = self._serve("hub")
         self._cdn = self._serve("cdn")

@@ -9,7 +9,6 @@ environment the test sets. No test reaches the internet.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import pty
@@ -29,6 +28,7 @@ from hypothesis import strategies as st
 import inference_core as ic
 from inference_core import hub
 from tests.hub_standin import COMMIT, Repo, StandIn
+from tests.hub_standin import sha256 as sha256_of
 from tests.test_cli import cli
 
 ROOT = Path(__file__).parent.parent
@@ -59,6 +59,10 @@ def standin(smollm2_bytes: bytes) -> Iterator[StandIn]:
                 branches=("main", "v1", ESCAPE),
             ),
             "owner/gated": Repo({"smol.gguf": smollm2_bytes}, token=TOKEN),
+            # The hub announces one file's sha256 (and size) and the CDN serves other bytes.
+            "owner/altered": Repo(
+                {"model.gguf": PART + b"announced"}, served={"model.gguf": PART + b"different"}
+            ),
         }
     )
     yield server
@@ -90,7 +94,7 @@ def child(action: str, name: str, env: Mapping[str, str], **extra: str) -> dict[
 
 
 def sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_of(Path(path).read_bytes())
 
 
 def cache_of(env: Mapping[str, str]) -> Path:
@@ -355,6 +359,32 @@ def test_a_download_cut_short_that_cannot_resume_keeps_nothing(
     assert not [name for name in left if name.endswith(".incomplete") or "gguf" in name], left
     offline = child("load", SMOL, env, HF_HUB_OFFLINE="1")
     assert_error(offline, ic.HubUnreachable, "not in the cache")
+
+
+def test_a_download_that_is_not_the_announced_file_is_removed_and_fails(
+    env: dict[str, str],
+) -> None:
+    name, announced = "hf://owner/altered/model.gguf", sha256_of(PART + b"announced")
+    for result in (child("load", name, env), child("load", name, env)):  # nothing kept between
+        assert_error(
+            result,
+            ic.HubDownloadFailed,
+            "model.gguf downloaded from http://127.0.0.1:",
+            f"is not the file the hub announced: its sha256 is {sha256_of(PART + b'different')}",
+            f"not {announced}; it was removed from the cache. Try again",
+        )
+    pulled = cli("pull", name, env=env)
+    assert pulled.returncode == 1 and "is not the file the hub announced" in pulled.stderr
+    cached = Path(env["HF_HOME"]) / "hub" / "models--owner--altered"
+    assert [p.name for p in cached.rglob("*") if "gguf" in p.name or announced in p.name] == []
+
+
+def test_only_a_file_just_downloaded_is_hashed(env: dict[str, str]) -> None:
+    checking = "checking smol.gguf against the sha256 the hub announced"
+    first = cli("--debug", "pull", SMOL, env=env)
+    assert first.returncode == 0 and checking in first.stderr, first.stderr
+    again = cli("--debug", "pull", SMOL, env=env)
+    assert again.returncode == 0 and checking not in again.stderr, again.stderr
 
 
 # -- the command line ----------------------------------------------------------------------------
