@@ -12,16 +12,25 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import stat
 import struct
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 import attrs
 
+from inference_core._model_files import open_problem, type_problem
 from inference_core.errors import InvalidModelFile
 from inference_core.types import ModelInfo
 
-__all__ = ["GgufHeader", "TensorInfo", "file_type_name", "model_info", "read_header"]
+__all__ = [
+    "GgufHeader",
+    "TensorInfo",
+    "file_type_name",
+    "model_info",
+    "read_header",
+    "starts_with_magic",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +39,8 @@ _MAX_TENSORS = 1_000_000
 _MAX_KEYS = 100_000
 _MAX_DIMS = 8
 _DEFAULT_ALIGNMENT = 32
+# An open that never waits on a FIFO or a device; no effect on a regular file.
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # Windows has neither the flag nor FIFOs
 
 # value type -> struct format of one element (strings and arrays are handled apart)
 _SCALARS: dict[int, struct.Struct] = {
@@ -168,8 +179,25 @@ class _Corrupt(Exception):
 
 
 def _open_model_file(path: str) -> BinaryIO:
-    """The one place the file is opened (a seam for permission tests: root is never denied)."""
-    return open(path, "rb")
+    """The one place the file is opened (a seam for permission tests: root is never denied).
+
+    Without blocking: opening a FIFO would wait for a writer; its type is checked once open.
+    """
+    return open(path, "rb", opener=_open_without_blocking)
+
+
+def _open_without_blocking(path: str, flags: int) -> int:
+    return os.open(path, flags | _NONBLOCK)
+
+
+def starts_with_magic(path: str) -> bool:
+    """Whether `path` is a regular file that starts like a GGUF file (never blocks)."""
+    try:
+        with _open_model_file(path) as handle:
+            regular = stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
+            return regular and handle.read(len(_MAGIC)) == _MAGIC
+    except OSError:
+        return False
 
 
 def read_header(path: str | os.PathLike[str]) -> GgufHeader:
@@ -177,18 +205,14 @@ def read_header(path: str | os.PathLike[str]) -> GgufHeader:
     name = os.fspath(path)
     try:
         handle = _open_model_file(name)
-    except FileNotFoundError:
-        raise InvalidModelFile(name, "no such file; check the path") from None
-    except IsADirectoryError:
-        raise InvalidModelFile(name, "is a directory, not a GGUF model file") from None
-    except PermissionError:
-        raise InvalidModelFile(
-            name, "permission denied; make the file readable by this user (chmod a+r)"
-        ) from None
     except OSError as error:
-        raise InvalidModelFile(name, f"cannot be opened: {error.strerror or error}") from None
+        raise InvalidModelFile(name, open_problem(error)) from None
     with handle:
-        size = os.fstat(handle.fileno()).st_size
+        status = os.fstat(handle.fileno())
+        problem = type_problem(status.st_mode)
+        if problem is not None:
+            raise InvalidModelFile(name, problem)
+        size = status.st_size
         if size < 24:
             raise InvalidModelFile(name, f"is {size} bytes long, too short to be a GGUF model file")
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:

@@ -41,13 +41,8 @@ def inspect_model(path: str) -> inference_core.ModelInfo | None:
     """
     from . import gguf_meta
 
-    if not path.lower().endswith(".gguf"):
-        try:
-            with open(path, "rb") as handle:
-                if handle.read(4) != b"GGUF":
-                    return None
-        except OSError:
-            return None
+    if not path.lower().endswith(".gguf") and not gguf_meta.starts_with_magic(path):
+        return None
     return gguf_meta.model_info(gguf_meta.read_header(path))
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gguf
@@ -14,8 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import inference_core as ic
 from inference_core import InvalidModelFile
 from inference_rocm import gguf_meta
+from tests.procs import make_executable
+from tests.test_cli import assert_one_line_error, cli
 
 
 def write_gguf(path: Path, *, arch: str = "llama", layers: int = 2, extra: bool = True) -> Path:
@@ -151,3 +156,97 @@ def test_mutated_headers_raise_only_invalid_model_file(
     path.write_bytes(bytes(mutated[: data.draw(st.integers(0, len(mutated)))]))
     with contextlib.suppress(InvalidModelFile):
         gguf_meta.read_header(path)
+
+
+# -- paths that are no regular file ----------------------------------------------------------
+
+
+HANG = 20  # seconds: a guard only a call blocked for good would reach
+
+
+@pytest.fixture
+def spawned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """LLAMA_SERVER_PATH names a script that records each run's arguments in the file
+    returned (the backend also runs it for --version); started as a server, it exits."""
+    record = tmp_path / "runs.txt"
+    script = f"import sys\nopen({str(record)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+    monkeypatch.delenv("ROCM_LLAMA_SERVER_PATH", raising=False)
+    recorder = make_executable(tmp_path / "bin" / "llama-server", script)
+    monkeypatch.setenv("LLAMA_SERVER_PATH", str(recorder))
+    return record
+
+
+def refused_by_both(path: Path, spawned: Path, problem: str) -> None:
+    """`load` and `inspect_model` raise the same `InvalidModelFile`; no server started."""
+    with pytest.raises(InvalidModelFile, match=problem) as loading:
+        ic.load(str(path), backend="llama_cpp")
+    with pytest.raises(InvalidModelFile, match=problem) as inspecting:
+        ic.inspect_model(path)
+    assert str(loading.value) == str(inspecting.value)
+    runs = spawned.read_text() if spawned.exists() else ""
+    assert str(path) not in runs, runs
+
+
+def outcome_of(call: Callable[[], object], fifo: Path) -> BaseException | None:
+    """What `call` raised, run on a thread of its own; one still blocked after HANG is let
+    go (a writer opens the FIFO and closes it: end of file) and the test fails."""
+    raised: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as error:  # handed to the test, whatever it is
+            raised.append(error)
+        else:
+            raised.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(HANG)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(HANG)
+        pytest.fail(f"blocked on the FIFO {fifo} for {HANG} s")
+    return raised[0]
+
+
+@pytest.mark.parametrize("name", ["model.gguf", "model"])
+def test_a_fifo_is_refused_without_waiting_for_a_writer(
+    tmp_path: Path, spawned: Path, name: str
+) -> None:
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    calls: list[Callable[[], object]] = [
+        lambda: ic.load(str(fifo), backend="llama_cpp"),
+        lambda: ic.inspect_model(fifo),
+    ]
+    for call in calls:
+        error = outcome_of(call, fifo)
+        assert isinstance(error, InvalidModelFile), repr(error)
+        assert str(error) == f"{fifo}: is a named pipe (FIFO), not a model file"
+    assert not spawned.exists() or str(fifo) not in spawned.read_text()
+
+
+def test_info_on_a_fifo_is_an_error_not_a_wait(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    assert_one_line_error(cli("info", str(fifo), timeout=HANG), "is a named pipe (FIFO)")
+
+
+def test_a_symlink_loop_says_so_from_load_and_inspect_model(tmp_path: Path, spawned: Path) -> None:
+    (tmp_path / "a.gguf").symlink_to(tmp_path / "b.gguf")
+    (tmp_path / "b.gguf").symlink_to(tmp_path / "a.gguf")
+    refused_by_both(tmp_path / "a.gguf", spawned, "is a symlink loop")
+
+
+def test_refusing_a_path_by_its_type_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.gguf")
+    before = len(os.listdir("/proc/self/fd"))
+    for path in (tmp_path, tmp_path / "pipe.gguf", Path("/dev/zero")) * 10:
+        with pytest.raises(InvalidModelFile, match="not a model file"):
+            gguf_meta.read_header(path)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_device_is_refused_by_its_type(spawned: Path) -> None:
+    refused_by_both(Path("/dev/zero"), spawned, "is a character device, not a model file")
