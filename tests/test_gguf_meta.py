@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -250,3 +251,95 @@ def test_refusing_a_path_by_its_type_leaves_no_descriptor_open(tmp_path: Path) -
 
 def test_a_device_is_refused_by_its_type(spawned: Path) -> None:
     refused_by_both(Path("/dev/zero"), spawned, "is a character device, not a model file")
+
+
+# -- hostile files: refused from the header, before any process starts ------------------------
+
+
+def raw_string(text: str) -> bytes:
+    encoded = text.encode()
+    return struct.pack("<Q", len(encoded)) + encoded
+
+
+def raw_kv(key: str, value_type: int, payload: bytes) -> bytes:
+    return raw_string(key) + struct.pack("<I", value_type) + payload
+
+
+def raw_tensor(name: str, shape: tuple[int, ...], offset: int = 0) -> bytes:
+    dims = struct.pack(f"<I{len(shape)}Q", len(shape), *shape)
+    return raw_string(name) + dims + struct.pack("<IQ", 0, offset)  # type 0: F32
+
+
+LLAMA = raw_kv("general.architecture", 8, raw_string("llama"))
+ONE_TENSOR = [raw_tensor("token_embd.weight", (8,))]  # 8 F32 weights: 32 bytes of data
+
+
+def raw_gguf(
+    path: Path, kvs: list[bytes], tensors: list[bytes] = ONE_TENSOR, data: int = 32
+) -> Path:
+    """A GGUF file written field by field, for what no well-behaved writer produces."""
+    header = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs))
+    header += b"".join(kvs) + b"".join(tensors)
+    path.write_bytes(header + bytes(-len(header) % 32 + data))
+    return path
+
+
+def test_a_valid_raw_file_is_read(tmp_path: Path) -> None:  # the builder is sound
+    info = ic.inspect_model(raw_gguf(tmp_path / "ok.gguf", [LLAMA]))
+    assert (info.architecture, info.file_size) == ("llama", os.path.getsize(info.path))
+
+
+def test_arrays_nested_60000_deep_are_refused(tmp_path: Path, spawned: Path) -> None:
+    nested = struct.pack("<IQ", 9, 1) * 60_000 + struct.pack("<IQ", 0, 0)
+    path = raw_gguf(tmp_path / "deep.gguf", [LLAMA, raw_kv("deep", 9, nested)])
+    refused_by_both(path, spawned, "array 'deep' nests arrays more than 8 deep")
+
+
+def test_millions_of_empty_strings_in_a_sparse_file_are_refused_at_once(
+    tmp_path: Path, spawned: Path
+) -> None:
+    claim = raw_kv("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, 25_000_000))
+    path = raw_gguf(tmp_path / "sparse.gguf", [LLAMA, claim], [], data=0)
+    with path.open("r+b") as handle:  # 200 MB of zeros: 25 million strings of length 0
+        handle.truncate(path.stat().st_size + 200_000_000)
+    refused_by_both(path, spawned, "takes the header past 2097152 strings")
+
+
+def test_more_entries_than_the_file_holds_are_refused(tmp_path: Path, spawned: Path) -> None:
+    claim = raw_kv("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, 1 << 20))
+    path = raw_gguf(tmp_path / "short.gguf", [LLAMA, claim])
+    refused_by_both(path, spawned, "is truncated: its header runs past the end of the file")
+
+
+def test_a_file_without_tensors_is_refused(tmp_path: Path, spawned: Path) -> None:
+    path = raw_gguf(tmp_path / "vocab.gguf", [LLAMA], [], data=0)
+    refused_by_both(path, spawned, "has no tensors")
+
+
+def test_the_first_part_of_a_split_model_may_hold_no_tensors(tmp_path: Path) -> None:
+    split = raw_kv("split.count", 2, struct.pack("<H", 3))  # llama-gguf-split's u16
+    path = raw_gguf(tmp_path / "m-00001-of-00003.gguf", [LLAMA, split], [], data=0)
+    assert ic.inspect_model(path).architecture == "llama"
+
+
+@pytest.mark.parametrize("value", [-1, 0])
+def test_a_context_length_below_one_is_refused(tmp_path: Path, spawned: Path, value: int) -> None:
+    context = raw_kv("llama.context_length", 5, struct.pack("<i", value))  # an int32
+    path = raw_gguf(tmp_path / "context.gguf", [LLAMA, context])
+    refused_by_both(path, spawned, f"llama.context_length is {value}, not a positive number")
+
+
+@pytest.mark.parametrize(
+    ("shape", "problem"),
+    [
+        ((2**63, 1), r"dimensions \(9223372036854775808, 1\) that overflow"),
+        ((2**40, 2**40), "that overflow"),
+        ((1 << 20, 1 << 10), r"claims 1073741824 weights, more than its 32 bytes hold"),
+    ],
+    ids=["dimension", "product", "past-the-file"],
+)
+def test_impossible_tensor_dimensions_are_refused(
+    tmp_path: Path, spawned: Path, shape: tuple[int, ...], problem: str
+) -> None:
+    path = raw_gguf(tmp_path / "shape.gguf", [LLAMA], [raw_tensor("token_embd.weight", shape)])
+    refused_by_both(path, spawned, problem)
