@@ -198,7 +198,8 @@ def _verify_download(
     the digest the hub announced, and `path` links to it. Only a blob that was not in
     `blobs` before the call (`cached`) is hashed: it is what this call downloaded, while
     hashing a cached multi-GB file on every load would cost seconds to minutes each
-    time. A blob already there is trusted as whoever downloaded it left it. On a
+    time. A blob already there is trusted as whoever downloaded it left it, and a cache
+    without links (where symlinks are not supported) keeps no blob to check. On a
     mismatch the blob and the link to it are removed, so no tool sharing the cache
     finds altered bytes under that digest.
     """
