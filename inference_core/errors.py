@@ -161,7 +161,8 @@ class HubUnreachable(HubError):
 
 
 class HubDownloadFailed(HubError):
-    """A download was cut short and could not be resumed; nothing partial is kept."""
+    """A download was cut short and could not be resumed, or its bytes did not match the
+    sha256 the hub announced; nothing partial or altered is kept."""
 
 
 class _ServerFailure(InferenceError):

@@ -10,9 +10,12 @@ into a local path before a backend is chosen, so every backend gets a plain file
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import re
+import unicodedata
 from urllib.parse import quote, unquote
 
 import attrs
@@ -51,6 +54,8 @@ _NAME = re.compile(
     r"^hf://(?P<owner>[^/@]*)/(?P<repo>[^/@]*)(?:@(?P<revision>[^/]*))?/(?P<file>.*)$"
 )
 _INSTALL = "python3 -m pip install 'inference-core[hub]'"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")  # an LFS file's etag: its blob's name in the cache
+_HASH_CHUNK = 1 << 20
 
 
 @attrs.frozen
@@ -96,9 +101,30 @@ def parse(name: str) -> HubFile:
     if not file.lower().endswith(".gguf"):
         raise InvalidModelFile(name, f"names {file!r}, not a GGUF file: {_FORM}")
     revision = None if match["revision"] is None else unquote(match["revision"])
-    if revision is not None and not revision.strip():
-        raise InvalidModelFile(name, f"has an empty revision after '@': {_FORM}")
+    if revision is not None:
+        _check_revision(name, revision)
     return HubFile(f"{owner}/{repo}", file, revision)
+
+
+def _check_revision(name: str, revision: str) -> None:
+    """Refuse a revision that is no branch, tag or commit name and would not stay a file
+    name: huggingface_hub stores `refs/<revision>` in the cache, and "..", a leading "/"
+    or a backslash there write outside it (git refuses such names and control
+    characters too, so no real revision is lost)."""
+    if not revision.strip():
+        raise InvalidModelFile(name, f"has an empty revision after '@': {_FORM}")
+    unsafe = (
+        ".." in revision
+        or revision.startswith("/")
+        or "\\" in revision
+        or any(unicodedata.category(char) == "Cc" for char in revision)
+    )
+    if unsafe:
+        raise InvalidModelFile(
+            name,
+            f"revision {revision!r} is not a branch, tag or commit name (no '..', leading '/', "
+            f"backslash or control character): {_FORM}",
+        )
 
 
 def _require(name: str) -> None:
@@ -135,12 +161,73 @@ def fetch(name: str, *, local_only: bool = False) -> str:
 def _fetch_one(file: HubFile, name: str, local_only: bool) -> str:
     from huggingface_hub import hf_hub_download
 
+    blobs = _blobs_folder(file.repo_id)
+    cached = _entries(blobs)
     try:
-        return hf_hub_download(
+        path = hf_hub_download(
             file.repo_id, file.filename, revision=file.revision, local_files_only=local_only
         )
     except _request_errors() as error:
         raise _failure(file, name, error, local_only) from error
+    _verify_download(path, blobs, cached, file, name)
+    return path
+
+
+def _blobs_folder(repo_id: str) -> str:
+    """Where the cache keeps a model repository's files, each named by its etag."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    folder = repo_folder_name(repo_id=repo_id, repo_type="model")
+    return os.path.join(constants.HF_HUB_CACHE, folder, "blobs")
+
+
+def _entries(folder: str) -> frozenset[str]:
+    try:
+        return frozenset(os.listdir(folder))
+    except OSError:  # no such folder yet: nothing of this repository is cached
+        return frozenset()
+
+
+def _verify_download(
+    path: str, blobs: str, cached: frozenset[str], file: HubFile, name: str
+) -> None:
+    """Check a file this call downloaded against the sha256 the hub announced for it.
+
+    The cache stores an LFS file (every GGUF file is one) as `blobs/<sha256>`, named by
+    the digest the hub announced, and `path` links to it. Only a blob that was not in
+    `blobs` before the call (`cached`) is hashed: it is what this call downloaded, while
+    hashing a cached multi-GB file on every load would cost seconds to minutes each
+    time. A blob already there is trusted as whoever downloaded it left it, and a cache
+    without links (where symlinks are not supported) keeps no blob to check. On a
+    mismatch the blob and the link to it are removed, so no tool sharing the cache
+    finds altered bytes under that digest.
+    """
+    blob = os.path.realpath(path)
+    announced = os.path.basename(blob)
+    fresh = os.path.dirname(blob) == os.path.realpath(blobs) and announced not in cached
+    if not fresh or not _SHA256.match(announced):  # a cached or a non-LFS file
+        return
+    logger.debug("checking %s against the sha256 the hub announced, %s", file.filename, announced)
+    digest = hashlib.sha256()
+    with open(blob, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    if digest.hexdigest() == announced:
+        return
+    for leftover in (path, blob):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(leftover)
+    from huggingface_hub import constants
+
+    endpoint = redacted(constants.ENDPOINT)
+    raise HubDownloadFailed(
+        name,
+        f"{name}: the {file.filename} downloaded from {endpoint} is not the file the hub "
+        f"announced: its sha256 is {digest.hexdigest()}, not {announced}; it was removed "
+        f"from the cache. Try again; if it fails the same way, {endpoint} serves a "
+        "damaged or altered file: report it to whoever runs it, or use another mirror",
+    )
 
 
 def _request_errors() -> tuple[type[Exception], ...]:

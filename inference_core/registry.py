@@ -23,6 +23,7 @@ import pluggy
 
 from . import hookspecs, hub
 from ._locations import redacted, url_scheme
+from ._model_files import check_regular
 from .errors import (
     BackendNotFound,
     BackendUnavailable,
@@ -338,16 +339,14 @@ async def aload(
 def inspect_model(path: str | os.PathLike[str]) -> ModelInfo:
     """A model file's metadata, read by the first plugin that understands it; no server starts.
 
-    Raises `InvalidModelFile` when the file is missing, broken, or of a kind
-    no installed plugin understands. An hf:// name is looked up in the cache only.
+    Raises `InvalidModelFile` when the file is missing, not a regular file (a FIFO, a
+    symlink loop), broken, or of a kind no installed plugin understands. An hf:// name
+    is looked up in the cache only.
     """
     name = os.fspath(path)
     if hub.is_hub_name(name):
         name = hub.fetch(name, local_only=True)
-    if not os.path.exists(name):
-        raise InvalidModelFile(name, "no such file; check the path")
-    if os.path.isdir(name):
-        raise InvalidModelFile(name, "is a directory, not a model file")
+    check_regular(name)  # before any plugin opens it: a FIFO would block the open
     for plugin, function in _registry.implementations("inspect_model"):
         try:
             info = function(path=name)

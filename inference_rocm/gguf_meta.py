@@ -12,16 +12,25 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import stat
 import struct
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 import attrs
 
+from inference_core._model_files import open_problem, type_problem
 from inference_core.errors import InvalidModelFile
 from inference_core.types import ModelInfo
 
-__all__ = ["GgufHeader", "TensorInfo", "file_type_name", "model_info", "read_header"]
+__all__ = [
+    "GgufHeader",
+    "TensorInfo",
+    "file_type_name",
+    "model_info",
+    "read_header",
+    "starts_with_magic",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +38,20 @@ _MAGIC = b"GGUF"
 _MAX_TENSORS = 1_000_000
 _MAX_KEYS = 100_000
 _MAX_DIMS = 8
+_MAX_ARRAY_DEPTH = 8  # arrays of arrays: far deeper than any real file nests them
+# Strings and inner arrays stepped over one by one in one header, each a loop turn (about
+# a quarter of a microsecond): the largest vocabularies with their merges come to under
+# a million, and a sparse file may claim tens of millions of empty strings.
+_MAX_WALKED = 1 << 21
+_MAX_ELEMENTS = (1 << 63) - 1  # ggml counts a tensor's elements in an int64
+_MIN_BITS_PER_WEIGHT = 1  # no ggml type stores a weight in less (the 1-bit types use 1.5+)
+# The fewest bytes an entry can take: a key/value (key length, type, one-byte value) and
+# a tensor info (name length, dimension count, type, offset).
+_MIN_KV_BYTES = 8 + 4 + 1
+_MIN_TENSOR_BYTES = 8 + 4 + 4 + 8
 _DEFAULT_ALIGNMENT = 32
+# An open that never waits on a FIFO or a device; no effect on a regular file.
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # Windows has neither the flag nor FIFOs
 
 # value type -> struct format of one element (strings and arrays are handled apart)
 _SCALARS: dict[int, struct.Struct] = {
@@ -46,6 +68,7 @@ _SCALARS: dict[int, struct.Struct] = {
     12: struct.Struct("<d"),
 }
 _STRING, _ARRAY = 8, 9
+_SMALLEST = {_STRING: 8, _ARRAY: 4 + 8}  # bytes: a string's length; an array's type, count
 # Keys some architectures store per layer; the largest value sizes the KV cache.
 _PER_LAYER_KEYS = (".attention.head_count", ".attention.head_count_kv")
 _U32 = struct.Struct("<I")
@@ -109,14 +132,19 @@ class GgufHeader:
 
 
 class _Reader:
-    """Bounds-checked little-endian reads from a buffer; overruns mean a truncated file."""
+    """Bounds-checked little-endian reads from a buffer; overruns mean a truncated file.
 
-    __slots__ = ("buffer", "pos", "size")
+    `walked` counts the strings and inner arrays of arrays, each stepped over one by
+    one, against `_MAX_WALKED`: a sparse file can claim millions of empty ones.
+    """
+
+    __slots__ = ("buffer", "pos", "size", "walked")
 
     def __init__(self, buffer: mmap.mmap | bytes) -> None:
         self.buffer = buffer
         self.pos = 0
         self.size = len(buffer)
+        self.walked = 0
 
     def take(self, fmt: struct.Struct) -> Any:
         end = self.pos + fmt.size
@@ -145,18 +173,45 @@ class _Reader:
             raise _Corrupt(f"unknown value type {value_type}")
         return self.take(fmt)
 
-    def skip_array(self, element_type: int, count: int) -> None:
-        if element_type == _STRING:
-            for _ in range(count):
-                self.skip(self.take(_U64))
-        elif element_type == _ARRAY:
-            for _ in range(count):
-                inner_type, inner_count = self.take(_U32), self.take(_U64)
-                self.skip_array(inner_type, inner_count)
-        elif element_type in _SCALARS:
-            self.skip(_SCALARS[element_type].size * count)
-        else:
+    def expect(self, count: int, smallest: int) -> None:
+        """Refuse `count` entries of at least `smallest` bytes each that the rest of the
+        file cannot hold, before walking any of them."""
+        if count * smallest > self.size - self.pos:
+            raise _Truncated
+
+    def skip_array(self, key: str, element_type: int, count: int, depth: int = 1) -> None:
+        if depth > _MAX_ARRAY_DEPTH:
+            raise _Corrupt(f"array {key!r} nests arrays more than {_MAX_ARRAY_DEPTH} deep")
+        scalar = _SCALARS.get(element_type)
+        smallest = scalar.size if scalar is not None else _SMALLEST.get(element_type)
+        if smallest is None:
             raise _Corrupt(f"unknown array element type {element_type}")
+        self.expect(count, smallest)
+        if scalar is not None:
+            self.skip(smallest * count)
+            return
+        self.walked += count
+        if self.walked > _MAX_WALKED:
+            raise _Corrupt(
+                f"array {key!r} takes the header past {_MAX_WALKED} strings and inner arrays"
+            )
+        if element_type == _STRING:
+            self._skip_strings(count)
+            return
+        for _ in range(count):
+            inner_type, inner_count = self.take(_U32), self.take(_U64)
+            self.skip_array(key, inner_type, inner_count, depth + 1)
+
+    def _skip_strings(self, count: int) -> None:
+        """Step over `count` strings: the one loop a vocabulary makes long, kept tight."""
+        buffer, pos, size, unpack = self.buffer, self.pos, self.size, _U64.unpack_from
+        for _ in range(count):
+            if pos + 8 > size:
+                raise _Truncated
+            pos += 8 + unpack(buffer, pos)[0]
+        if pos > size:
+            raise _Truncated
+        self.pos = pos
 
 
 class _Truncated(Exception):
@@ -168,8 +223,25 @@ class _Corrupt(Exception):
 
 
 def _open_model_file(path: str) -> BinaryIO:
-    """The one place the file is opened (a seam for permission tests: root is never denied)."""
-    return open(path, "rb")
+    """The one place the file is opened (a seam for permission tests: root is never denied).
+
+    Without blocking: opening a FIFO would wait for a writer; its type is checked once open.
+    """
+    return open(path, "rb", opener=_open_without_blocking)
+
+
+def _open_without_blocking(path: str, flags: int) -> int:
+    return os.open(path, flags | _NONBLOCK)
+
+
+def starts_with_magic(path: str) -> bool:
+    """Whether `path` is a regular file that starts like a GGUF file (never blocks)."""
+    try:
+        with _open_model_file(path) as handle:
+            regular = stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
+            return regular and handle.read(len(_MAGIC)) == _MAGIC
+    except OSError:
+        return False
 
 
 def read_header(path: str | os.PathLike[str]) -> GgufHeader:
@@ -177,18 +249,14 @@ def read_header(path: str | os.PathLike[str]) -> GgufHeader:
     name = os.fspath(path)
     try:
         handle = _open_model_file(name)
-    except FileNotFoundError:
-        raise InvalidModelFile(name, "no such file; check the path") from None
-    except IsADirectoryError:
-        raise InvalidModelFile(name, "is a directory, not a GGUF model file") from None
-    except PermissionError:
-        raise InvalidModelFile(
-            name, "permission denied; make the file readable by this user (chmod a+r)"
-        ) from None
     except OSError as error:
-        raise InvalidModelFile(name, f"cannot be opened: {error.strerror or error}") from None
+        raise InvalidModelFile(name, open_problem(error)) from None
     with handle:
-        size = os.fstat(handle.fileno()).st_size
+        status = os.fstat(handle.fileno())
+        problem = type_problem(status.st_mode)
+        if problem is not None:
+            raise InvalidModelFile(name, problem)
+        size = status.st_size
         if size < 24:
             raise InvalidModelFile(name, f"is {size} bytes long, too short to be a GGUF model file")
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
@@ -215,6 +283,7 @@ def _parse(name: str, buffer: mmap.mmap, size: int) -> GgufHeader:
     tensor_count, kv_count = reader.take(_U64), reader.take(_U64)
     if tensor_count > _MAX_TENSORS or kv_count > _MAX_KEYS:
         raise _Corrupt(f"absurd counts ({tensor_count} tensors, {kv_count} keys)")
+    reader.expect(kv_count, _MIN_KV_BYTES)
     metadata: dict[str, Any] = {}
     array_lengths: dict[str, int] = {}
     for _ in range(kv_count):
@@ -222,14 +291,13 @@ def _parse(name: str, buffer: mmap.mmap, size: int) -> GgufHeader:
         value_type = reader.take(_U32)
         if value_type == _ARRAY:
             element_type, count = reader.take(_U32), reader.take(_U64)
-            if count > size:
-                raise _Corrupt(f"array {key!r} claims {count} elements")
-            reader.skip_array(element_type, count)
+            reader.skip_array(key, element_type, count)
             array_lengths[key] = count
             if element_type in _SCALARS and count and key.endswith(_PER_LAYER_KEYS):
                 metadata[key] = _array_max(buffer, reader.pos, element_type, count)
         else:
             metadata[key] = reader.value(value_type)
+    reader.expect(tensor_count, _MIN_TENSOR_BYTES)
     raw_tensors = []
     for _ in range(tensor_count):
         tensor_name = reader.string()
@@ -244,7 +312,40 @@ def _parse(name: str, buffer: mmap.mmap, size: int) -> GgufHeader:
         raise _Corrupt(f"general.alignment {alignment!r} is not a power of two")
     data_offset = -(-reader.pos // alignment) * alignment
     tensors = _sized(raw_tensors, size - data_offset)
+    for tensor in tensors:
+        _check_shape(tensor)
+    _check_context_length(metadata)
+    if not tensors and not _is_split(metadata):
+        raise InvalidModelFile(
+            name, "has no tensors: it holds no weights to run (a vocabulary-only file?)"
+        )
     return GgufHeader(name, version, metadata, array_lengths, tensors, data_offset, size)
+
+
+def _check_shape(tensor: TensorInfo) -> None:
+    """Dimensions llama-server could use: counted in an int64, and no more weights than
+    the tensor's bytes can hold."""
+    elements = tensor.n_elements
+    if elements > _MAX_ELEMENTS or any(dim > _MAX_ELEMENTS for dim in tensor.shape):
+        raise _Corrupt(f"tensor {tensor.name!r} has dimensions {tensor.shape} that overflow")
+    if elements * _MIN_BITS_PER_WEIGHT > tensor.n_bytes * 8:
+        raise _Corrupt(
+            f"tensor {tensor.name!r} of dimensions {tensor.shape} claims {elements} weights, "
+            f"more than its {tensor.n_bytes} bytes hold"
+        )
+
+
+def _check_context_length(metadata: Mapping[str, Any]) -> None:
+    key = f"{metadata.get('general.architecture', '')}.context_length"
+    value = metadata.get(key)
+    if value is not None and (type(value) is not int or value <= 0):
+        raise _Corrupt(f"{key} is {value!r}, not a positive number of tokens")
+
+
+def _is_split(metadata: Mapping[str, Any]) -> bool:
+    """Part of a split model (llama-gguf-split), whose first part may hold metadata only."""
+    count = metadata.get("split.count")
+    return isinstance(count, int) and count > 1
 
 
 def _array_max(buffer: mmap.mmap, end: int, element_type: int, count: int) -> Any:

@@ -19,14 +19,17 @@ def supported_platform() -> bool:
 
 @inference_core.hookimpl
 def register_backends(register: Callable[[Backend], None]) -> None:
+    """`remote` everywhere: it starts no binary, so a laptop of any kind reaches a
+    llama-server on a GPU machine; the local backends only where their builds run."""
+    from .remote import RemoteBackend
+
+    register(RemoteBackend())
     if not supported_platform():
         return
     from .backends import LlamaCppBackend, RocmBackend
-    from .remote import RemoteBackend
 
     register(RocmBackend())
     register(LlamaCppBackend())
-    register(RemoteBackend())
 
 
 @inference_core.hookimpl
@@ -38,13 +41,8 @@ def inspect_model(path: str) -> inference_core.ModelInfo | None:
     """
     from . import gguf_meta
 
-    if not path.lower().endswith(".gguf"):
-        try:
-            with open(path, "rb") as handle:
-                if handle.read(4) != b"GGUF":
-                    return None
-        except OSError:
-            return None
+    if not path.lower().endswith(".gguf") and not gguf_meta.starts_with_magic(path):
+        return None
     return gguf_meta.model_info(gguf_meta.read_header(path))
 
 

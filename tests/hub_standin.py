@@ -49,6 +49,9 @@ class Repo:
     commit: str = COMMIT
     branches: tuple[str, ...] = ("main",)
     token: str | None = None  # gated: only this bearer token is let in
+    # What the CDN sends instead of a file's bytes while the hub still announces the file's
+    # own sha256 and size: a hub or mirror serving an altered file.
+    served: dict[str, bytes] = attrs.Factory(dict)
 
 
 def sha256(data: bytes) -> str:
@@ -65,7 +68,9 @@ class StandIn:
         self.cuts: list[int] = []
         self._lock = threading.Lock()
         self._blobs = {
-            sha256(data): data for repo in repos.values() for data in repo.files.values()
+            sha256(data): repo.served.get(name, data)
+            for repo in repos.values()
+            for name, data in repo.files.items()
         }
         self._hub = self._serve("hub")
         self._cdn = self._serve("cdn")
@@ -103,7 +108,9 @@ class StandIn:
     # -- answers ---------------------------------------------------------------
 
     def _answer(self, handler: BaseHTTPRequestHandler, origin: str, *, body: bool) -> None:
-        path = unquote(urlsplit(handler.path).path)
+        # Split before decoding: a revision with a "/" in it comes percent-encoded.
+        raw = urlsplit(handler.path).path
+        path, parts = unquote(raw), [unquote(part) for part in raw.strip("/").split("/")]
         authorization = handler.headers.get("Authorization")
         with self._lock:
             self.requests.append(
@@ -115,7 +122,6 @@ class StandIn:
             name = parse_qs(urlsplit(handler.path).query).get("name", ["file"])[0]
             self._blob(handler, path.removeprefix("/blobs/"), name, body=body)
             return
-        parts = path.strip("/").split("/")
         if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "tree":
             repo = self._repo(handler, f"{parts[2]}/{parts[3]}", parts[5], authorization)
             if repo is not None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import struct
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gguf
@@ -14,8 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import inference_core as ic
 from inference_core import InvalidModelFile
 from inference_rocm import gguf_meta
+from tests.procs import make_executable
+from tests.test_cli import assert_one_line_error, cli
 
 
 def write_gguf(path: Path, *, arch: str = "llama", layers: int = 2, extra: bool = True) -> Path:
@@ -151,3 +157,189 @@ def test_mutated_headers_raise_only_invalid_model_file(
     path.write_bytes(bytes(mutated[: data.draw(st.integers(0, len(mutated)))]))
     with contextlib.suppress(InvalidModelFile):
         gguf_meta.read_header(path)
+
+
+# -- paths that are no regular file ----------------------------------------------------------
+
+
+HANG = 20  # seconds: a guard only a call blocked for good would reach
+
+
+@pytest.fixture
+def spawned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """LLAMA_SERVER_PATH names a script that records each run's arguments in the file
+    returned (the backend also runs it for --version); started as a server, it exits."""
+    record = tmp_path / "runs.txt"
+    script = f"import sys\nopen({str(record)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+    monkeypatch.delenv("ROCM_LLAMA_SERVER_PATH", raising=False)
+    recorder = make_executable(tmp_path / "bin" / "llama-server", script)
+    monkeypatch.setenv("LLAMA_SERVER_PATH", str(recorder))
+    return record
+
+
+def refused_by_both(path: Path, spawned: Path, problem: str) -> None:
+    """`load` and `inspect_model` raise the same `InvalidModelFile`; no server started."""
+    with pytest.raises(InvalidModelFile, match=problem) as loading:
+        ic.load(str(path), backend="llama_cpp")
+    with pytest.raises(InvalidModelFile, match=problem) as inspecting:
+        ic.inspect_model(path)
+    assert str(loading.value) == str(inspecting.value)
+    runs = spawned.read_text() if spawned.exists() else ""
+    assert str(path) not in runs, runs
+
+
+def outcome_of(call: Callable[[], object], fifo: Path) -> BaseException | None:
+    """What `call` raised, run on a thread of its own; one still blocked after HANG is let
+    go (a writer opens the FIFO and closes it: end of file) and the test fails."""
+    raised: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as error:  # handed to the test, whatever it is
+            raised.append(error)
+        else:
+            raised.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(HANG)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(HANG)
+        pytest.fail(f"blocked on the FIFO {fifo} for {HANG} s")
+    return raised[0]
+
+
+@pytest.mark.parametrize("name", ["model.gguf", "model"])
+def test_a_fifo_is_refused_without_waiting_for_a_writer(
+    tmp_path: Path, spawned: Path, name: str
+) -> None:
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    calls: list[Callable[[], object]] = [
+        lambda: ic.load(str(fifo), backend="llama_cpp"),
+        lambda: ic.inspect_model(fifo),
+    ]
+    for call in calls:
+        error = outcome_of(call, fifo)
+        assert isinstance(error, InvalidModelFile), repr(error)
+        assert str(error) == f"{fifo}: is a named pipe (FIFO), not a model file"
+    assert not spawned.exists() or str(fifo) not in spawned.read_text()
+
+
+def test_info_on_a_fifo_is_an_error_not_a_wait(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    assert_one_line_error(cli("info", str(fifo), timeout=HANG), "is a named pipe (FIFO)")
+
+
+def test_a_symlink_loop_says_so_from_load_and_inspect_model(tmp_path: Path, spawned: Path) -> None:
+    (tmp_path / "a.gguf").symlink_to(tmp_path / "b.gguf")
+    (tmp_path / "b.gguf").symlink_to(tmp_path / "a.gguf")
+    refused_by_both(tmp_path / "a.gguf", spawned, "is a symlink loop")
+
+
+def test_refusing_a_path_by_its_type_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.gguf")
+    before = len(os.listdir("/proc/self/fd"))
+    for path in (tmp_path, tmp_path / "pipe.gguf", Path("/dev/zero")) * 10:
+        with pytest.raises(InvalidModelFile, match="not a model file"):
+            gguf_meta.read_header(path)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_device_is_refused_by_its_type(spawned: Path) -> None:
+    refused_by_both(Path("/dev/zero"), spawned, "is a character device, not a model file")
+
+
+# -- hostile files: refused from the header, before any process starts ------------------------
+
+
+def raw_string(text: str) -> bytes:
+    encoded = text.encode()
+    return struct.pack("<Q", len(encoded)) + encoded
+
+
+def raw_kv(key: str, value_type: int, payload: bytes) -> bytes:
+    return raw_string(key) + struct.pack("<I", value_type) + payload
+
+
+def raw_tensor(name: str, shape: tuple[int, ...], offset: int = 0) -> bytes:
+    dims = struct.pack(f"<I{len(shape)}Q", len(shape), *shape)
+    return raw_string(name) + dims + struct.pack("<IQ", 0, offset)  # type 0: F32
+
+
+LLAMA = raw_kv("general.architecture", 8, raw_string("llama"))
+ONE_TENSOR = [raw_tensor("token_embd.weight", (8,))]  # 8 F32 weights: 32 bytes of data
+
+
+def raw_gguf(
+    path: Path, kvs: list[bytes], tensors: list[bytes] = ONE_TENSOR, data: int = 32
+) -> Path:
+    """A GGUF file written field by field, for what no well-behaved writer produces."""
+    header = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs))
+    header += b"".join(kvs) + b"".join(tensors)
+    path.write_bytes(header + bytes(-len(header) % 32 + data))
+    return path
+
+
+def test_a_valid_raw_file_is_read(tmp_path: Path) -> None:  # the builder is sound
+    info = ic.inspect_model(raw_gguf(tmp_path / "ok.gguf", [LLAMA]))
+    assert (info.architecture, info.file_size) == ("llama", os.path.getsize(info.path))
+
+
+def test_arrays_nested_60000_deep_are_refused(tmp_path: Path, spawned: Path) -> None:
+    nested = struct.pack("<IQ", 9, 1) * 60_000 + struct.pack("<IQ", 0, 0)
+    path = raw_gguf(tmp_path / "deep.gguf", [LLAMA, raw_kv("deep", 9, nested)])
+    refused_by_both(path, spawned, "array 'deep' nests arrays more than 8 deep")
+
+
+def test_millions_of_empty_strings_in_a_sparse_file_are_refused_at_once(
+    tmp_path: Path, spawned: Path
+) -> None:
+    claim = raw_kv("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, 25_000_000))
+    path = raw_gguf(tmp_path / "sparse.gguf", [LLAMA, claim], [], data=0)
+    with path.open("r+b") as handle:  # 200 MB of zeros: 25 million strings of length 0
+        handle.truncate(path.stat().st_size + 200_000_000)
+    refused_by_both(path, spawned, "takes the header past 2097152 strings")
+
+
+def test_more_entries_than_the_file_holds_are_refused(tmp_path: Path, spawned: Path) -> None:
+    claim = raw_kv("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, 1 << 20))
+    path = raw_gguf(tmp_path / "short.gguf", [LLAMA, claim])
+    refused_by_both(path, spawned, "is truncated: its header runs past the end of the file")
+
+
+def test_a_file_without_tensors_is_refused(tmp_path: Path, spawned: Path) -> None:
+    path = raw_gguf(tmp_path / "vocab.gguf", [LLAMA], [], data=0)
+    refused_by_both(path, spawned, "has no tensors")
+
+
+def test_the_first_part_of_a_split_model_may_hold_no_tensors(tmp_path: Path) -> None:
+    split = raw_kv("split.count", 2, struct.pack("<H", 3))  # llama-gguf-split's u16
+    path = raw_gguf(tmp_path / "m-00001-of-00003.gguf", [LLAMA, split], [], data=0)
+    assert ic.inspect_model(path).architecture == "llama"
+
+
+@pytest.mark.parametrize("value", [-1, 0])
+def test_a_context_length_below_one_is_refused(tmp_path: Path, spawned: Path, value: int) -> None:
+    context = raw_kv("llama.context_length", 5, struct.pack("<i", value))  # an int32
+    path = raw_gguf(tmp_path / "context.gguf", [LLAMA, context])
+    refused_by_both(path, spawned, f"llama.context_length is {value}, not a positive number")
+
+
+@pytest.mark.parametrize(
+    ("shape", "problem"),
+    [
+        ((2**63, 1), r"dimensions \(9223372036854775808, 1\) that overflow"),
+        ((2**40, 2**40), "that overflow"),
+        ((1 << 20, 1 << 10), r"claims 1073741824 weights, more than its 32 bytes hold"),
+    ],
+    ids=["dimension", "product", "past-the-file"],
+)
+def test_impossible_tensor_dimensions_are_refused(
+    tmp_path: Path, spawned: Path, shape: tuple[int, ...], problem: str
+) -> None:
+    path = raw_gguf(tmp_path / "shape.gguf", [LLAMA], [raw_tensor("token_embd.weight", shape)])
+    refused_by_both(path, spawned, problem)

@@ -9,7 +9,6 @@ environment the test sets. No test reaches the internet.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import pty
@@ -20,6 +19,7 @@ import termios
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given
@@ -28,12 +28,16 @@ from hypothesis import strategies as st
 import inference_core as ic
 from inference_core import hub
 from tests.hub_standin import COMMIT, Repo, StandIn
+from tests.hub_standin import sha256 as sha256_of
 from tests.test_cli import cli
 
 ROOT = Path(__file__).parent.parent
 SMOL = "hf://owner/smol/smol.gguf"
 TOKEN = "hf_standin_secret_4f2a9c"
 PART = b"GGUF" + bytes(100_000)  # split parts FakeBackend never reads
+# A revision a hostile mirror answers: refs/<it> is, from the repository's cache folder
+# (HF_HOME/hub/models--owner--smol), the file `escaped` beside HF_HOME.
+ESCAPE = "../../../../escaped"
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +56,13 @@ def standin(smollm2_bytes: bytes) -> Iterator[StandIn]:
                     "split/smol-00001-of-00002.gguf": PART + b"1",
                     "split/smol-00002-of-00002.gguf": PART + b"2",
                 },
-                branches=("main", "v1"),
+                branches=("main", "v1", ESCAPE),
             ),
             "owner/gated": Repo({"smol.gguf": smollm2_bytes}, token=TOKEN),
+            # The hub announces one file's sha256 (and size) and the CDN serves other bytes.
+            "owner/altered": Repo(
+                {"model.gguf": PART + b"announced"}, served={"model.gguf": PART + b"different"}
+            ),
         }
     )
     yield server
@@ -86,7 +94,7 @@ def child(action: str, name: str, env: Mapping[str, str], **extra: str) -> dict[
 
 
 def sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_of(Path(path).read_bytes())
 
 
 def cache_of(env: Mapping[str, str]) -> Path:
@@ -95,6 +103,13 @@ def cache_of(env: Mapping[str, str]) -> Path:
 
 # -- names -------------------------------------------------------------------------
 
+
+def is_ref_name(revision: str) -> bool:
+    """What a revision may be: not blank, and no "..", leading "/", backslash or control."""
+    unsafe = ".." in revision or revision.startswith("/") or "\\" in revision
+    return bool(revision.strip()) and not unsafe and revision.isprintable()
+
+
 ids = st.from_regex(r"[A-Za-z0-9](?:[A-Za-z0-9_]|[.-][A-Za-z0-9_]){0,20}", fullmatch=True)
 segments = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.@ -]{0,12}", fullmatch=True)
 
@@ -102,7 +117,7 @@ segments = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.@ -]{0,12}", fullmatch=True)
 @given(
     owner=ids,
     repo=ids,
-    revision=st.none() | st.text(min_size=1).filter(str.strip),
+    revision=st.none() | st.text(min_size=1).filter(is_ref_name),
     folders=st.lists(segments, max_size=3),
     stem=segments,
 )
@@ -138,6 +153,27 @@ def test_any_other_text_is_an_invalid_model_file_or_a_name(text: str) -> None:
 def test_a_malformed_name_says_what_is_wrong(name: str, problem: str) -> None:
     with pytest.raises(ic.InvalidModelFile, match=problem.replace("[", r"\[")):
         ic.load(name)
+
+
+@pytest.mark.parametrize("revision", ["..", "v1/../main", "/etc", "a\\b", "v1\n", "v1\x7f"])
+def test_a_revision_that_is_no_ref_name_is_refused(revision: str) -> None:
+    name = f"hf://owner/smol@{quote(revision, safe='')}/smol.gguf"
+    with pytest.raises(ic.InvalidModelFile, match="is not a branch, tag or commit name"):
+        hub.parse(name)  # what fetch and load do first: never a request on broken code either
+
+
+def test_a_revision_leading_out_of_the_cache_asks_nothing_and_writes_nothing(
+    env: dict[str, str], standin: StandIn, tmp_path: Path
+) -> None:
+    name = f"hf://owner/smol@{quote(ESCAPE, safe='')}/smol.gguf"
+    result = child("load", name, env)
+    assert result.get("error") == "InvalidModelFile", result
+    assert f"revision {ESCAPE!r} is not a branch, tag or commit name" in result["message"]
+    pulled = cli("pull", name, env=env)
+    assert pulled.returncode == 1 and "is not a branch, tag or commit name" in pulled.stderr
+    assert standin.requests == []
+    assert [path.name for path in tmp_path.iterdir()] in ([], ["hf"])
+    assert not (tmp_path / "escaped").exists()
 
 
 def test_a_revision_with_a_slash_is_percent_encoded() -> None:
@@ -323,6 +359,32 @@ def test_a_download_cut_short_that_cannot_resume_keeps_nothing(
     assert not [name for name in left if name.endswith(".incomplete") or "gguf" in name], left
     offline = child("load", SMOL, env, HF_HUB_OFFLINE="1")
     assert_error(offline, ic.HubUnreachable, "not in the cache")
+
+
+def test_a_download_that_is_not_the_announced_file_is_removed_and_fails(
+    env: dict[str, str],
+) -> None:
+    name, announced = "hf://owner/altered/model.gguf", sha256_of(PART + b"announced")
+    for result in (child("load", name, env), child("load", name, env)):  # nothing kept between
+        assert_error(
+            result,
+            ic.HubDownloadFailed,
+            "model.gguf downloaded from http://127.0.0.1:",
+            f"is not the file the hub announced: its sha256 is {sha256_of(PART + b'different')}",
+            f"not {announced}; it was removed from the cache. Try again",
+        )
+    pulled = cli("pull", name, env=env)
+    assert pulled.returncode == 1 and "is not the file the hub announced" in pulled.stderr
+    cached = Path(env["HF_HOME"]) / "hub" / "models--owner--altered"
+    assert [p.name for p in cached.rglob("*") if "gguf" in p.name or announced in p.name] == []
+
+
+def test_only_a_file_just_downloaded_is_hashed(env: dict[str, str]) -> None:
+    checking = "checking smol.gguf against the sha256 the hub announced"
+    first = cli("--debug", "pull", SMOL, env=env)
+    assert first.returncode == 0 and checking in first.stderr, first.stderr
+    again = cli("--debug", "pull", SMOL, env=env)
+    assert again.returncode == 0 and checking not in again.stderr, again.stderr
 
 
 # -- the command line ----------------------------------------------------------------------------

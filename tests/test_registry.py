@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,3 +157,16 @@ def test_discovery_is_thread_safe(only: None) -> None:
         thread.join()
     assert len(seen) == 8 and all(names == seen[0] for names in seen)
     assert "echo" in seen[0]
+
+
+@pytest.mark.parametrize(
+    ("system", "machine"), [("linux", "aarch64"), ("darwin", "arm64"), ("win32", "AMD64")]
+)
+def test_remote_registers_on_every_platform_and_the_local_backends_on_linux_x86_64(
+    clean_registry: None, monkeypatch: pytest.MonkeyPatch, system: str, machine: str
+) -> None:
+    monkeypatch.setattr(sys, "platform", system)
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    names = {status.name for status in ic.backends()}
+    assert "remote" in names and not names & {"rocm", "llama_cpp"}
+    assert ic.default_backend("http").name == "remote"  # what load("http://...") picks
