@@ -25,10 +25,11 @@ Cancel, abort and deadlines are also tried on a reader blocked with nothing
 arriving, where a backend that only looks at them between tokens would wait on:
 the stream must end within a few seconds (`_PROMPTLY`). The `waiting_model`
 fixture (by default `model`) must take many seconds over `waiting_prompt` before
-its first token. The default prompt fills half the context with random words,
-new for each test so that no prompt cache answers it: a llama.cpp-like engine on
-a CPU reads it for seconds. A backend that answers it at once provides a model
-in a test mode that waits before each token, as the FakeBackend's and the
+its first token. The default prompt is random words, new for each test so that no
+prompt cache answers it, as many as `model` reads in `_WAITING_READ` seconds by
+the rate it read a short probe (at most half its context): a llama.cpp-like
+engine on a CPU reads it that long. A backend that answers it at once provides a
+model in a test mode that waits before each token, as the FakeBackend's and the
 example backend's tests do:
 
     @pytest.fixture
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import threading
 import time
@@ -65,6 +67,8 @@ _PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown"
 _HANG = 60.0  # seconds: what would only be exceeded by a hang, on any machine
 _PROMPTLY = 5.0  # seconds a cancel or deadline may take to end a blocked stream
 _SETTLE = 0.5  # seconds a reader is given to block before it is cancelled
+_WAITING_READ = 8.0  # seconds the default waiting prompt takes to read: > _SETTLE + _PROMPTLY
+_PROBE_WORDS = 64  # the prompt that measures how fast a model reads
 _TRIES = 5  # deadlines tried to find one that passes mid-stream
 # Common words, about a token each in most vocabularies: a long prompt of them fits.
 _WORDS = ("apple", "river", "stone", "green", "house", "water", "light", "night", "paper")
@@ -132,10 +136,20 @@ def _honoured(option: str, run: Callable[[], Any]) -> Any:
         pytest.skip(f"the backend refuses {option}: {refused}")
 
 
-def _long_prompt(context_len: int) -> str:
-    """Random words over half a context of `context_len` tokens, new on every call."""
+def _long_prompt(model: TextModel) -> str:
+    """Random words, new on every call, that `model` takes about `_WAITING_READ` s to read."""
     rng = random.Random()
-    return " ".join(rng.choice(_WORDS) for _ in range(context_len // 2))
+
+    def words(count: int) -> str:
+        return " ".join(rng.choice(_WORDS) for _ in range(count))
+
+    probe = model.generate(words(_PROBE_WORDS), max_tokens=1)
+    probe.text()
+    read = probe.metrics
+    rate = math.inf
+    if read is not None and read.prefill_seconds > 0:
+        rate = read.prompt_tokens / read.prefill_seconds
+    return words(int(min(model.context_len // 2, rate * _WAITING_READ)))
 
 
 @final
@@ -243,9 +257,9 @@ class TextModelContract:
         return model
 
     @pytest.fixture
-    def waiting_prompt(self, waiting_model: TextModel) -> str:
+    def waiting_prompt(self, model: TextModel) -> str:
         """By default long enough to keep a llama.cpp-like engine on a CPU reading it."""
-        return _long_prompt(waiting_model.context_len)
+        return _long_prompt(model)
 
     def _greedy(self, model: TextModel, max_tokens: int = 8) -> list[Token]:
         return list(model.generate(_PROMPT, max_tokens=max_tokens, temperature=0.0))
