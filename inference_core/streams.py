@@ -47,6 +47,8 @@ __all__ = [
     "run_batch",
 ]
 
+_SIGNAL_POLL = 0.05  # seconds between two looks at a caller's cancel signal in `wait`
+
 
 @final
 class GenerationScope:
@@ -78,6 +80,22 @@ class GenerationScope:
 
     def remaining(self) -> float | None:
         return None if self._deadline is None else self._deadline - time.monotonic()
+
+    def wait(self, seconds: float, woken: threading.Event) -> None:
+        """Sleep `seconds` at most: less once `woken` is set (by the backend's abort), the
+        deadline passes or the caller's cancel signal is set (looked at every
+        `_SIGNAL_POLL` seconds). A stand-in for a backend's blocking read that honours the
+        scope; `check()` then says whether to go on."""
+        end = time.monotonic() + seconds
+        while not self.cancelled:
+            left = end - time.monotonic()
+            remaining = self.remaining()
+            if remaining is not None:
+                left = min(left, remaining)
+            if self._signal is not None:
+                left = min(left, _SIGNAL_POLL)
+            if left <= 0 or woken.wait(left):
+                return
 
     def check(self) -> None:
         """Raise `Cancelled` or `GenerationTimeout` if the generation must stop now."""

@@ -29,4 +29,9 @@ class TestShoutModel(TextModelContract):
 
     @pytest.fixture
     def model(self) -> ic.TextModel:
-        return ShoutBackend().load_model("anything", ic.LoadConfig())
+        # A token a millisecond: a reader waits for each, and can cancel mid-answer.
+        return ShoutBackend(delay=0.001).load_model("anything", ic.LoadConfig())
+
+    @pytest.fixture
+    def waiting_model(self) -> ic.TextModel:
+        return ShoutBackend(delay=3600.0).load_model("anything", ic.LoadConfig())

@@ -23,6 +23,9 @@ class TestFakeBackendContract(BackendContract):
         return "fake.gguf"
 
 
+WAITING = 3600.0  # seconds before each token: the kit's cancels and deadlines end the wait
+
+
 @pytest.fixture(scope="module")
 def fake_model() -> Iterator[TextModel]:
     # A token a millisecond: slow enough that a reader waits for each, like a real model.
@@ -35,6 +38,10 @@ class TestFakeModelContract(TextModelContract):
     @pytest.fixture
     def model(self, fake_model: TextModel) -> TextModel:
         return fake_model
+
+    @pytest.fixture
+    def waiting_model(self) -> TextModel:
+        return FakeBackend(token_delay=WAITING).load_model("fake.gguf", LoadConfig())
 
 
 def test_unavailable_fake_backend_reports_its_reason() -> None:

@@ -17,16 +17,36 @@
 
 The mixins' names do not start with "Test", so pytest collects them only
 through a subclass. Fixtures raise `NotImplementedError` until provided.
-Capability flags (`supports_chat = False`, ...) skip what a backend does not offer.
+Capability flags (`supports_chat = False`, ...) skip what a backend does not offer,
+and so does an option the backend refuses (`UnsupportedOption` naming it): such
+a test says skipped and why, never passed.
+
+Cancel, abort and deadlines are also tried on a reader blocked with nothing
+arriving, where a backend that only looks at them between tokens would wait on:
+the stream must end within a few seconds (`_PROMPTLY`). The `waiting_model`
+fixture (by default `model`) must take many seconds over `waiting_prompt` before
+its first token. The default prompt is random words, new for each test so that no
+prompt cache answers it, as many as `model` reads in `_WAITING_READ` seconds by
+the rate it read a short probe (at most half its context): a llama.cpp-like
+engine on a CPU reads it that long. A backend that answers it at once provides a
+model in a test mode that waits before each token, as the FakeBackend's and the
+example backend's tests do:
+
+    @pytest.fixture
+    def waiting_model(self):
+        return FakeBackend(token_delay=3600).load_model("fake.gguf", LoadConfig())
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, final
 
 import pytest
 
@@ -45,6 +65,13 @@ __all__ = ["PERSON", "TOOLS", "BackendContract", "TextModelContract"]
 
 _PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown"
 _HANG = 60.0  # seconds: what would only be exceeded by a hang, on any machine
+_PROMPTLY = 5.0  # seconds a cancel or deadline may take to end a blocked stream
+_SETTLE = 0.5  # seconds a reader is given to block before it is cancelled
+_WAITING_READ = 8.0  # seconds the default waiting prompt takes to read: > _SETTLE + _PROMPTLY
+_PROBE_WORDS = 64  # the prompt that measures how fast a model reads
+_TRIES = 5  # deadlines tried to find one that passes mid-stream
+# Common words, about a token each in most vocabularies: a long prompt of them fits.
+_WORDS = ("apple", "river", "stone", "green", "house", "water", "light", "night", "paper")
 PERSON: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -100,13 +127,60 @@ def _is_person(value: Any) -> bool:
 
 
 def _honoured(option: str, run: Callable[[], Any]) -> Any:
-    """What `run` returns, or None when the backend refuses `option` the way it must:
-    `UnsupportedOption` naming it, from the call or from the stream."""
+    """What `run` returns; the test is skipped, saying why, when the backend refuses
+    `option` the way it must: `UnsupportedOption` naming it, from the call or the stream."""
     try:
         return run()
     except UnsupportedOption as refused:
         assert refused.option == option, f"refused {refused.option!r} for {option!r}"
-        return None
+        pytest.skip(f"the backend refuses {option}: {refused}")
+
+
+def _long_prompt(model: TextModel) -> str:
+    """Random words, new on every call, that `model` takes about `_WAITING_READ` s to read."""
+    rng = random.Random()
+
+    def words(count: int) -> str:
+        return " ".join(rng.choice(_WORDS) for _ in range(count))
+
+    probe = model.generate(words(_PROBE_WORDS), max_tokens=1)
+    probe.text()
+    read = probe.metrics
+    rate = math.inf
+    if read is not None and read.prefill_seconds > 0:
+        rate = read.prompt_tokens / read.prefill_seconds
+    return words(int(min(model.context_len // 2, rate * _WAITING_READ)))
+
+
+@final
+class _Reader:
+    """Reads a stream on a thread of its own, keeping its tokens and how it ended."""
+
+    def __init__(self, stream: TokenStream) -> None:
+        self.tokens: list[Token] = []
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: TokenStream) -> None:
+        try:
+            for token in stream:
+                self.tokens.append(token)
+        except BaseException as error:  # kept for the test's thread to judge
+            self.error = error
+
+    def ended(self, within: float) -> bool:
+        self._thread.join(within)
+        return not self._thread.is_alive()
+
+    def assert_waiting(self) -> None:
+        """Still inside the stream with no token after `_SETTLE` s, as the fixtures promise."""
+        assert not self.ended(_SETTLE) and not self.tokens, (
+            f"the waiting model gave {len(self.tokens)} tokens"
+            f"{f' and {self.error!r}' if self.error else ''} within {_SETTLE:g} s: the "
+            "waiting_model and waiting_prompt fixtures must keep it from answering for "
+            "many seconds (see inference_core.testing.contracts)"
+        )
 
 
 class BackendContract:
@@ -135,7 +209,7 @@ class BackendContract:
     def test_backend_satisfies_the_protocol(self, backend: Backend) -> None:
         assert isinstance(backend, Backend)
         assert isinstance(backend.name, str) and backend.name
-        assert isinstance(backend.priority, int)
+        assert type(backend.priority) is int, f"priority {backend.priority!r} is not an int"
 
     def test_status_describes_the_backend(self, backend: Backend) -> None:
         status = backend.status()
@@ -177,6 +251,16 @@ class TextModelContract:
     def model(self) -> TextModel:
         raise NotImplementedError("provide a `model` fixture returning a loaded model")
 
+    @pytest.fixture
+    def waiting_model(self, model: TextModel) -> TextModel:
+        """A model that takes many seconds over `waiting_prompt` before its first token."""
+        return model
+
+    @pytest.fixture
+    def waiting_prompt(self, model: TextModel) -> str:
+        """By default long enough to keep a llama.cpp-like engine on a CPU reading it."""
+        return _long_prompt(model)
+
     def _greedy(self, model: TextModel, max_tokens: int = 8) -> list[Token]:
         return list(model.generate(_PROMPT, max_tokens=max_tokens, temperature=0.0))
 
@@ -184,6 +268,11 @@ class TextModelContract:
         tokens = self._greedy(model)
         assert tokens
         assert all(isinstance(token, Token) and token.id >= 0 for token in tokens)
+        texts: dict[int, str] = {}
+        for token in tokens:  # an id names one piece of text; "" is part of a character
+            if token.text:
+                seen = texts.setdefault(token.id, token.text)
+                assert seen == token.text, f"id {token.id} carries {seen!r} and {token.text!r}"
 
     def test_max_tokens_bounds_the_output(self, model: TextModel) -> None:
         assert 1 <= len(self._greedy(model, max_tokens=3)) <= 3
@@ -213,15 +302,22 @@ class TextModelContract:
 
     def test_stop_token_ends_generation_before_it(self, model: TextModel) -> None:
         ids = [token.id for token in self._greedy(model, 8)]
-        stop = ids[min(3, len(ids) - 1)]
-        got = [t.id for t in model.generate(_PROMPT, max_tokens=8, stop_tokens=[stop])]
-        assert got == ids[: ids.index(stop)]
+        # The first id not seen before it, after the first token: the stop keeps the rest.
+        where = next((n for n in range(1, len(ids)) if ids[n] not in ids[:n]), None)
+        assert where is not None, f"the greedy tokens' ids {ids} never change"
+        got = [t.id for t in model.generate(_PROMPT, max_tokens=8, stop_tokens=[ids[where]])]
+        assert got == ids[:where]
 
     def test_seed_makes_sampling_reproducible(self, model: TextModel) -> None:
         if not self.supports_seed:
             pytest.skip("backend does not support seeds")
-        options: dict[str, Any] = {"max_tokens": 8, "temperature": 1.5, "seed": 1234}
-        assert list(model.generate(_PROMPT, **options)) == list(model.generate(_PROMPT, **options))
+
+        def sample(seed: int) -> list[Token]:
+            return list(model.generate(_PROMPT, max_tokens=8, temperature=1.5, seed=seed))
+
+        assert sample(1234) == sample(1234)
+        samples = {tuple(sample(seed)) for seed in (1, 2, 3, 4)}
+        assert len(samples) > 1, "four seeds gave one sample: the seed is not used"
 
     def test_unknown_option_is_a_type_error_listing_known_ones(self, model: TextModel) -> None:
         with pytest.raises(TypeError, match="max_tokens"):
@@ -245,31 +341,64 @@ class TextModelContract:
         assert isinstance(model.err(), Cancelled)
         assert self._greedy(model, 3)
 
-    def test_cancel_event_wakes_a_reader_in_another_thread(self, model: TextModel) -> None:
-        """The event is set while another thread reads the stream, waiting for tokens."""
-        event = threading.Event()
-        stream = model.generate(_PROMPT, max_tokens=10_000, cancel=event)
-        got: list[Token] = []
-        reading = threading.Event()
-
-        def read() -> None:
-            try:
-                for token in stream:
-                    got.append(token)
-                    reading.set()
-            finally:
-                reading.set()
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        assert reading.wait(_HANG), "no token came"
-        if not reader.is_alive() and stream.err() is None:
-            pytest.skip("the model gave its whole answer before it could be cancelled")
-        event.set()
-        reader.join(_HANG)
-        assert not reader.is_alive(), "setting cancel= did not wake the reading thread"
+    @pytest.mark.parametrize("how", ["signal", "call"])
+    def test_cancel_wakes_a_reader_blocked_in_another_thread(
+        self, model: TextModel, waiting_model: TextModel, waiting_prompt: str, how: str
+    ) -> None:
+        """The `cancel=` signal, or `stream.cancel()` (the backend's abort), from this
+        thread while another waits for a token that is not coming."""
+        signal = threading.Event()
+        stream = waiting_model.generate(waiting_prompt, max_tokens=10_000, cancel=signal)
+        reader = _Reader(stream)
+        reader.assert_waiting()
+        if how == "signal":
+            signal.set()
+        else:
+            stream.cancel()
+        assert reader.ended(_PROMPTLY), f"the reader still waits {_PROMPTLY:g} s after the cancel"
+        assert reader.error is None and reader.tokens == []
         assert isinstance(stream.err(), Cancelled)
-        assert len(got) < 10_000
+        assert self._greedy(model, 3)
+
+    def test_a_deadline_wakes_a_blocked_reader(
+        self, model: TextModel, waiting_model: TextModel, waiting_prompt: str
+    ) -> None:
+        timeout = 2 * _SETTLE
+        reader = _Reader(waiting_model.generate(waiting_prompt, max_tokens=10_000, timeout=timeout))
+        assert reader.ended(timeout + _PROMPTLY), (
+            f"the reader still waits {_PROMPTLY:g} s after its {timeout:g} s deadline"
+        )
+        assert reader.tokens == [], "the waiting model answered: see the waiting_* fixtures"
+        assert isinstance(reader.error, GenerationTimeout), reader.error
+        assert self._greedy(model, 3)
+
+    def test_a_deadline_passing_mid_stream_ends_it(self, model: TextModel) -> None:
+        """Tokens come, the deadline passes: GenerationTimeout, and no token after it
+        but the one on its way. Deadlines are tried until one falls mid-stream."""
+        timeout = _SETTLE
+        for _ in range(_TRIES):
+            stream = model.generate(_PROMPT, max_tokens=10_000, timeout=timeout)
+            deadline = time.monotonic() + timeout  # later than the stream's own
+            early = late = 0
+            try:
+                for _token in stream:
+                    if time.monotonic() < deadline:
+                        early += 1
+                        continue
+                    late += 1
+                    if late > 1:
+                        break
+            except GenerationTimeout:
+                if early:
+                    assert isinstance(model.err(), GenerationTimeout)
+                    assert self._greedy(model, 3)
+                    return
+                timeout *= 4  # it passed before the first token: try a longer one
+                continue
+            stream.close()
+            assert late <= 1, f"tokens kept coming after the {timeout:g} s deadline passed"
+            timeout /= 4  # the answer ended before its deadline: try a shorter one
+        pytest.skip(f"none of {_TRIES} deadlines tried passed between two tokens")
 
     def test_timeout_raises_generation_timeout(self, model: TextModel) -> None:
         stream = model.generate(_PROMPT, max_tokens=10_000, timeout=1e-6)
@@ -295,6 +424,13 @@ class TextModelContract:
         as_dicts = [{"role": m.role, "content": m.content} for m in as_objects]
         first = list(model.chat(as_objects, max_tokens=6))
         assert first and first == list(model.chat(as_dicts, max_tokens=6))
+
+    def test_chat_answers_the_messages(self, model: TextModel) -> None:
+        if not self.supports_chat:
+            pytest.skip("backend does not support chat")
+        questions = ["Name a colour.", "Count from one to five.", "What is the capital of France?"]
+        answers = {model.chat([Message("user", q)], max_tokens=8).text() for q in questions}
+        assert len(answers) > 1, f"three questions, one answer: {answers}"
 
     def test_chat_rejects_an_unknown_role(self, model: TextModel) -> None:
         if not self.supports_chat:
@@ -343,8 +479,7 @@ class TextModelContract:
             "json_schema",
             lambda: model.generate("A person, as JSON:", json_schema=PERSON, max_tokens=200).text(),
         )
-        if text is not None:
-            assert _is_person(json.loads(text)), text
+        assert _is_person(json.loads(text)), text
 
     def test_grammar_limits_the_output(self, model: TextModel) -> None:
         text = _honoured(
@@ -353,7 +488,7 @@ class TextModelContract:
                 "Is the sky blue?", grammar='root ::= "yes" | "no"', max_tokens=8
             ).text(),
         )
-        assert text in (None, "yes", "no")
+        assert text in ("yes", "no")
 
     def test_json_schema_with_grammar_is_a_value_error(self, model: TextModel) -> None:
         with pytest.raises(ValueError, match="json_schema and grammar"):
@@ -363,8 +498,6 @@ class TextModelContract:
         tokens = _honoured(
             "logprobs", lambda: list(model.generate(_PROMPT, max_tokens=8, logprobs=3))
         )
-        if tokens is None:
-            return
         assert [t.id for t in tokens] == [t.id for t in self._greedy(model, 8)]
         for token in tokens:
             assert token.logprob is not None and token.logprob <= 0.0
@@ -383,8 +516,6 @@ class TextModelContract:
         stream = _honoured(
             "tools", lambda: model.chat(_QUESTION, tools=TOOLS, tool_choice="required")
         )
-        if stream is None:
-            return
         assert stream.tool_calls == (), "tool_calls must wait for the stream's end"
         stream.text()
         assert stream.err() is None and stream.tool_calls
@@ -405,8 +536,7 @@ class TextModelContract:
         stream = _honoured(
             "tools", lambda: model.chat(history, tools=TOOLS, tool_choice="none", max_tokens=24)
         )
-        if stream is not None:
-            assert stream.text() and stream.err() is None and stream.tool_calls == ()
+        assert stream.text() and stream.err() is None and stream.tool_calls == ()
 
     def test_a_bad_tool_or_tool_choice_is_a_value_error(self, model: TextModel) -> None:
         if not self.supports_chat:
@@ -431,8 +561,6 @@ class TextModelContract:
             return model.generate("A person, as JSON:", max_tokens=64, **options, **scope)
 
         expected = _honoured(option, lambda: list(start()))
-        if expected is None:
-            return
         results: list[object] = [None] * 4
 
         def work(slot: int) -> None:
@@ -497,28 +625,37 @@ class TextModelContract:
             assert chat == list(model.chat([Message("user", "Hi")], max_tokens=4))
         assert batch == [list(model.generate(p, max_tokens=5)) for p in prompts]
 
-    def test_cancelling_the_task_cancels_the_stream(self, model: TextModel) -> None:
-        async def run() -> tuple[BaseException | None, int]:
-            stream = model.agenerate(_PROMPT, max_tokens=10_000)
-            first = asyncio.Event()
+    def test_cancelling_the_task_alone_stops_the_stream(
+        self, model: TextModel, waiting_model: TextModel, waiting_prompt: str
+    ) -> None:
+        """No `aclose()`, which would cancel by itself: the task's cancel must stop the
+        generation it waits on, and the model serve on."""
+
+        async def run() -> BaseException | None:
+            stream = waiting_model.agenerate(waiting_prompt, max_tokens=10_000)
+            got: list[Token] = []
 
             async def read() -> None:
-                async for _ in stream:
-                    first.set()
+                async for token in stream:
+                    got.append(token)
 
             task = asyncio.create_task(read())
-            await asyncio.wait_for(first.wait(), _HANG)
-            if task.done():
-                pytest.skip("the model gave its whole answer before it could be cancelled")
+            done, _ = await asyncio.wait([task], timeout=_SETTLE)
+            assert not done and not got, "the waiting model answered: see the waiting_* fixtures"
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            await asyncio.wait_for(stream.aclose(), _HANG)
-            after = [token async for token in model.agenerate(_PROMPT, max_tokens=3)]
-            return stream.err(), len(after)
+            loop = asyncio.get_running_loop()
+            end = loop.time() + _PROMPTLY
+            while stream.err() is None and loop.time() < end:
+                await asyncio.sleep(_SETTLE / 10)
+            return stream.err()
 
-        error, after = asyncio.run(run())
-        assert isinstance(error, Cancelled) and after >= 1
+        error = asyncio.run(run())
+        assert isinstance(error, Cancelled), (
+            f"the generation runs on after the task's cancel: {error!r}"
+        )
+        assert self._greedy(model, 3)
 
     def test_async_timeout_and_errors_come_as_in_the_sync_api(self, model: TextModel) -> None:
         async def run() -> BaseException | None:
@@ -536,8 +673,6 @@ class TextModelContract:
     def test_embed_gives_a_unit_vector_per_text_or_is_refused(self, model: TextModel) -> None:
         texts = ["The cat sat on the mat.", "Stock prices fell sharply.", "The cat sat on the mat."]
         vectors = _honoured("embed", lambda: model.embed(texts))
-        if vectors is None:
-            return
         assert len(vectors) == 3
         assert all(len(vector) == model.info.embedding_length for vector in vectors)
         assert all(abs(sum(x * x for x in vector) - 1.0) < 1e-3 for vector in vectors)

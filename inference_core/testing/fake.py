@@ -10,6 +10,8 @@ With a `json_schema` it writes the smallest instance of the schema instead (the
 first choice of every `anyOf`/`enum`, the minimum of every number), so tool
 calls work too; `logprobs` give every token made-up but well-formed figures.
 It refuses a `grammar` with `UnsupportedOption`, as a backend without one must.
+A `token_delay` passes before each token, cut short by cancel, abort and the
+deadline: a long one is the waiting model the conformance kit cancels.
 """
 
 from __future__ import annotations
@@ -209,10 +211,7 @@ class FakeModel(StreamingModel):
         count = min(len(words), config.max_tokens) if schema else config.max_tokens
         for position in range(count):
             if self.token_delay:
-                remaining = scope.remaining()
-                wake.wait(
-                    self.token_delay if remaining is None else min(self.token_delay, remaining)
-                )
+                scope.wait(self.token_delay, wake)
             scope.check()
             if self._closed.is_set():
                 raise ModelClosed(f"the model {self.path} was closed during the generation")

@@ -1,0 +1,213 @@
+"""Backends broken on purpose, each in one way, with the conformance kit run against them.
+
+Not a test module: `tests/test_kit_catches.py` runs the kit against each in a
+pytest of its own and checks that it fails each where it is broken. Each broken
+model is FakeBackend's model seen through one flaw.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+
+import attrs
+import pytest
+
+from inference_core import LoadConfig
+from inference_core.protocols import Backend, CancelSignal, TextModel
+from inference_core.streams import (
+    GenerationScope,
+    IteratorTokenStream,
+    StreamingModel,
+    TokenSource,
+    checked_texts,
+)
+from inference_core.testing import BackendContract, FakeBackend, FakeModel, TextModelContract
+from inference_core.tools import ToolPlan
+from inference_core.types import GenerateConfig, Message, Token
+
+__all__ = ["MODELS", "TestBoolPriority", "model_contract"]
+
+TOKEN_DELAY = 0.001  # seconds: a reader waits for each token, as with a real model
+WAITING = 3600.0  # seconds before each token of the waiting model
+
+
+class FaithfulModel(StreamingModel):
+    """FakeModel's generations, unchanged: the control that passes the whole kit.
+    Each subclass breaks one promise in `_tokens` or `_open`."""
+
+    model_type = "broken"
+
+    def __init__(self, token_delay: float) -> None:
+        super().__init__()
+        self.inner = FakeModel("fake.gguf", LoadConfig(), token_delay=token_delay)
+        self.info = self.inner.info
+        self.supported_options = self.inner.supported_options
+
+    @property
+    def context_len(self) -> int:
+        return self.inner.context_len
+
+    def _check_usable(self) -> None:
+        self.inner._check_usable()
+
+    def _tokens(
+        self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
+    ) -> TokenSource:
+        return self.inner._tokens(prompt, config, scope)
+
+    def embed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
+        return self.inner.embed(texts, normalize=normalize)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class DeafToCancel(FaithfulModel):
+    """Its abort does nothing and its wait for a token heeds neither the cancel signal
+    nor the deadline: only the stream looks at them, between tokens."""
+
+    def _tokens(
+        self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
+    ) -> TokenSource:
+        source = self.inner._tokens(prompt, config, GenerationScope())
+        return TokenSource(source.tokens, metrics=source.metrics)
+
+
+class DeadlineAtStartOnly(FaithfulModel):
+    """Looks at its deadline once, before the first token, and never after."""
+
+    def __init__(self, token_delay: float) -> None:
+        super().__init__(token_delay)
+        self._opening = threading.local()
+
+    def _open(
+        self,
+        prompt: str | Sequence[Message],
+        config: GenerateConfig,
+        cancel: CancelSignal | None,
+        timeout: float | None,
+        plan: ToolPlan | None = None,
+    ) -> IteratorTokenStream:
+        self._opening.timeout = timeout  # for _tokens, called from here on this thread
+        return super()._open(prompt, config, cancel, None, plan)
+
+    def _tokens(
+        self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
+    ) -> TokenSource:
+        at_start = GenerationScope(timeout=self._opening.timeout)
+        source = self.inner._tokens(prompt, config, scope)
+
+        def checked_once() -> Iterator[Token]:
+            at_start.check()
+            yield from source.tokens
+
+        return attrs.evolve(source, tokens=checked_once())
+
+
+class ConstantIds(FaithfulModel):
+    """Every token has the id 7, whatever its text."""
+
+    def _tokens(
+        self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
+    ) -> TokenSource:
+        source = self.inner._tokens(prompt, config, scope)
+        return attrs.evolve(source, tokens=(attrs.evolve(t, id=7) for t in source.tokens))
+
+
+class FixedSeed(FaithfulModel):
+    """Samples with the seed 0, whatever seed it is given."""
+
+    def _tokens(
+        self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
+    ) -> TokenSource:
+        return self.inner._tokens(prompt, attrs.evolve(config, seed=0), scope)
+
+
+class ChatIgnoresMessages(FaithfulModel):
+    """Answers every chat as if it said hello."""
+
+    def _tokens(
+        self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
+    ) -> TokenSource:
+        if not isinstance(prompt, str):
+            prompt = [Message("user", "Hello there")]
+        return self.inner._tokens(prompt, config, scope)
+
+
+class RefusesEveryOption(FaithfulModel):
+    """Refuses every option beyond sampling, and embeddings, as it must: by name."""
+
+    def __init__(self, token_delay: float) -> None:
+        super().__init__(token_delay)
+        self.supported_options = frozenset()
+
+    def embed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
+        return StreamingModel.embed(self, texts, normalize=normalize)
+
+
+class RefusesUntyped(FaithfulModel):
+    """Says it honours every option, then refuses them with a plain NotImplementedError."""
+
+    def __init__(self, token_delay: float) -> None:
+        super().__init__(token_delay)
+        self.supported_options = frozenset({"json_schema", "grammar", "logprobs"})
+
+    def _tokens(
+        self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
+    ) -> TokenSource:
+        if config.json_schema is not None or config.grammar is not None or config.logprobs:
+            raise NotImplementedError("options are not supported")
+        return super()._tokens(prompt, config, scope)
+
+    def embed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
+        checked_texts(texts)
+        raise NotImplementedError("embeddings are not supported")
+
+
+class _Contract(TextModelContract):
+    """The kit against one broken model, which `broken` names."""
+
+    broken: type[FaithfulModel] = FaithfulModel
+
+    @pytest.fixture
+    def model(self) -> Iterator[TextModel]:
+        with self.broken(TOKEN_DELAY) as model:
+            yield model
+
+    @pytest.fixture
+    def waiting_model(self) -> TextModel:
+        return self.broken(WAITING)  # left open: a broken one may still wait in it
+
+
+MODELS: dict[str, type[FaithfulModel]] = {
+    model.__name__: model
+    for model in (
+        FaithfulModel,
+        DeafToCancel,
+        DeadlineAtStartOnly,
+        ConstantIds,
+        FixedSeed,
+        ChatIgnoresMessages,
+        RefusesEveryOption,
+        RefusesUntyped,
+    )
+}
+
+
+def model_contract(name: str) -> type[TextModelContract]:
+    """The kit's `TextModelContract` against `MODELS[name]`, for a test module to bind
+    to a name starting with "Test"."""
+    return type(f"Test{name}", (_Contract,), {"broken": MODELS[name]})
+
+
+class TestBoolPriority(BackendContract):
+    """A priority of True: a bool, which Python counts as an int."""
+
+    @pytest.fixture
+    def backend(self) -> Backend:
+        return FakeBackend(priority=True)
+
+    @pytest.fixture
+    def model_path(self) -> str:
+        return "fake.gguf"
