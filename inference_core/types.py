@@ -14,6 +14,7 @@ from .errors import InvalidValue
 
 __all__ = [
     "MAX_LOGPROBS",
+    "MAX_TOKENS",
     "ROLES",
     "BatchResult",
     "GenerateConfig",
@@ -32,6 +33,7 @@ __all__ = [
 ROLES = ("system", "user", "assistant", "tool")
 
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+_Item = TypeVar("_Item")
 
 
 def _is_int(value: object) -> bool:
@@ -81,11 +83,36 @@ def _str(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise InvalidValue(attribute.name, f"{attribute.name} must be a string, got {value!r}")
 
 
+def _is_sequence(value: object) -> bool:
+    """A list, tuple, set or generator of items; not a string, whose letters would
+    pass for items, nor a dict, whose keys would."""
+    return isinstance(value, Iterable) and not isinstance(value, (str, bytes, bytearray, Mapping))
+
+
+def _as_tuple(value: Iterable[_Item]) -> tuple[_Item, ...]:
+    """A tuple of the items; anything else is left to the validator, which names the field."""
+    return tuple(value) if _is_sequence(value) else value  # type: ignore[return-value]
+
+
+# One per item type: mypy's attrs plugin types __init__ from a converter's argument,
+# and cannot solve a generic one.
 def _int_tuple(value: Iterable[int]) -> tuple[int, ...]:
-    return tuple(value)
+    return _as_tuple(value)
+
+
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return _as_tuple(value)
+
+
+def _check_sequence(field: str, value: object, items: str) -> None:
+    if not isinstance(value, tuple):
+        raise InvalidValue(
+            field, f"{field} must be a sequence (a list or tuple) of {items}, got {value!r}"
+        )
 
 
 def _non_negative_ints(_: Any, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+    _check_sequence(attribute.name, value, "integers >= 0")
     for item in value:
         if not _is_int(item) or item < 0:
             raise InvalidValue(
@@ -152,7 +179,8 @@ class ToolCall:
 
 
 def _tool_calls(value: Iterable[ToolCall]) -> tuple[ToolCall, ...]:
-    calls = tuple(value)
+    calls = _as_tuple(value)
+    _check_sequence("tool_calls", calls, "ToolCall values")
     for call in calls:
         if not isinstance(call, ToolCall):
             raise InvalidValue("tool_calls", f"tool_calls must hold ToolCall values, got {call!r}")
@@ -225,16 +253,19 @@ def to_message(message: MessageLike) -> Message:
             "a message dict needs 'role' and 'content' (and may have 'tool_calls' and "
             f"'tool_call_id'), got {dict(message)!r}"
         )
-    content = message["content"]
+    content, calls = message["content"], message.get("tool_calls") or ()
     return Message(
         role=message["role"],
-        content="" if content is None and message.get("tool_calls") else content,
-        tool_calls=tuple(_tool_call(call) for call in message.get("tool_calls") or ()),
+        content="" if content is None and calls else content,
+        tool_calls=tuple(map(_tool_call, calls)) if _is_sequence(calls) else calls,
         tool_call_id=message.get("tool_call_id"),
     )
 
 
 MAX_LOGPROBS = 20  # as OpenAI's top_logprobs
+# Far past any context, and with room below 2**31 for the few tokens a backend adds
+# (llama-server reads the count as a signed 32-bit integer).
+MAX_TOKENS = 2**30
 
 
 def _schema(value: Any) -> dict[str, Any]:
@@ -249,7 +280,7 @@ class GenerateConfig:
     gives every token its log-probability and the N most likely candidates.
     """
 
-    max_tokens: int = attrs.field(default=256, validator=_int_in(1))
+    max_tokens: int = attrs.field(default=256, validator=_int_in(1, MAX_TOKENS))
     temperature: float = attrs.field(default=0.0, validator=_float_in(0.0, 100.0))
     top_k: int = attrs.field(default=0, validator=_int_in(0))
     top_p: float = attrs.field(default=0.0, validator=_float_in(0.0, 1.0))
@@ -275,25 +306,19 @@ class GenerateConfig:
 
 
 def _optional_path(value: str | os.PathLike[str] | None) -> str | None:
-    return None if value is None else os.fspath(value)
-
-
-def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        raise InvalidValue(
-            "extra_args", f"extra_args must be a sequence of strings, got the string {value!r}"
-        )
-    return tuple(value)
+    """A path as a string; anything else is left to the validator, which names the field."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def _endpoints(value: str | Iterable[str]) -> tuple[str, ...]:
     """A tuple of "host:port"; one string may list several, comma-separated, as `--rpc` does."""
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
-    return tuple(value)
+    return _str_tuple(value)
 
 
 def _check_endpoints(_: Any, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+    _check_sequence(attribute.name, value, '"host:port" addresses')
     for item in value:
         host, colon, port = item.rpartition(":") if isinstance(item, str) else ("", "", "")
         bare_host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
@@ -355,7 +380,9 @@ class LoadConfig:
     devices: tuple[int, ...] = attrs.field(
         default=(), converter=_int_tuple, validator=_non_negative_ints
     )
-    adapter_path: str | None = attrs.field(default=None, converter=_optional_path)
+    adapter_path: str | None = attrs.field(
+        default=None, converter=_optional_path, validator=attrs.validators.optional(_str)
+    )
     extra_args: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     threads: int = attrs.field(default=0, validator=_int_in(0, 1024))
     embeddings: bool = attrs.field(default=False, validator=_bool)
@@ -363,7 +390,9 @@ class LoadConfig:
         default=(), converter=_endpoints, validator=_check_endpoints
     )
     api_key: str | None = attrs.field(default=None, repr=_masked, validator=_header_value)
-    ca_bundle: str | None = attrs.field(default=None, converter=_optional_path)
+    ca_bundle: str | None = attrs.field(
+        default=None, converter=_optional_path, validator=attrs.validators.optional(_str)
+    )
     verify_tls: bool = attrs.field(default=True, validator=_bool)
 
     @gpu_layers.validator
@@ -376,6 +405,7 @@ class LoadConfig:
 
     @extra_args.validator
     def _check_extra_args(self, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+        _check_sequence(attribute.name, value, "strings")
         if not all(isinstance(arg, str) for arg in value):
             raise InvalidValue(
                 "extra_args", f"extra_args must be a sequence of strings, got {value!r}"
