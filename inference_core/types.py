@@ -10,9 +10,12 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
+from ._nesting import gbnf_depth, json_depth
 from .errors import InvalidValue
 
 __all__ = [
+    "MAX_GRAMMAR_DEPTH",
+    "MAX_JSON_DEPTH",
     "MAX_LOGPROBS",
     "MAX_TOKENS",
     "ROLES",
@@ -31,6 +34,13 @@ __all__ = [
 ]
 
 ROLES = ("system", "user", "assistant", "tool")
+# llama-server parses a grammar recursively: the pinned build dies by SIGSEGV on one whose
+# parentheses nest about 17,000 deep (8 MiB of stack); 2,000 leaves it a margin of eight.
+MAX_GRAMMAR_DEPTH = 2_000
+# It turns a schema into a grammar recursively too: it dies on one nested 8,000 deep, after
+# a minute (the time grows with the square of the depth: 2 s at 1,000), and Python's json
+# recurses as well, up to about 1,000. No real schema comes near 256.
+MAX_JSON_DEPTH = 256
 
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 _Item = TypeVar("_Item")
@@ -155,13 +165,22 @@ class Token:
 
 def _json_object(value: Any, field: str) -> dict[str, Any]:
     """A deep copy through JSON: the value is checked to be JSON, and the caller's later
-    changes to their own dict cannot reach a frozen value."""
+    changes to their own dict cannot reach a frozen value. Its depth is checked first,
+    without recursion: a deep one would crash the parsers on its way (json's among them)."""
     try:
         if not isinstance(value, Mapping):
             raise TypeError(f"expected a JSON object (a dict), got {value!r}")
-        copied: dict[str, Any] = json.loads(json.dumps(value))
+        depth = json_depth(value)
+        copied: dict[str, Any] = json.loads(json.dumps(value)) if depth <= MAX_JSON_DEPTH else {}
     except (TypeError, ValueError) as error:
         raise InvalidValue(field, f"{field} must be a JSON object: {error}") from None
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidValue(
+            field,
+            f"{field} nests {depth} deep (dicts and lists), past the limit of {MAX_JSON_DEPTH}: "
+            "deeper JSON is refused before it crashes a parser on its way (llama-server "
+            "turns a schema into a grammar recursively); flatten it",
+        )
     return copied
 
 
@@ -272,12 +291,25 @@ def _schema(value: Any) -> dict[str, Any]:
     return _json_object(value, "json_schema")
 
 
+def _grammar(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _str(_, attribute, value)
+    depth = gbnf_depth(value)
+    if depth > MAX_GRAMMAR_DEPTH:
+        raise InvalidValue(
+            "grammar",
+            f"grammar nests parentheses {depth} deep, past the limit of {MAX_GRAMMAR_DEPTH}: "
+            "llama-server parses them recursively and crashes on deep ones, for every caller "
+            "of the model; flatten it, e.g. by naming inner groups as rules",
+        )
+
+
 @attrs.frozen
 class GenerateConfig:
     """How to sample. 0 means off for top_k, top_p and min_p; temperature 0 is greedy.
 
-    json_schema (a JSON schema) or grammar (GBNF) constrains the output; logprobs N
-    gives every token its log-probability and the N most likely candidates.
+    json_schema (a JSON schema) or grammar (GBNF) constrains the output; neither may nest
+    deeper than MAX_JSON_DEPTH or MAX_GRAMMAR_DEPTH (a deep one crashes llama-server).
+    logprobs N gives every token its log-probability and the N most likely candidates.
     """
 
     max_tokens: int = attrs.field(default=256, validator=_int_in(1, MAX_TOKENS))
@@ -295,7 +327,7 @@ class GenerateConfig:
     json_schema: dict[str, Any] | None = attrs.field(
         default=None, converter=attrs.converters.optional(_schema), hash=False
     )
-    grammar: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))
+    grammar: str | None = attrs.field(default=None, validator=attrs.validators.optional(_grammar))
     logprobs: int = attrs.field(default=0, validator=_int_in(0, MAX_LOGPROBS))
 
     def __attrs_post_init__(self) -> None:
