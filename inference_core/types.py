@@ -381,6 +381,10 @@ def _header_value(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         )
 
 
+# A load not done in a day is stuck; a far larger bound overflows the waits it is given to.
+_MAX_LOAD_TIMEOUT = 86_400.0
+
+
 def _masked(value: str | None) -> str:
     return "None" if value is None else "'***'"
 
@@ -397,6 +401,14 @@ class LoadConfig:
     backend choose (llama-server's backends leave one CPU free, since their
     threads stall beside any other busy process). embeddings True readies the
     model for `embed()` as well as for generation.
+
+    load_timeout (seconds, 120 by default) bounds how long a load waits. For a server
+    started here (llama_cpp, rocm) it is the longest llama-server may go without a
+    line in its log while it starts (a load that keeps logging may take longer in
+    all; a big model on a slow disk, or a first ROCm start compiling kernels, can be
+    quiet for minutes), and how long /props and each RPC worker may take to answer.
+    For the remote backend it is the whole load, from the first connection to the
+    last answer.
 
     rpc_servers ("host:port" each) splits the model's layers over llama.cpp RPC
     workers. api_key, ca_bundle and verify_tls are for a server reached over the
@@ -426,6 +438,9 @@ class LoadConfig:
         default=None, converter=_optional_path, validator=attrs.validators.optional(_str)
     )
     verify_tls: bool = attrs.field(default=True, validator=_bool)
+    load_timeout: float = attrs.field(
+        default=120.0, validator=_float_in(0.0, _MAX_LOAD_TIMEOUT, low_open=True)
+    )
 
     @gpu_layers.validator
     def _check_gpu_layers(self, attribute: attrs.Attribute[Any], value: object) -> None:

@@ -96,6 +96,7 @@ valid_load = st.fixed_dictionaries(
         "adapter_path": st.none() | st.text(min_size=1, max_size=20),
         "extra_args": st.lists(st.text(max_size=10), max_size=4).map(tuple),
         "threads": st.integers(0, 1024),
+        "load_timeout": st.floats(min_value=1e-3, max_value=86_400.0),
     },
 )
 
@@ -119,6 +120,10 @@ bad_load = st.one_of(
         st.integers() | st.binary() | st.lists(st.text(), max_size=2),
     ),
     st.tuples(st.just("threads"), st.integers(max_value=-1) | st.just(True) | st.just(2.0)),
+    st.tuples(
+        st.just("load_timeout"),
+        st.floats(max_value=0.0) | st.floats(min_value=86_400.5) | st.sampled_from([math.nan, "5"]),
+    ),
 )
 
 
