@@ -134,6 +134,14 @@ def _load_options(parser: argparse.ArgumentParser) -> None:
         "--rpc", default="", metavar="HOST:PORT,...", help="split the model over RPC workers"
     )
     group.add_argument(
+        "--load-timeout",
+        type=float,
+        default=LoadConfig().load_timeout,
+        metavar="SECONDS",
+        help="how long loading may go without progress (a server at a URL: in all); "
+        "default %(default)g",
+    )
+    group.add_argument(
         "--ca-bundle", metavar="FILE", help="the CA that signs an https:// server's certificate"
     )
     group.add_argument(
@@ -314,6 +322,7 @@ def _load_config(args: argparse.Namespace, *, embeddings: bool = False) -> LoadC
         rpc_servers=args.rpc,
         ca_bundle=args.ca_bundle,
         verify_tls=args.verify_tls,
+        load_timeout=args.load_timeout,
     )
 
 

@@ -20,8 +20,9 @@ from typing import Any, final
 
 import attrs
 
+from ._nesting import json_depth
 from .errors import GenerationError, InvalidValue
-from .types import GenerateConfig, Message, Token, ToolCall
+from .types import MAX_JSON_DEPTH, GenerateConfig, Message, Token, ToolCall
 
 __all__ = ["TOOL_CHOICES", "ToolPlan", "plan_tools", "render_history"]
 
@@ -49,7 +50,24 @@ def _function(tool: object) -> dict[str, Any]:
             "tools",
             f"tool {name!r}: 'parameters' must be a JSON schema object and 'description' a string",
         )
+    _check_depth(name, parameters)
     return {"name": name, "description": description, "parameters": dict(parameters)}
+
+
+def _check_depth(name: str, parameters: Mapping[str, Any]) -> None:
+    """Parameters that fit in the answer's schema, whose own nesting wraps them."""
+    try:
+        depth = json_depth(parameters)
+    except ValueError as error:
+        raise InvalidValue("tools", f"tool {name!r}: 'parameters' {error}") from None
+    limit = MAX_JSON_DEPTH - _WRAPPING
+    if depth > limit:
+        raise InvalidValue(
+            "tools",
+            f"tool {name!r}: 'parameters' nests {depth} deep (dicts and lists), past the limit "
+            f"of {limit} (MAX_JSON_DEPTH, {MAX_JSON_DEPTH}, less the {_WRAPPING} levels of the "
+            "schema the answer is held to, around them); flatten it",
+        )
 
 
 def _call_schema(function: Mapping[str, Any]) -> dict[str, Any]:
@@ -163,17 +181,27 @@ class ToolPlan:
             raise GenerationError(
                 f"the answer ended before its JSON did (raise max_tokens?): {text[-200:]!r}"
             ) from None
+        except RecursionError:  # what the server sends is the server's fault, never ours
+            raise GenerationError(
+                f"the answer nests deeper than JSON can be read here: {text[:200]!r}..."
+            ) from None
         calls = []
-        for call in answer.get("tool_calls", ()) if isinstance(answer, dict) else ():
-            if call.get("name") not in self.functions:
-                raise GenerationError(f"the model called a tool it was not given: {call!r}")
-            calls.append(
-                ToolCall(
-                    id=f"call_{os.urandom(12).hex()}",
-                    name=call["name"],
-                    arguments=call.get("arguments", {}),
-                )
-            )
+        listed = answer.get("tool_calls", []) if isinstance(answer, dict) else []
+        if not isinstance(listed, list):
+            raise GenerationError(f"the answer's tool_calls is not a list: {text[:200]!r}")
+        for call in listed:
+            name = call.get("name") if isinstance(call, dict) else None
+            if not isinstance(name, str) or name not in self.functions:
+                shown = repr(name[:100]) if isinstance(name, str) else "a call without a name"
+                raise GenerationError(f"the model called a tool it was not given: {shown}")
+            arguments = call.get("arguments", {})
+            try:
+                calls.append(ToolCall(f"call_{os.urandom(12).hex()}", name, arguments))
+            except InvalidValue:
+                raise GenerationError(
+                    f"the model called {name} with arguments that are not a JSON object nested "
+                    f"at most {MAX_JSON_DEPTH} deep"
+                ) from None
         return tuple(calls)
 
 
@@ -193,3 +221,13 @@ def plan_tools(tools: Sequence[Mapping[str, Any]] | None, tool_choice: str) -> T
     if tool_choice == "required" and not functions:
         raise InvalidValue("tool_choice", "tool_choice='required' needs tools")
     return ToolPlan(functions, tool_choice) if functions and tool_choice != "none" else None
+
+
+def _wrapping() -> int:
+    """How many levels the answer's schema (with tool_choice="auto", the deepest) wraps
+    around a tool's parameters."""
+    probe = ToolPlan([{"name": "f", "description": "", "parameters": _ANY_OBJECT}], "auto")
+    return json_depth(probe.schema) - json_depth(_ANY_OBJECT)
+
+
+_WRAPPING = _wrapping()

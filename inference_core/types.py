@@ -10,10 +10,14 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
+from ._nesting import gbnf_depth, json_depth
 from .errors import InvalidValue
 
 __all__ = [
+    "MAX_GRAMMAR_DEPTH",
+    "MAX_JSON_DEPTH",
     "MAX_LOGPROBS",
+    "MAX_TOKENS",
     "ROLES",
     "BatchResult",
     "GenerateConfig",
@@ -30,8 +34,16 @@ __all__ = [
 ]
 
 ROLES = ("system", "user", "assistant", "tool")
+# llama-server parses a grammar recursively: the pinned build dies by SIGSEGV on one whose
+# parentheses nest about 17,000 deep (8 MiB of stack); 2,000 leaves it a margin of eight.
+MAX_GRAMMAR_DEPTH = 2_000
+# It turns a schema into a grammar recursively too: it dies on one nested 8,000 deep, after
+# a minute (the time grows with the square of the depth: 2 s at 1,000), and Python's json
+# recurses as well, up to about 1,000. No real schema comes near 256.
+MAX_JSON_DEPTH = 256
 
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+_Item = TypeVar("_Item")
 
 
 def _is_int(value: object) -> bool:
@@ -81,11 +93,36 @@ def _str(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise InvalidValue(attribute.name, f"{attribute.name} must be a string, got {value!r}")
 
 
+def _is_sequence(value: object) -> bool:
+    """A list, tuple, set or generator of items; not a string, whose letters would
+    pass for items, nor a dict, whose keys would."""
+    return isinstance(value, Iterable) and not isinstance(value, (str, bytes, bytearray, Mapping))
+
+
+def _as_tuple(value: Iterable[_Item]) -> tuple[_Item, ...]:
+    """A tuple of the items; anything else is left to the validator, which names the field."""
+    return tuple(value) if _is_sequence(value) else value  # type: ignore[return-value]
+
+
+# One per item type: mypy's attrs plugin types __init__ from a converter's argument,
+# and cannot solve a generic one.
 def _int_tuple(value: Iterable[int]) -> tuple[int, ...]:
-    return tuple(value)
+    return _as_tuple(value)
+
+
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return _as_tuple(value)
+
+
+def _check_sequence(field: str, value: object, items: str) -> None:
+    if not isinstance(value, tuple):
+        raise InvalidValue(
+            field, f"{field} must be a sequence (a list or tuple) of {items}, got {value!r}"
+        )
 
 
 def _non_negative_ints(_: Any, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+    _check_sequence(attribute.name, value, "integers >= 0")
     for item in value:
         if not _is_int(item) or item < 0:
             raise InvalidValue(
@@ -128,13 +165,22 @@ class Token:
 
 def _json_object(value: Any, field: str) -> dict[str, Any]:
     """A deep copy through JSON: the value is checked to be JSON, and the caller's later
-    changes to their own dict cannot reach a frozen value."""
+    changes to their own dict cannot reach a frozen value. Its depth is checked first,
+    without recursion: a deep one would crash the parsers on its way (json's among them)."""
     try:
         if not isinstance(value, Mapping):
             raise TypeError(f"expected a JSON object (a dict), got {value!r}")
-        copied: dict[str, Any] = json.loads(json.dumps(value))
+        depth = json_depth(value)
+        copied: dict[str, Any] = json.loads(json.dumps(value)) if depth <= MAX_JSON_DEPTH else {}
     except (TypeError, ValueError) as error:
         raise InvalidValue(field, f"{field} must be a JSON object: {error}") from None
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidValue(
+            field,
+            f"{field} nests {depth} deep (dicts and lists), past the limit of {MAX_JSON_DEPTH}: "
+            "deeper JSON is refused before it crashes a parser on its way (llama-server "
+            "turns a schema into a grammar recursively); flatten it",
+        )
     return copied
 
 
@@ -152,7 +198,8 @@ class ToolCall:
 
 
 def _tool_calls(value: Iterable[ToolCall]) -> tuple[ToolCall, ...]:
-    calls = tuple(value)
+    calls = _as_tuple(value)
+    _check_sequence("tool_calls", calls, "ToolCall values")
     for call in calls:
         if not isinstance(call, ToolCall):
             raise InvalidValue("tool_calls", f"tool_calls must hold ToolCall values, got {call!r}")
@@ -225,31 +272,47 @@ def to_message(message: MessageLike) -> Message:
             "a message dict needs 'role' and 'content' (and may have 'tool_calls' and "
             f"'tool_call_id'), got {dict(message)!r}"
         )
-    content = message["content"]
+    content, calls = message["content"], message.get("tool_calls") or ()
     return Message(
         role=message["role"],
-        content="" if content is None and message.get("tool_calls") else content,
-        tool_calls=tuple(_tool_call(call) for call in message.get("tool_calls") or ()),
+        content="" if content is None and calls else content,
+        tool_calls=tuple(map(_tool_call, calls)) if _is_sequence(calls) else calls,
         tool_call_id=message.get("tool_call_id"),
     )
 
 
 MAX_LOGPROBS = 20  # as OpenAI's top_logprobs
+# Far past any context, and with room below 2**31 for the few tokens a backend adds
+# (llama-server reads the count as a signed 32-bit integer).
+MAX_TOKENS = 2**30
 
 
 def _schema(value: Any) -> dict[str, Any]:
     return _json_object(value, "json_schema")
 
 
+def _grammar(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _str(_, attribute, value)
+    depth = gbnf_depth(value)
+    if depth > MAX_GRAMMAR_DEPTH:
+        raise InvalidValue(
+            "grammar",
+            f"grammar nests parentheses {depth} deep, past the limit of {MAX_GRAMMAR_DEPTH}: "
+            "llama-server parses them recursively and crashes on deep ones, for every caller "
+            "of the model; flatten it, e.g. by naming inner groups as rules",
+        )
+
+
 @attrs.frozen
 class GenerateConfig:
     """How to sample. 0 means off for top_k, top_p and min_p; temperature 0 is greedy.
 
-    json_schema (a JSON schema) or grammar (GBNF) constrains the output; logprobs N
-    gives every token its log-probability and the N most likely candidates.
+    json_schema (a JSON schema) or grammar (GBNF) constrains the output; neither may nest
+    deeper than MAX_JSON_DEPTH or MAX_GRAMMAR_DEPTH (a deep one crashes llama-server).
+    logprobs N gives every token its log-probability and the N most likely candidates.
     """
 
-    max_tokens: int = attrs.field(default=256, validator=_int_in(1))
+    max_tokens: int = attrs.field(default=256, validator=_int_in(1, MAX_TOKENS))
     temperature: float = attrs.field(default=0.0, validator=_float_in(0.0, 100.0))
     top_k: int = attrs.field(default=0, validator=_int_in(0))
     top_p: float = attrs.field(default=0.0, validator=_float_in(0.0, 1.0))
@@ -264,7 +327,7 @@ class GenerateConfig:
     json_schema: dict[str, Any] | None = attrs.field(
         default=None, converter=attrs.converters.optional(_schema), hash=False
     )
-    grammar: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))
+    grammar: str | None = attrs.field(default=None, validator=attrs.validators.optional(_grammar))
     logprobs: int = attrs.field(default=0, validator=_int_in(0, MAX_LOGPROBS))
 
     def __attrs_post_init__(self) -> None:
@@ -275,25 +338,19 @@ class GenerateConfig:
 
 
 def _optional_path(value: str | os.PathLike[str] | None) -> str | None:
-    return None if value is None else os.fspath(value)
-
-
-def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        raise InvalidValue(
-            "extra_args", f"extra_args must be a sequence of strings, got the string {value!r}"
-        )
-    return tuple(value)
+    """A path as a string; anything else is left to the validator, which names the field."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def _endpoints(value: str | Iterable[str]) -> tuple[str, ...]:
     """A tuple of "host:port"; one string may list several, comma-separated, as `--rpc` does."""
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
-    return tuple(value)
+    return _str_tuple(value)
 
 
 def _check_endpoints(_: Any, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+    _check_sequence(attribute.name, value, '"host:port" addresses')
     for item in value:
         host, colon, port = item.rpartition(":") if isinstance(item, str) else ("", "", "")
         bare_host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
@@ -324,6 +381,10 @@ def _header_value(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         )
 
 
+# A load not done in a day is stuck; a far larger bound overflows the waits it is given to.
+_MAX_LOAD_TIMEOUT = 86_400.0
+
+
 def _masked(value: str | None) -> str:
     return "None" if value is None else "'***'"
 
@@ -341,6 +402,14 @@ class LoadConfig:
     threads stall beside any other busy process). embeddings True readies the
     model for `embed()` as well as for generation.
 
+    load_timeout (seconds, 120 by default) bounds how long a load waits. For a server
+    started here (llama_cpp, rocm) it is the longest llama-server may go without a
+    line in its log while it starts (a load that keeps logging may take longer in
+    all; a big model on a slow disk, or a first ROCm start compiling kernels, can be
+    quiet for minutes), and how long /props and each RPC worker may take to answer.
+    For the remote backend it is the whole load, from the first connection to the
+    last answer.
+
     rpc_servers ("host:port" each) splits the model's layers over llama.cpp RPC
     workers. api_key, ca_bundle and verify_tls are for a server reached over the
     network (the `remote` backend): the key is sent as a bearer token and never
@@ -355,7 +424,9 @@ class LoadConfig:
     devices: tuple[int, ...] = attrs.field(
         default=(), converter=_int_tuple, validator=_non_negative_ints
     )
-    adapter_path: str | None = attrs.field(default=None, converter=_optional_path)
+    adapter_path: str | None = attrs.field(
+        default=None, converter=_optional_path, validator=attrs.validators.optional(_str)
+    )
     extra_args: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     threads: int = attrs.field(default=0, validator=_int_in(0, 1024))
     embeddings: bool = attrs.field(default=False, validator=_bool)
@@ -363,8 +434,13 @@ class LoadConfig:
         default=(), converter=_endpoints, validator=_check_endpoints
     )
     api_key: str | None = attrs.field(default=None, repr=_masked, validator=_header_value)
-    ca_bundle: str | None = attrs.field(default=None, converter=_optional_path)
+    ca_bundle: str | None = attrs.field(
+        default=None, converter=_optional_path, validator=attrs.validators.optional(_str)
+    )
     verify_tls: bool = attrs.field(default=True, validator=_bool)
+    load_timeout: float = attrs.field(
+        default=120.0, validator=_float_in(0.0, _MAX_LOAD_TIMEOUT, low_open=True)
+    )
 
     @gpu_layers.validator
     def _check_gpu_layers(self, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -376,6 +452,7 @@ class LoadConfig:
 
     @extra_args.validator
     def _check_extra_args(self, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+        _check_sequence(attribute.name, value, "strings")
         if not all(isinstance(arg, str) for arg in value):
             raise InvalidValue(
                 "extra_args", f"extra_args must be a sequence of strings, got {value!r}"

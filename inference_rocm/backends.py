@@ -187,7 +187,6 @@ def load_with_server(
     environ: Mapping[str, str] | None = None,
     gpu_selection: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
-    load_timeout: float = 120.0,
 ) -> LlamaServerModel[LlamaServer]:
     """Check the file, start llama-server on it, read back what it really runs with."""
     header = gguf_meta.read_header(path)
@@ -206,11 +205,11 @@ def load_with_server(
         args=(*embedding, *server_args(config, gpu_layers), *extra_args),  # the user's last
         environ=environ,
         gpu_selection=gpu_selection,
-        load_timeout=load_timeout,
+        load_timeout=config.load_timeout,
     )
     server = rpc.start_with_workers(options, config.rpc_servers)
     try:
-        props = _settings(server, load_timeout)
+        props = _settings(server, config.load_timeout)
         settings = props.get("default_generation_settings", {})
         context_len = int(settings.get("n_ctx") or config.context_len or info.context_length)
         slots = int(props.get("total_slots") or config.parallel_slots or 1)
@@ -282,11 +281,8 @@ class LlamaCppBackend:
     name = "llama_cpp"
     priority = 10
 
-    def __init__(
-        self, environ: Mapping[str, str] | None = None, *, load_timeout: float = 120.0
-    ) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = environ
-        self._load_timeout = load_timeout
 
     def _candidates(self) -> Candidates:
         return candidates(self._environ)
@@ -321,7 +317,6 @@ class LlamaCppBackend:
                 config,
                 gpu_layers=gpu_layers,
                 environ=self._environ,
-                load_timeout=self._load_timeout,
             ),
             self._environ,
         )
@@ -478,12 +473,9 @@ class RocmBackend:
         self,
         root: str | os.PathLike[str] = "/",
         environ: Mapping[str, str] | None = None,
-        *,
-        load_timeout: float = 120.0,
     ) -> None:
         self._root = os.fspath(root)
         self._environ = environ
-        self._load_timeout = load_timeout
 
     def _env(self) -> Mapping[str, str]:
         return os.environ if self._environ is None else self._environ
@@ -591,7 +583,6 @@ class RocmBackend:
                 environ=self._environ,
                 gpu_selection=_selecting(chosen),
                 extra_args=() if config.rpc_servers else _tensor_split(chosen, config.extra_args),
-                load_timeout=self._load_timeout,
             ),
             self._env(),
         )

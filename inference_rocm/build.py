@@ -302,7 +302,6 @@ class Loader(Protocol):
         *,
         gpu_layers: int | None,
         extra_args: Sequence[str] = (),
-        load_timeout: float = 120.0,
     ) -> TextModel: ...
 
 
@@ -322,10 +321,9 @@ def prove(
             with load(
                 str(binary),
                 model,
-                LoadConfig(context_len=512),
+                LoadConfig(context_len=512, load_timeout=60),
                 gpu_layers=-1,
                 extra_args=("-lv", "4") if verbose else (),  # 4 logs the CPU variant loaded
-                load_timeout=60,
             ) as loaded:
                 stream = loaded.generate("The capital of France is", max_tokens=64)
                 if not list(stream):

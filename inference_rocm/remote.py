@@ -287,7 +287,7 @@ def _wait_until_ready(server: RemoteServer, deadline: float, timeout: float) -> 
                 url,
                 f"the llama-server at {url} was still not ready (loading its model, or "
                 f"restarting behind a proxy) after {timeout:g} s: try again once it answers "
-                f"{url}/health with 200",
+                f"{url}/health with 200, or give it a longer load_timeout (--load-timeout)",
             )
         time.sleep(_LOADING_POLL)
 
@@ -322,22 +322,18 @@ def _model_info(url: str, props: Mapping[str, Any], models: Any) -> ModelInfo:
 
 
 def attach(
-    url: str,
-    config: LoadConfig,
-    *,
-    environ: Mapping[str, str] | None = None,
-    load_timeout: float = 120.0,
+    url: str, config: LoadConfig, *, environ: Mapping[str, str] | None = None
 ) -> LlamaServerModel[RemoteServer]:
-    """A model over the llama-server at `url`, checked to answer within `load_timeout`."""
+    """A model over the llama-server at `url`, the whole load within `config.load_timeout`."""
     scheme, host, port, base_path = _parse(url)
     _check_config(config, scheme)
     env = os.environ if environ is None else environ
     key = config.api_key or env.get(KEY_VARIABLE) or None
     tls = _tls_context(config, url) if scheme == "https" else None
     server = RemoteServer(url, host, port, key, tls=tls, base_path=base_path)
-    deadline = time.monotonic() + load_timeout
+    deadline = time.monotonic() + config.load_timeout
     try:
-        _wait_until_ready(server, deadline, load_timeout)
+        _wait_until_ready(server, deadline, config.load_timeout)
         props = _get(server, "/props", deadline)
         settings = props.get("default_generation_settings") if isinstance(props, dict) else None
         if not isinstance(settings, dict) or "n_ctx" not in settings:
@@ -368,11 +364,8 @@ class RemoteBackend:
     priority = 0
     schemes = _SCHEMES
 
-    def __init__(
-        self, environ: Mapping[str, str] | None = None, *, load_timeout: float = 120.0
-    ) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = environ
-        self._load_timeout = load_timeout
 
     def available(self) -> bool:
         return True  # it needs nothing here but a URL
@@ -392,4 +385,4 @@ class RemoteBackend:
         )
 
     def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[RemoteServer]:
-        return attach(path, config, environ=self._environ, load_timeout=self._load_timeout)
+        return attach(path, config, environ=self._environ)

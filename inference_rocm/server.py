@@ -405,7 +405,7 @@ class LlamaServer:
         raise ServerStartError(
             f"llama-server made no progress loading {self.options.model_path} for "
             f"{self.options.load_timeout:g} s and was stopped; a larger model may need a "
-            "longer load timeout",
+            "longer load_timeout (--load-timeout)",
             log_tail=tail,
             log=self.log(),
         )

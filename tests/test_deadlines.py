@@ -36,8 +36,10 @@ def fake_binary(folder: Path) -> Path:
 def load_fake(
     binary: Path, model_path: str, *extra: str, load_timeout: float = 30.0
 ) -> ic.TextModel:
-    backend = LlamaCppBackend(environ={"LLAMA_SERVER_PATH": str(binary)}, load_timeout=load_timeout)
-    return backend.load_model(model_path, ic.LoadConfig(extra_args=extra))
+    backend = LlamaCppBackend(environ={"LLAMA_SERVER_PATH": str(binary)})
+    return backend.load_model(
+        model_path, ic.LoadConfig(extra_args=extra, load_timeout=load_timeout)
+    )
 
 
 def log_lines(model: ic.TextModel) -> list[str]:

@@ -269,7 +269,7 @@ def test_the_cli_attaches_with_the_key_from_the_environment(
 def test_nothing_listening_is_unreachable_at_once() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ic.ServerUnreachable, match="Connection refused") as error:
-        RemoteBackend(load_timeout=30).load_model(url, ic.LoadConfig())
+        RemoteBackend().load_model(url, ic.LoadConfig(load_timeout=30))
     assert error.value.url == url and "check that it is running" in str(error.value)
 
 
@@ -348,7 +348,7 @@ def test_a_server_not_ready_yet_is_waited_for_then_named(
     url = scripted({"/health": answer})
     started = time.monotonic()
     with pytest.raises(ic.ServerNotReady, match=r"still not ready .* after 1 s"):
-        RemoteBackend(load_timeout=1.0).load_model(url, ic.LoadConfig())
+        RemoteBackend().load_model(url, ic.LoadConfig(load_timeout=1))
     assert time.monotonic() - started >= 0.75, "it gave up without waiting for the load"
 
 
@@ -367,7 +367,7 @@ def test_a_server_that_never_answers_fails_within_the_load_timeout() -> None:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         started = time.monotonic()
         with pytest.raises(ic.UnexpectedServer, match="does not answer HTTP"):
-            RemoteBackend(load_timeout=1.0).load_model(url, ic.LoadConfig())
+            RemoteBackend().load_model(url, ic.LoadConfig(load_timeout=1))
         # Under the 10 s a connection may take by itself: the load timeout bounds it.
         assert time.monotonic() - started < 8, "it waited far past its load timeout"
 

@@ -168,8 +168,8 @@ def test_an_unreachable_worker_fails_the_load_naming_it_and_starts_no_server(
 ) -> None:
     live, dead = start_worker(), f"127.0.0.1:{free_port()}"  # nothing listens on it
     before = children()
-    backend = LlamaCppBackend(load_timeout=600)
-    config = ic.LoadConfig(rpc_servers=(live.address, dead))
+    backend = LlamaCppBackend()
+    config = ic.LoadConfig(rpc_servers=(live.address, dead), load_timeout=600)
     with pytest.raises(ic.WorkersUnreachable) as unreachable:
         backend.load_model(smollm2_path, config)
     assert unreachable.value.workers == (dead,)
@@ -187,12 +187,12 @@ def test_a_worker_that_never_answers_the_connection_fails_within_the_load_timeou
         full.listen(0)
         address = f"127.0.0.1:{full.getsockname()[1]}"
         queued = socket.create_connection(full.getsockname())
-        backend = LlamaCppBackend(load_timeout=1.0)
+        backend = LlamaCppBackend()
         errors: list[BaseException] = []
 
         def attempt() -> None:
             try:
-                backend.load_model(smollm2_path, ic.LoadConfig(rpc_servers=address))
+                backend.load_model(smollm2_path, ic.LoadConfig(rpc_servers=address, load_timeout=1))
             except BaseException as error:
                 errors.append(error)
 
@@ -256,8 +256,8 @@ def test_a_worker_busy_with_another_server_stalls_the_load_until_its_timeout_say
 ) -> None:
     busy = start_worker()
     with load(smollm2_path, rpc_servers=busy.address):  # a worker serves one at a time
-        backend = LlamaCppBackend(load_timeout=2.0)
-        config = ic.LoadConfig(rpc_servers=busy.address, gpu_layers=SPLIT_LAYERS)
+        backend = LlamaCppBackend()
+        config = ic.LoadConfig(rpc_servers=busy.address, gpu_layers=SPLIT_LAYERS, load_timeout=2)
         with pytest.raises(ic.ServerStartError) as stalled:
             backend.load_model(smollm2_path, config)
     assert stalled.value.returncode is None

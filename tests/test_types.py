@@ -12,13 +12,25 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from inference_core import GenerateConfig, InvalidValue, LoadConfig, Message, Token, ToolCall
-from inference_core.types import build_config, to_message
+from inference_core.types import MAX_TOKENS, build_config, to_message
 
 unit = st.floats(min_value=0.0, max_value=1.0)
+# What a careless caller passes where a sequence belongs: one item, a string (whose letters
+# would pass for items), a dict (whose keys would), nothing at all.
+not_a_sequence = st.one_of(
+    st.integers(),
+    st.floats(),
+    st.none(),
+    st.booleans(),
+    st.text(),
+    st.binary(),
+    st.dictionaries(st.integers(0, 9), st.integers(0, 9)),
+    st.builds(object),
+)
 valid_generate = st.fixed_dictionaries(
     {},
     optional={
-        "max_tokens": st.integers(1, 10**6),
+        "max_tokens": st.integers(1, MAX_TOKENS),
         "temperature": st.floats(0.0, 100.0),
         "top_k": st.integers(0, 10**6),
         "top_p": unit,
@@ -39,7 +51,13 @@ def test_valid_generate_options_round_trip(options: dict[str, object]) -> None:
 
 
 bad_generate = st.one_of(
-    st.tuples(st.just("max_tokens"), st.integers(max_value=0) | st.just(True) | st.just(2.5)),
+    st.tuples(
+        st.just("max_tokens"),
+        st.integers(max_value=0)
+        | st.integers(min_value=MAX_TOKENS + 1)
+        | st.just(True)
+        | st.just(2.5),
+    ),
     st.tuples(
         st.just("temperature"), st.floats(max_value=-1e-9) | st.just(math.nan) | st.just(math.inf)
     ),
@@ -53,6 +71,7 @@ bad_generate = st.one_of(
         st.just("seed"), st.integers(max_value=-1) | st.integers(min_value=2**32 - 1) | st.just("1")
     ),
     st.tuples(st.just("stop_tokens"), st.lists(st.integers(max_value=-1), min_size=1).map(tuple)),
+    st.tuples(st.just("stop_tokens"), not_a_sequence),
 )
 
 
@@ -77,6 +96,7 @@ valid_load = st.fixed_dictionaries(
         "adapter_path": st.none() | st.text(min_size=1, max_size=20),
         "extra_args": st.lists(st.text(max_size=10), max_size=4).map(tuple),
         "threads": st.integers(0, 1024),
+        "load_timeout": st.floats(min_value=1e-3, max_value=86_400.0),
     },
 )
 
@@ -92,8 +112,18 @@ bad_load = st.one_of(
     st.tuples(st.just("gpu_layers"), st.integers(max_value=-2) | st.just("all") | st.just(None)),
     st.tuples(st.just("parallel_slots"), st.integers(max_value=-1) | st.integers(min_value=257)),
     st.tuples(st.just("devices"), st.lists(st.integers(max_value=-1), min_size=1).map(tuple)),
+    st.tuples(st.sampled_from(["devices", "extra_args"]), not_a_sequence),
     st.tuples(st.just("extra_args"), st.just("--flag") | st.just((1, 2))),
+    st.tuples(st.just("rpc_servers"), not_a_sequence.filter(lambda v: not isinstance(v, str))),
+    st.tuples(
+        st.sampled_from(["adapter_path", "ca_bundle"]),
+        st.integers() | st.binary() | st.lists(st.text(), max_size=2),
+    ),
     st.tuples(st.just("threads"), st.integers(max_value=-1) | st.just(True) | st.just(2.0)),
+    st.tuples(
+        st.just("load_timeout"),
+        st.floats(max_value=0.0) | st.floats(min_value=86_400.5) | st.sampled_from([math.nan, "5"]),
+    ),
 )
 
 
@@ -103,6 +133,23 @@ def test_invalid_load_option_raises_value_error_naming_the_field(item: tuple[str
     with pytest.raises(InvalidValue, match=field) as caught:
         LoadConfig(**{field: value})  # type: ignore[arg-type]
     assert isinstance(caught.value, ValueError) and caught.value.field == field
+
+
+def test_a_sequence_refused_names_what_it_got() -> None:
+    with pytest.raises(
+        InvalidValue, match=r"stop_tokens must be a sequence .* of integers >= 0, got 5"
+    ):
+        GenerateConfig(stop_tokens=5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidValue, match=r"extra_args must be a sequence .* got '--flag'"):
+        LoadConfig(extra_args="--flag")
+
+
+def test_max_tokens_leaves_room_within_a_signed_32_bit_count() -> None:
+    assert GenerateConfig(max_tokens=MAX_TOKENS).max_tokens == MAX_TOKENS
+    with pytest.raises(
+        InvalidValue, match=rf"max_tokens must be an integer in \[1, {MAX_TOKENS}\]"
+    ):
+        GenerateConfig(max_tokens=2**31)
 
 
 def test_unknown_option_is_a_type_error_listing_the_known_ones() -> None:
@@ -177,6 +224,16 @@ def test_tool_calls_and_results_come_as_openai_dicts_too() -> None:
         Message("user", "hi", tool_call_id="c")
     with pytest.raises(InvalidValue, match="arguments must be a JSON object"):
         ToolCall("c", "f", ["not", "an", "object"])
+
+
+@given(not_a_sequence)
+def test_tool_calls_that_are_not_a_sequence_are_refused(value: object) -> None:
+    with pytest.raises(InvalidValue, match="tool_calls must be a sequence") as caught:
+        Message("assistant", "", tool_calls=value)  # type: ignore[arg-type]
+    assert caught.value.field == "tool_calls"
+    if value:  # empty ones mean no calls
+        with pytest.raises(InvalidValue, match="tool_calls must be a sequence"):
+            to_message({"role": "assistant", "content": "", "tool_calls": value})
 
 
 def test_a_config_copies_its_schema_and_refuses_a_second_constraint() -> None:
