@@ -36,12 +36,17 @@ ENDLESS = ("--max-tokens", "100000", "Count from one to a thousand: 1, 2, 3,")
 def cli(
     *args: str,
     stdin: str | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m inference_core ARGS`, with the environment this test process has."""
+    """`python -m inference_core ARGS`, with the environment this test process has,
+    changed by `env` (a variable given None is unset)."""
     environ = {k: v for k, v in os.environ.items() if k != "INFERENCE_BACKENDS"}
-    environ.update(env or {})
+    for name, value in (env or {}).items():
+        if value is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = value
     return subprocess.run(
         [sys.executable, "-m", "inference_core", *args],
         input=stdin,
