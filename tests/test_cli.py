@@ -424,7 +424,9 @@ def test_a_plugin_whose_inspector_raises_does_not_hide_the_model(
         """
         import inference_core
 
-        @inference_core.hookimpl
+        # Asked first, whatever order the plugins are found in (which depends on sys.path:
+        # the working directory, an egg-info in it, PYTHONPATH).
+        @inference_core.hookimpl(tryfirst=True)
         def inspect_model(path):
             raise RuntimeError("faulty inspector")
         """,
