@@ -35,6 +35,7 @@ from .errors import (
     NoBackendAvailable,
     ServerCrashed,
     ServerStartError,
+    TlsVerificationFailed,
 )
 from .protocols import BackendStatus, TextModel, TokenStream
 from .tools import TOOL_CHOICES
@@ -518,6 +519,8 @@ def _one_line(error: BaseException) -> str:
         text += _filter_note()
     if isinstance(error, ContextOverflow):
         text += " (here: --ctx N)"
+    if isinstance(error, TlsVerificationFailed) and "ca_bundle=" in text:
+        text += " (here: --ca-bundle FILE)"
     if failed is not None and failed.log_tail:
         text += " (run with --debug to see the server's log)"
     return text

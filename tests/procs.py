@@ -1,15 +1,22 @@
-"""What this process has left behind: child processes, open descriptors, threads."""
+"""What this process has left behind: child processes, open descriptors, memory."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
 import sys
-import threading
 import time
-from collections.abc import Callable
+import tracemalloc
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+import inference_core
+import inference_rocm
+
+# Enough frames to reach the library's from where the standard library allocates for it.
+_TRACED_FRAMES = 25
 
 
 def children(pid: int | None = None) -> set[int]:
@@ -34,8 +41,47 @@ def child_argv(pid: int | None) -> list[str]:
     return [arg.decode() for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if arg]
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def open_fds() -> dict[int, str]:
+    """This process's open descriptors and what each names (a path, socket:[inode], ...)."""
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile (listdir's own, for one)
+            found[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+    return found
+
+
+# What the library opens: connections, a child's output pipe, files. Not the event
+# loops' epoll and eventfd descriptors (anon_inode:) that other tests' threads may hold.
+_LIBRARY_KINDS = ("socket:[", "pipe:[", "/")
+
+
+def new_fds(before: Mapping[int, str]) -> dict[int, str]:
+    """Descriptors of the kinds the library opens that were not open at `before` (a number
+    reused for something else counts as new)."""
+    return {
+        fd: target
+        for fd, target in open_fds().items()
+        if before.get(fd) != target and target.startswith(_LIBRARY_KINDS)
+    }
+
+
+def library_growth(action: Callable[[], object]) -> int:
+    """Bytes that `action` left allocated by inference_core and inference_rocm code (any
+    frame of the allocation in them), whatever other threads do meanwhile."""
+    library = [
+        tracemalloc.Filter(
+            True, os.path.join(os.path.dirname(module.__file__ or ""), "*"), all_frames=True
+        )
+        for module in (inference_core, inference_rocm)
+    ]
+    tracemalloc.start(_TRACED_FRAMES)
+    try:
+        before = tracemalloc.take_snapshot().filter_traces(library)
+        action()
+        after = tracemalloc.take_snapshot().filter_traces(library)
+    finally:
+        tracemalloc.stop()
+    return sum(stat.size_diff for stat in after.compare_to(before, "filename"))
 
 
 def free_port() -> int:
@@ -46,26 +92,17 @@ def free_port() -> int:
         return port
 
 
-def connections_to(port: int) -> int:
-    """This process's established TCP connections to `port` (IPv4)."""
-    inodes = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # closed meanwhile
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[len("socket:[") : -1])
-    established = 0
+def connection_inodes(port: int) -> frozenset[str]:
+    """This process's established TCP connections to `port` (IPv4), by socket inode: the
+    ones a test opened are those not open before it (another model may hold some)."""
+    inodes = {t[len("socket:[") : -1] for t in open_fds().values() if t.startswith("socket:[")}
+    established = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         remote_port, state, inode = int(fields[2].split(":")[1], 16), fields[3], fields[9]
-        established += remote_port == port and state == "01" and inode in inodes
-    return established
-
-
-def rss_bytes() -> int:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        if remote_port == port and state == "01" and inode in inodes:  # 01: ESTABLISHED
+            established.add(inode)
+    return frozenset(established)
 
 
 def wait_gone(pid: int, seconds: float) -> bool:
@@ -100,7 +137,3 @@ def make_executable(path: Path, source: str) -> Path:
     path.write_text(f"#!{sys.executable}\n{source}")
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
-
-
-def thread_names() -> list[str]:
-    return sorted(thread.name for thread in threading.enumerate())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,11 +13,14 @@ import pytest
 import inference_core as ic
 from inference_core.aio import AsyncBridge
 from inference_core.testing import FakeBackend
+from inference_rocm.backends import LlamaCppBackend
 from inference_rocm.model import LlamaServerModel
+from inference_rocm.server import LlamaServer
 
-from .procs import children, wait_for
+from .procs import wait_gone
 
 LONG = "Count from one to a thousand: 1, 2, 3, 4, 5, 6,"  # greedy SmolLM2 keeps going
+HANG = 60.0  # a bound on a load and a close that only a hang reaches
 
 
 @pytest.fixture(scope="module")
@@ -79,19 +84,64 @@ def test_aload_serves_and_never_blocks_the_loop(smollm2_path: str) -> None:
     assert text.strip()
 
 
+class KeepingBackend:
+    """The llama_cpp backend, which keeps every model it loads: a model aload drops is
+    then stopped by aload itself, not by the garbage collector (as a third party's
+    model without a __del__ never would be)."""
+
+    name, priority = "keeping", 0
+
+    def __init__(self) -> None:
+        self.inner = LlamaCppBackend()
+        self.loading = threading.Event()
+        self.loaded: list[LlamaServerModel[LlamaServer]] = []
+
+    def available(self) -> bool:
+        return True
+
+    def status(self) -> ic.BackendStatus:
+        return ic.BackendStatus(self.name, self.priority, True)
+
+    def load_model(self, path: str, config: ic.LoadConfig) -> LlamaServerModel[LlamaServer]:
+        self.loading.set()
+        model = self.inner.load_model(path, config)
+        self.loaded.append(model)
+        return model
+
+    def stopped(self) -> bool:
+        """Whether a model was loaded and its server is gone."""
+        return (
+            bool(self.loaded)
+            and self.loaded[0].server.pid is not None
+            and (wait_gone(self.loaded[0].server.pid, 0))
+        )
+
+
 @pytest.mark.server
-def test_an_aload_cancelled_mid_way_leaves_no_server(smollm2_path: str) -> None:
-    before = children()
+def test_an_aload_cancelled_mid_way_closes_its_model_once_loaded(smollm2_path: str) -> None:
+    backend = KeepingBackend()
 
     async def run() -> None:
-        loading = asyncio.create_task(ic.aload(smollm2_path, backend="llama_cpp", context_len=512))
-        await asyncio.sleep(0.05)  # the load is under way on its worker thread
+        loading = asyncio.create_task(ic.aload(smollm2_path, backend="keeping", context_len=512))
+        while not backend.loading.is_set():  # the load is under way on its worker thread
+            await asyncio.sleep(0.01)
         loading.cancel()
         with pytest.raises(asyncio.CancelledError):
             await loading
+        deadline = time.monotonic() + HANG
+        while not backend.stopped() and time.monotonic() < deadline:  # the loop runs on
+            await asyncio.sleep(0.05)
 
-    asyncio.run(run())
-    assert wait_for(lambda: children() == before, 60), "the server of a cancelled load lives on"
+    ic.register(backend)
+    try:
+        asyncio.run(run())
+        assert backend.stopped(), "the server of a cancelled load lives on"
+        with pytest.raises(ic.ModelClosed):
+            backend.loaded[0].generate("Hi")
+    finally:
+        ic.unregister("keeping")
+        for model in backend.loaded:  # whatever the outcome, no server is left behind
+            model.close()
 
 
 class SyncOnlyModel:

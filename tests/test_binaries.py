@@ -45,10 +45,16 @@ def sigill_server(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """This test's own cache folder: no cached build, no verdict from elsewhere."""
+def nothing_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No binary named by a variable (tox passes LLAMA_SERVER_PATH through): it would
+    come before anything a test sets up."""
     for variable in binaries.USER_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nothing_named: None) -> Path:
+    """This test's own cache folder: no cached build, no verdict from elsewhere."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     return cache
@@ -118,6 +124,7 @@ def test_path_then_the_wheel_each_with_its_kind(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.usefixtures("nothing_named")
 def test_an_environment_given_to_the_lookup_is_read_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -126,6 +133,7 @@ def test_an_environment_given_to_the_lookup_is_read_alone(
     make_executable(folder / "bin" / "llama-server", "")
     (folder / "manifest.json").write_text(json.dumps({"backend": "cpu", "built": "2026-01-01"}))
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # PATH comes before the cache
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert binaries.find_binary().kind is SourceKind.CACHE  # this process's home
     given = binaries.candidates({"PATH": str(tmp_path / "empty")})

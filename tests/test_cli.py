@@ -36,12 +36,17 @@ ENDLESS = ("--max-tokens", "100000", "Count from one to a thousand: 1, 2, 3,")
 def cli(
     *args: str,
     stdin: str | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m inference_core ARGS`, with the environment this test process has."""
+    """`python -m inference_core ARGS`, with the environment this test process has,
+    changed by `env` (a variable given None is unset)."""
     environ = {k: v for k, v in os.environ.items() if k != "INFERENCE_BACKENDS"}
-    environ.update(env or {})
+    for name, value in (env or {}).items():
+        if value is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = value
     return subprocess.run(
         [sys.executable, "-m", "inference_core", *args],
         input=stdin,
@@ -362,16 +367,18 @@ def test_ctrl_c_stops_cleanly_and_leaves_no_server(smollm2_path: str, after_outp
 # -- plugins ----------------------------------------------------------------------
 
 
-def _install_plugin(folder: Path, name: str, source: str) -> None:
+def install_plugin(folder: Path, name: str, source: str) -> dict[str, str]:
+    """A plugin module and its entry point in `folder`; the environment that finds it."""
     (folder / f"{name}.py").write_text(textwrap.dedent(source))
     info = folder / f"{name}-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(f"[inference_core.backends]\n{name} = {name}\n")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.getenv("PYTHONPATH")]))}
 
 
 def test_plugins_add_commands_and_a_failing_one_is_left_out(tmp_path: Path) -> None:
-    _install_plugin(
+    install_plugin(
         tmp_path,
         "hello_plugin",
         """
@@ -388,7 +395,7 @@ def test_plugins_add_commands_and_a_failing_one_is_left_out(tmp_path: Path) -> N
             sub.set_defaults(handler=hello)
         """,
     )
-    _install_plugin(
+    env = install_plugin(
         tmp_path,
         "faulty_plugin",
         """
@@ -400,7 +407,6 @@ def test_plugins_add_commands_and_a_failing_one_is_left_out(tmp_path: Path) -> N
             raise RuntimeError("faulty plugin exploded")
         """,
     )
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.getenv("PYTHONPATH")]))}
     result = cli("hello", "world", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "hello, world\n"
@@ -413,18 +419,19 @@ def test_plugins_add_commands_and_a_failing_one_is_left_out(tmp_path: Path) -> N
 def test_a_plugin_whose_inspector_raises_does_not_hide_the_model(
     tmp_path: Path, smollm2_path: str
 ) -> None:
-    _install_plugin(
+    env = install_plugin(
         tmp_path,
         "faulty_inspector",
         """
         import inference_core
 
-        @inference_core.hookimpl
+        # Asked first, whatever order the plugins are found in (which depends on sys.path:
+        # the working directory, an egg-info in it, PYTHONPATH).
+        @inference_core.hookimpl(tryfirst=True)
         def inspect_model(path):
             raise RuntimeError("faulty inspector")
         """,
     )
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.getenv("PYTHONPATH")]))}
     result = cli("info", "--json", smollm2_path, env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["info"]["architecture"] == "llama"

@@ -135,6 +135,18 @@ def test_a_status_that_raises_is_reported_not_fatal(only: None) -> None:
     assert not status.available and "ZeroDivisionError" in status.reasons[0]
 
 
+def test_the_backend_a_load_config_names_loads_unless_the_argument_names_one(
+    only: None,
+) -> None:
+    low = FakeBackend("low", priority=1)  # echo is the default
+    ic.register(low)
+    config = ic.LoadConfig(backend="low")
+    ic.load("x.gguf", config=config)
+    assert len(low.loaded) == 1
+    ic.load("x.gguf", backend="echo", config=config)
+    assert len(low.loaded) == 1
+
+
 def test_load_options_build_the_load_config(only: None) -> None:
     model = ic.load("x.gguf", backend="echo", context_len=1024, gpu_layers=0)
     assert model.context_len == 1024

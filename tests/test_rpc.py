@@ -397,8 +397,18 @@ def rpc_worker(*args: str, env: dict[str, str] | None = None) -> subprocess.Pope
     )
 
 
+def _runs_another_program(pid: int) -> bool:
+    """Whether `pid` has exec'd: until then a child forked by this interpreter runs it,
+    and /proc shows the interpreter's command line, not the one it was started with."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe") != os.readlink(f"/proc/{os.getpid()}/exe")
+    except OSError:  # gone, or not ours to read
+        return False
+
+
 def worker_of(command: subprocess.Popen[str]) -> int:
-    """The worker process the command started (from a thread of its own)."""
+    """The worker process the command started (from a thread of its own), once it runs
+    the worker's program."""
     found: set[int] = set()
 
     def spawned() -> bool:
@@ -407,10 +417,11 @@ def worker_of(command: subprocess.Popen[str]) -> int:
                 found.update(int(pid) for pid in (task / "children").read_text().split())
             except OSError:
                 continue
-        return bool(found) or command.poll() is not None
+        return any(map(_runs_another_program, found)) or command.poll() is not None
 
     assert wait_for(spawned, 30) and found, "the command started no worker"
-    return found.pop()
+    (worker,) = found
+    return worker
 
 
 @pytest.fixture
@@ -490,6 +501,16 @@ def test_rpc_worker_runs_the_worker_beside_llama_server_as_the_backends_run_it(
     environ = Path(f"/proc/{worker}/environ").read_bytes().decode().split("\0")
     library_path = next(e for e in environ if e.startswith("LD_LIBRARY_PATH="))
     assert os.path.dirname(worker_binary) in library_path.split("=", 1)[1].split(os.pathsep)
+
+
+def test_rpc_worker_gives_the_worker_the_threads_asked_for(
+    commands: list[subprocess.Popen[str]], worker_binary: str
+) -> None:
+    threads = cpus.default_threads() + 1  # not what it would choose by itself
+    commands.append(command := rpc_worker("--port", str(free_port()), "--threads", str(threads)))
+    argv = child_argv(worker_of(command))
+    assert argv[0] == worker_binary
+    assert argv[argv.index("--threads") + 1] == str(threads)
 
 
 @pytest.mark.usefixtures("worker_binary")

@@ -1,10 +1,10 @@
 """The remote backend over https: a real TLS front (Debian's nginx) before a real
 llama-server, with a certificate authority made here. `tox -e tls` runs these;
-.ci/run installs nginx first."""
+.ci/run installs nginx first. The certificate checks themselves (an untrusted CA, a
+wrong name, verification off) run in the default run: tests/test_tls_default.py."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,32 +77,6 @@ def test_ssl_cert_file_names_the_ca_too(
     monkeypatch.setenv("SSL_CERT_FILE", str(pki[0]))
     with ic.load(front.url, api_key=KEY) as model:
         assert ids(model, PROMPTS[0], 2)
-
-
-def test_an_unknown_ca_is_refused_and_says_what_to_do(front: TlsFront) -> None:
-    with pytest.raises(ic.TlsVerificationFailed, match=r"not trusted .*ca_bundle=") as error:
-        RemoteBackend().load_model(front.url, ic.LoadConfig(api_key=KEY))
-    assert isinstance(error.value, ic.ServerUnreachable) and error.value.url == front.url
-
-
-def test_a_name_the_certificate_does_not_hold_is_refused(
-    front: TlsFront, pki: tuple[Path, Path, Path]
-) -> None:
-    url = f"https://localhost:{front.port}"  # the certificate names 127.0.0.1 and tls.test
-    with pytest.raises(ic.TlsVerificationFailed, match=r"Hostname mismatch|doesn't match") as e:
-        RemoteBackend().load_model(url, ic.LoadConfig(api_key=KEY, ca_bundle=pki[0]))
-    assert "made for other names" in str(e.value)  # not "name its CA": the CA is trusted
-
-
-def test_turning_verification_off_works_and_is_warned_about(
-    front: TlsFront, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.WARNING, logger="inference_rocm")
-    with ic.load(front.url, api_key=KEY, verify_tls=False) as model:
-        assert ids(model, PROMPTS[0], 2)
-    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("certificate checks are off" in r.getMessage() for r in warned)
-    assert all(KEY not in r.getMessage() for r in caplog.records)
 
 
 def test_plain_http_to_the_tls_port_is_named(front: TlsFront) -> None:
