@@ -200,11 +200,11 @@ class EventStream:
                     yield from values
                     continue
                 for event in events:
-                    if event:
-                        yield _decode_event(event, loads)
+                    if event and (value := _decode_event(event, loads)) is not None:
+                        yield value
             self.finished = True
-            if pending.strip():
-                yield _decode_event(bytes(pending), loads)
+            if pending.strip() and (value := _decode_event(bytes(pending), loads)) is not None:
+                yield value
         except _Disconnected as error:
             raise client.diagnose(f"the stream broke off before its end ({error})") from None
         except ValueError as error:
@@ -308,8 +308,19 @@ def _decode_batch(events: list[bytes], loads: Callable[[bytes], Any]) -> list[An
     return values
 
 
-def _decode_event(event: bytes, loads: Callable[[bytes], Any]) -> dict[str, Any]:
-    """`data: {...}` is a result; `error: {...}` (or a data object with "error") a failure."""
+def _decode_event(event: bytes, loads: Callable[[bytes], Any]) -> dict[str, Any] | None:
+    """`data: {...}` is a result; `error: {...}` (or a data object with "error") a failure;
+    comment lines (from ":", as llama-server's keep-alive ping) are skipped: None if
+    the event has nothing else."""
+    if event.startswith(b":"):
+        start = 0
+        while event.startswith(b":", start):
+            start = event.find(b"\n", start) + 1
+            if not start:
+                return None
+        event = event[start:]
+        if not event:
+            return None
     if event.startswith(b"data: "):
         value = loads(event[6:])
     elif event.startswith(b"error: "):
