@@ -21,7 +21,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast, final
 
 from inference_core.errors import (
@@ -183,19 +183,17 @@ class EventStream:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Events until the chunked body ends; a body cut short raises."""
         client = self._client
-        pending, loads = bytearray(), json.loads  # an event begun in an earlier piece
+        # An event begun in an earlier piece (rare: llama-server sends an event a chunk).
+        pending: bytes | bytearray = b""
+        loads = json.loads
         try:
             for piece in _chunks(self._connection, self._scope, client):
-                if pending:  # rare: llama-server sends an event a chunk
-                    whole = _resume(pending, piece)
-                    if whole is None:
+                if pending:
+                    pending, piece = _resume(pending, piece)
+                    if not piece:
                         continue
-                    piece = whole
                 events = piece.split(b"\n\n")
-                if rest := events.pop():
-                    pending += rest
-                if len(piece) > _MAX_EVENT:
-                    _check_sizes(events, pending)
+                pending = events.pop()
                 if len(events) > 1 and (values := _decode_batch(events, loads)) is not None:
                     yield from values
                     continue
@@ -215,34 +213,44 @@ class EventStream:
             ) from None
 
 
-def _resume(pending: bytearray, piece: bytes) -> bytes | None:
-    """`piece` added to the event begun in `pending`: all of it once that event has
-    ended (to split into events), None while it goes on. Only the new bytes are
-    searched, so an event in many pieces costs linear time up to its cap."""
+def _resume(pending: bytes | bytearray, piece: bytes) -> tuple[bytes | bytearray, bytes]:
+    """`piece` added to the event begun in `pending`: what is still pending and what is
+    ready to split into events. An event growing over many pieces is a bytearray that
+    grows in place, and only its new bytes are searched: linear time up to its cap (an
+    event within one piece is within the cap of a chunk)."""
     searched = len(pending) - 1  # the blank line may begin in the bytes kept
-    pending += piece
-    if pending.find(b"\n\n", searched) < 0:
-        _check_sizes((), pending)
-        return None
-    whole = bytes(pending)
-    pending.clear()
-    return whole
-
-
-def _check_sizes(events: Iterable[bytes], pending: bytearray) -> None:
-    if len(pending) > _MAX_EVENT or any(len(event) > _MAX_EVENT for event in events):
+    grown = pending if isinstance(pending, bytearray) else bytearray(pending)
+    grown += piece
+    if grown.find(b"\n\n", searched) >= 0:
+        return b"", bytes(grown)
+    if len(grown) > _MAX_EVENT:
         raise ValueError(f"an event longer than {_MAX_EVENT} bytes, past the limit")
+    return grown, b""
 
 
 def _chunk_size(line: bytes) -> int:
-    """The size a chunk-size line announces (an extension after `;` is ignored)."""
+    """The size of a chunk-size line with an extension (after `;`, ignored)."""
     digits = line.split(b";", 1)[0].rstrip(b" \t")
     if not digits or digits.strip(_HEX_DIGITS):
         raise ValueError(f"bad chunk size line {line[:40]!r}")
-    size = int(digits, 16)
-    if size > _MAX_CHUNK:
-        raise ValueError(f"a chunk of {size} bytes, past the limit of {_MAX_CHUNK}")
-    return size
+    return int(digits, 16)
+
+
+def _fill(
+    data: bytes,
+    wanted: int,
+    connection: _Connection,
+    scope: GenerationScope | None,
+    client: ServerClient,
+) -> bytes:
+    """`data` and what arrives after it, `wanted` bytes at least: read in pieces and joined
+    once, so a large chunk or body is copied once, not on every read."""
+    pieces, have = [data], len(data)
+    while have < wanted:
+        data = connection.recv(scope, client.diagnose, client.alive)
+        pieces.append(data)
+        have += len(data)
+    return b"".join(pieces)
 
 
 def _chunks(
@@ -255,43 +263,40 @@ def _chunks(
     start = 0  # where the unparsed part of `buffer` begins
     payloads: list[bytes] = []
     while True:
-        line_end = buffer.find(b"\r\n", start, start + _MAX_CHUNK_LINE)
+        line_end = buffer.find(b"\r\n", start)
         if line_end >= 0:
-            size = _chunk_size(buffer[start:line_end])
-            if size == 0:  # the last chunk, then trailer lines (none from llama-server)
-                end = buffer.find(b"\r\n\r\n", line_end)
-                if end >= 0:
-                    connection.buffer = buffer[end + 4 :]
-                    if payloads:
-                        yield b"".join(payloads)
-                    return
-                if len(buffer) - line_end > _MAX_HEAD:
-                    raise ValueError("the trailer after the last chunk never ends")
-                wanted = len(buffer) + 1
-            else:
-                end = line_end + 2 + size
-                wanted = end + 2
-                if len(buffer) >= wanted:
-                    if not buffer.startswith(b"\r\n", end):
-                        raise ValueError(f"a chunk does not end where its size ({size}) says")
-                    payloads.append(buffer[line_end + 2 : end])
-                    start = wanted
-                    continue
+            try:
+                size = int(buffer[start:line_end], 16)  # a bare hex number, as llama-server's
+            except ValueError:
+                size = _chunk_size(buffer[start:line_end])
+            end = line_end + 2 + size
+            if size > 0 and len(buffer) >= end + 2:  # a chunk received whole
+                if buffer[end : end + 2] != b"\r\n":
+                    raise ValueError(f"a chunk does not end where its size ({size}) says")
+                payloads.append(buffer[line_end + 2 : end])
+                start = end + 2
+                continue
+            if size == 0 and (trailer_end := buffer.find(b"\r\n\r\n", line_end)) >= 0:
+                connection.buffer = buffer[trailer_end + 4 :]  # what came past the body
+                if payloads:
+                    yield b"".join(payloads)
+                return
+            if size < 0:
+                raise ValueError(f"bad chunk size line {buffer[start:line_end][:40]!r}")
+            if size > _MAX_CHUNK:
+                raise ValueError(f"a chunk of {size} bytes, past the limit of {_MAX_CHUNK}")
+            if size == 0 and len(buffer) - line_end > _MAX_HEAD:  # trailer lines, never ending
+                raise ValueError("the trailer after the last chunk never ends")
         elif len(buffer) - start >= _MAX_CHUNK_LINE:
             raise ValueError(f"a chunk size line that never ends: {buffer[start : start + 40]!r}")
-        else:
-            wanted = len(buffer) + 1
         if payloads:  # everything received is delivered before waiting for more
             yield b"".join(payloads)
             payloads = []
-        # What is still missing, read in pieces and joined once: a large chunk costs
-        # one copy, not one per read.
-        pieces, have = [buffer[start:]], len(buffer) - start
-        while have < wanted - start:
-            data = recv(scope, diagnose, alive)
-            pieces.append(data)
-            have += len(data)
-        buffer, start = b"".join(pieces), 0
+        data = recv(scope, diagnose, alive)
+        if line_end >= 0 and size > 0:  # the rest of a chunk begun, read at once
+            data = _fill(data, end + 2 - len(buffer), connection, scope, client)
+        buffer = buffer[start:] + data
+        start = 0
 
 
 def _decode_batch(events: list[bytes], loads: Callable[[bytes], Any]) -> list[Any] | None:
@@ -312,19 +317,17 @@ def _decode_event(event: bytes, loads: Callable[[bytes], Any]) -> dict[str, Any]
     """`data: {...}` is a result; `error: {...}` (or a data object with "error") a failure;
     comment lines (from ":", as llama-server's keep-alive ping) are skipped: None if
     the event has nothing else."""
-    if event.startswith(b":"):
+    if event.startswith(b"data: "):
+        value = loads(event[6:])
+    elif event.startswith(b"error: "):
+        value = {"error": loads(event[7:])}
+    elif event.startswith(b":"):
         start = 0
         while event.startswith(b":", start):
             start = event.find(b"\n", start) + 1
             if not start:
                 return None
-        event = event[start:]
-        if not event:
-            return None
-    if event.startswith(b"data: "):
-        value = loads(event[6:])
-    elif event.startswith(b"error: "):
-        value = {"error": loads(event[7:])}
+        return _decode_event(event[start:], loads) if start < len(event) else None
     else:
         field, _, rest = event.partition(b":")
         if field in (b"data", b"error"):
@@ -532,12 +535,9 @@ class ServerClient:
                 pieces.append(piece)
             return b"".join(pieces)
         length = _content_length(headers.get("content-length", "0"))
-        pieces, have = [connection.buffer], len(connection.buffer)
-        while have < length:  # read in pieces, joined once
-            data = connection.recv(scope, self.diagnose, self.alive)
-            pieces.append(data)
-            have += len(data)
-        received = b"".join(pieces)
+        received = connection.buffer
+        if len(received) < length:
+            received = _fill(received, length, connection, scope, self)
         connection.buffer = received[length:]
         return received[:length]
 
