@@ -7,19 +7,22 @@ that arrived together are decoded with one `json.loads` (measured by
 `python -m benchmarks`: a third less CPU per token on a fast stream). Unlike
 `http.client`, a socket read that times out can be resumed, which is how a
 waiting reader notices cancellation, its deadline or a dead server without a
-watchdog thread.
+watchdog thread. What a server sends is bounded: a response head, an event, a chunk
+and a body have caps far above anything honest, and a large one is gathered in a
+list of pieces joined once (or a bytearray), never copied again on every read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import select
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, cast, final
 
 from inference_core.errors import (
     ContextOverflow,
@@ -39,7 +42,16 @@ REQUEST_TIMEOUT = 60.0  # seconds, for a JSON request made without a generation'
 _KEEP_ALIVE = 4.0
 _RECV_SIZE = 65536
 _POLL_SECONDS = 0.5  # how often an idle reader checks its scope and the server process
-_MAX_HEAD = 65536
+# Caps on what a server may send, each far above anything honest. Measured with the
+# bundled model: a token with 20 logprobs is a 1.9 KB event; the last event of a stream
+# repeats the prompt (11 KB for a prompt of 9,500 characters); /props is 2 KB (a large
+# chat template adds tens of KB); an embedding is 21 bytes a dimension.
+_MAX_HEAD = 65536  # a response head
+_MAX_EVENT = 16 * 2**20  # one SSE event: a prompt of millions of characters
+_MAX_CHUNK = _MAX_EVENT  # llama-server sends an event a chunk
+_MAX_CHUNK_LINE = 1024  # a chunk-size line: a hex number, maybe an extension
+_MAX_BODY = 64 * 2**20  # a JSON answer: 760 embeddings of 4096 dimensions at once
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 # Given what went wrong on the wire, the error to raise: ServerCrashed when the
 # process has died (with its exit status and log), otherwise a GenerationError.
@@ -123,6 +135,16 @@ class _Connection:
                 raise _Disconnected("connection closed")
             return data
 
+    def quiet(self) -> bool:
+        """Nothing has arrived since the last answer, not even the end of the connection:
+        bytes past an answer (a Content-Length shorter than the body) would be read as
+        the next one, so a connection that has some is not reused."""
+        if self.is_tls and cast("ssl.SSLSocket", self.sock).pending():
+            return False
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return not poller.poll(0)
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
@@ -161,24 +183,74 @@ class EventStream:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Events until the chunked body ends; a body cut short raises."""
         client = self._client
-        pending, loads = b"", json.loads
+        # An event begun in an earlier piece (rare: llama-server sends an event a chunk).
+        pending: bytes | bytearray = b""
+        loads = json.loads
         try:
             for piece in _chunks(self._connection, self._scope, client):
-                events = (pending + piece).split(b"\n\n")
+                if pending:
+                    pending, piece = _resume(pending, piece)
+                    if not piece:
+                        continue
+                events = piece.split(b"\n\n")
                 pending = events.pop()
                 if len(events) > 1 and (values := _decode_batch(events, loads)) is not None:
                     yield from values
                     continue
                 for event in events:
-                    if event:
-                        yield _decode_event(event, loads)
+                    if event and (value := _decode_event(event, loads)) is not None:
+                        yield value
             self.finished = True
-            if pending.strip():
-                yield _decode_event(pending, loads)
+            if pending.strip() and (value := _decode_event(bytes(pending), loads)) is not None:
+                yield value
         except _Disconnected as error:
             raise client.diagnose(f"the stream broke off before its end ({error})") from None
         except ValueError as error:
             raise GenerationError(f"the server sent a malformed stream: {error}") from None
+        except RecursionError:
+            raise GenerationError(
+                "the server sent a malformed stream: an event nested too deeply to decode"
+            ) from None
+
+
+def _resume(pending: bytes | bytearray, piece: bytes) -> tuple[bytes | bytearray, bytes]:
+    """`piece` added to the event begun in `pending`: what is still pending and what is
+    ready to split into events. An event growing over many pieces is a bytearray that
+    grows in place, and only its new bytes are searched: linear time up to its cap (an
+    event within one piece is within the cap of a chunk)."""
+    searched = len(pending) - 1  # the blank line may begin in the bytes kept
+    grown = pending if isinstance(pending, bytearray) else bytearray(pending)
+    grown += piece
+    if grown.find(b"\n\n", searched) >= 0:
+        return b"", bytes(grown)
+    if len(grown) > _MAX_EVENT:
+        raise ValueError(f"an event longer than {_MAX_EVENT} bytes, past the limit")
+    return grown, b""
+
+
+def _chunk_size(line: bytes) -> int:
+    """The size of a chunk-size line with an extension (after `;`, ignored)."""
+    digits = line.split(b";", 1)[0].rstrip(b" \t")
+    if not digits or digits.strip(_HEX_DIGITS):
+        raise ValueError(f"bad chunk size line {line[:40]!r}")
+    return int(digits, 16)
+
+
+def _fill(
+    data: bytes,
+    wanted: int,
+    connection: _Connection,
+    scope: GenerationScope | None,
+    client: ServerClient,
+) -> bytes:
+    """`data` and what arrives after it, `wanted` bytes at least: read in pieces and joined
+    once, so a large chunk or body is copied once, not on every read."""
+    pieces, have = [data], len(data)
+    while have < wanted:
+        data = connection.recv(scope, client.diagnose, client.alive)
+        pieces.append(data)
+        have += len(data)
+    return b"".join(pieces)
 
 
 def _chunks(
@@ -194,24 +266,36 @@ def _chunks(
         line_end = buffer.find(b"\r\n", start)
         if line_end >= 0:
             try:
-                size = int(buffer[start:line_end].split(b";", 1)[0], 16)
+                size = int(buffer[start:line_end], 16)  # a bare hex number, as llama-server's
             except ValueError:
-                line = buffer[start:line_end][:40]
-                raise ValueError(f"bad chunk size line {line!r}") from None
+                size = _chunk_size(buffer[start:line_end])
             end = line_end + 2 + size
-            if len(buffer) >= end + 2:
-                if size == 0:
-                    connection.buffer = buffer[end + 2 :]
-                    if payloads:
-                        yield b"".join(payloads)
-                    return
+            if size > 0 and len(buffer) >= end + 2:  # a chunk received whole
+                if buffer[end : end + 2] != b"\r\n":
+                    raise ValueError(f"a chunk does not end where its size ({size}) says")
                 payloads.append(buffer[line_end + 2 : end])
                 start = end + 2
                 continue
+            if size == 0 and (trailer_end := buffer.find(b"\r\n\r\n", line_end)) >= 0:
+                connection.buffer = buffer[trailer_end + 4 :]  # what came past the body
+                if payloads:
+                    yield b"".join(payloads)
+                return
+            if size < 0:
+                raise ValueError(f"bad chunk size line {buffer[start:line_end][:40]!r}")
+            if size > _MAX_CHUNK:
+                raise ValueError(f"a chunk of {size} bytes, past the limit of {_MAX_CHUNK}")
+            if size == 0 and len(buffer) - line_end > _MAX_HEAD:  # trailer lines, never ending
+                raise ValueError("the trailer after the last chunk never ends")
+        elif len(buffer) - start >= _MAX_CHUNK_LINE:
+            raise ValueError(f"a chunk size line that never ends: {buffer[start : start + 40]!r}")
         if payloads:  # everything received is delivered before waiting for more
             yield b"".join(payloads)
             payloads = []
-        buffer = buffer[start:] + recv(scope, diagnose, alive)
+        data = recv(scope, diagnose, alive)
+        if line_end >= 0 and size > 0:  # the rest of a chunk begun, read at once
+            data = _fill(data, end + 2 - len(buffer), connection, scope, client)
+        buffer = buffer[start:] + data
         start = 0
 
 
@@ -222,19 +306,28 @@ def _decode_batch(events: list[bytes], loads: Callable[[bytes], Any]) -> list[An
         return None
     try:
         values: list[Any] = loads(b"[" + b",".join([event[6:] for event in events]) + b"]")
-    except ValueError:
+    except (ValueError, RecursionError):  # one by one, each error its own
         return None
     if len(values) != len(events) or not all(type(value) is dict for value in values):
         return None
     return values
 
 
-def _decode_event(event: bytes, loads: Callable[[bytes], Any]) -> dict[str, Any]:
-    """`data: {...}` is a result; `error: {...}` (or a data object with "error") a failure."""
+def _decode_event(event: bytes, loads: Callable[[bytes], Any]) -> dict[str, Any] | None:
+    """`data: {...}` is a result; `error: {...}` (or a data object with "error") a failure;
+    comment lines (from ":", as llama-server's keep-alive ping) are skipped: None if
+    the event has nothing else."""
     if event.startswith(b"data: "):
         value = loads(event[6:])
     elif event.startswith(b"error: "):
         value = {"error": loads(event[7:])}
+    elif event.startswith(b":"):
+        start = 0
+        while event.startswith(b":", start):
+            start = event.find(b"\n", start) + 1
+            if not start:
+                return None
+        return _decode_event(event[start:], loads) if start < len(event) else None
     else:
         field, _, rest = event.partition(b":")
         if field in (b"data", b"error"):
@@ -243,6 +336,33 @@ def _decode_event(event: bytes, loads: Callable[[bytes], Any]) -> dict[str, Any]
     if not isinstance(value, dict):
         raise ValueError(f"an event is not a JSON object: {event[:80]!r}")
     return value
+
+
+def _status_code(status_line: str) -> int | None:
+    """The status of an `HTTP/1.x NNN reason` line, or None if it is not one."""
+    version, _, rest = status_line.partition(" ")
+    code = rest[:3]
+    if not version.startswith("HTTP/1.") or not (code.isascii() and code.isdigit()):
+        return None
+    return int(code)
+
+
+def _content_length(value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise ValueError(f"a Content-Length that is not a size: {value[:40]!r}")
+    length = int(value)
+    if length > _MAX_BODY:
+        raise ValueError(f"a body of {length} bytes, past the limit of {_MAX_BODY}")
+    return length
+
+
+def _loads(raw: bytes) -> Any:
+    """JSON from the server; a ValueError for nesting too deep to decode, as for any
+    other JSON that is not to be had."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to decode") from None
 
 
 class RequestRejected(GenerationError):
@@ -319,7 +439,7 @@ class ServerClient:
             now = time.monotonic()
             while self._idle and not fresh and pooled is None:
                 candidate = self._idle.pop()
-                if now - candidate.idle_since < _KEEP_ALIVE:
+                if now - candidate.idle_since < _KEEP_ALIVE and candidate.quiet():
                     pooled = candidate
                 else:
                     stale.append(candidate)
@@ -337,8 +457,10 @@ class ServerClient:
         return _Connection(self.host, self.port, self._tls, timeout)
 
     def _release(self, connection: _Connection) -> None:
+        """Back to the pool, unless bytes arrived past the answer's end: its framing lied,
+        and they would be read as the next answer."""
         with self._lock:
-            if not self._closed and not connection.closed:
+            if not self._closed and not connection.closed and not connection.buffer:
                 connection.idle_since = time.monotonic()
                 self._idle.append(connection)
                 return
@@ -391,26 +513,59 @@ class ServerClient:
             buffer += connection.recv(scope, self.diagnose, self.alive)
         head, connection.buffer = buffer[:end].decode("latin-1"), buffer[end + 4 :]
         status_line, *lines = head.split("\r\n")
-        version, _, rest = status_line.partition(" ")
-        if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
+        status = _status_code(status_line)
+        if status is None:
             raise _Disconnected(f"not an HTTP response: {status_line[:60]!r}")
         headers = {}
         for line in lines:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        return int(rest[:3]), headers
+        return status, headers
 
     def _read_body(
         self, connection: _Connection, headers: dict[str, str], scope: GenerationScope | None
     ) -> bytes:
+        """The body as its framing says, within `_MAX_BODY`; a bad framing is a ValueError."""
         if headers.get("transfer-encoding", "").lower() == "chunked":
-            return b"".join(_chunks(connection, scope, self))
-        length = int(headers.get("content-length", "0"))
-        buffer = connection.buffer
-        while len(buffer) < length:
-            buffer += connection.recv(scope, self.diagnose, self.alive)
-        connection.buffer = buffer[length:]
-        return buffer[:length]
+            pieces, size = [], 0
+            for piece in _chunks(connection, scope, self):
+                size += len(piece)
+                if size > _MAX_BODY:
+                    raise ValueError(f"a body longer than {_MAX_BODY} bytes, past the limit")
+                pieces.append(piece)
+            return b"".join(pieces)
+        length = _content_length(headers.get("content-length", "0"))
+        received = connection.buffer
+        if len(received) < length:
+            received = _fill(received, length, connection, scope, self)
+        connection.buffer = received[length:]
+        return received[:length]
+
+    def _body(
+        self,
+        connection: _Connection,
+        what: str,
+        headers: dict[str, str],
+        scope: GenerationScope | None,
+    ) -> bytes:
+        """The body of the response to `what`; then the connection goes back to the pool
+        if the answer ended where its framing said (and the server keeps it open)."""
+        try:
+            raw = self._read_body(connection, headers, scope)
+        except _Disconnected as error:
+            connection.close()
+            raise self.diagnose(f"the response to {what} broke off ({error})") from None
+        except ValueError as error:
+            connection.close()
+            raise GenerationError(f"{what}: the server sent a malformed answer: {error}") from None
+        except BaseException:
+            connection.close()
+            raise
+        if headers.get("connection", "").lower() == "close":
+            connection.close()
+        else:
+            self._release(connection)
+        return raw
 
     def request(
         self, method: str, path: str, body: Any = None, *, scope: GenerationScope | None = None
@@ -423,20 +578,9 @@ class ServerClient:
         if scope is None:
             scope = GenerationScope(timeout=REQUEST_TIMEOUT)
         connection, status, headers = self._send(method, path, body, scope)
+        raw = self._body(connection, f"{method} {path}", headers, scope)
         try:
-            raw = self._read_body(connection, headers, scope)
-        except _Disconnected as error:
-            connection.close()
-            raise self.diagnose(f"the response to {method} {path} broke off ({error})") from None
-        except BaseException:
-            connection.close()
-            raise
-        if headers.get("connection", "").lower() == "close":
-            connection.close()
-        else:
-            self._release(connection)
-        try:
-            value = json.loads(raw) if raw else None
+            value = _loads(raw) if raw else None
         except ValueError:
             if status >= 400:  # an error page (a proxy's): its status still says what it is
                 raise error_for(status, raw[:200].decode("utf-8", "replace")) from None
@@ -448,14 +592,18 @@ class ServerClient:
         return value
 
     def status_of(self, path: str, timeout: float) -> int:
-        """The status code of a GET (for /health), or 0 when the server cannot be reached."""
+        """The status code of a GET (for /health), or 0 when the server cannot be reached
+        or does not answer HTTP within `timeout`: a deadline on the whole call, so a server
+        trickling bytes cannot hold it, and only a status line's worth is read."""
+        deadline = time.monotonic() + timeout
         try:
             connection = self.connect(timeout)
         except OSError:
             return 0
+        sock = connection.sock
         try:
-            connection.sock.settimeout(timeout)
-            connection.sock.sendall(
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            sock.sendall(
                 b"GET "
                 + self._base
                 + f"{path} HTTP/1.1\r\n".encode()
@@ -463,13 +611,17 @@ class ServerClient:
                 + b"Connection: close\r\n\r\n"
             )
             head = b""
-            while b"\r\n" not in head:
-                data = connection.sock.recv(4096)
+            while (line_end := head.find(b"\r\n")) < 0:
+                remaining = deadline - time.monotonic()
+                if len(head) > _MAX_HEAD or remaining <= 0:
+                    return 0
+                sock.settimeout(remaining)
+                data = sock.recv(4096)
                 if not data:
                     return 0
                 head += data
-            return int(head.split(b" ", 2)[1])
-        except (OSError, ValueError, IndexError):
+            return _status_code(head[:line_end].decode("latin-1")) or 0
+        except OSError:
             return 0
         finally:
             connection.close()
@@ -478,12 +630,9 @@ class ServerClient:
         """Start a streamed request; an error status before the stream raises here."""
         connection, status, headers = self._send("POST", path, body, scope)
         if status >= 400 or headers.get("transfer-encoding", "").lower() != "chunked":
+            raw = self._body(connection, f"POST {path}", headers, scope)
             try:
-                raw = self._read_body(connection, headers, scope)
-            finally:
-                connection.close()
-            try:
-                value = json.loads(raw)
+                value = _loads(raw)
             except ValueError:
                 value = {"error": {"message": raw[:200].decode("utf-8", "replace")}}
             raise error_for(status, value)

@@ -102,3 +102,29 @@ def test_an_error_event_is_decoded_as_an_error() -> None:
     assert parse([b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)]) == [
         {"error": {"code": 500, "message": "boom"}}
     ]
+
+
+def test_comment_lines_are_skipped_as_llama_servers_keep_alive_ping() -> None:
+    """llama-server sends `:` alone as an event when a stream waits long for a token."""
+    body = b':\n\ndata: {"content": "a"}\n\n: note\n:\ndata: {"content": "b"}\n\n:'
+    assert parse([b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)]) == [
+        {"content": "a"},
+        {"content": "b"},
+    ]
+
+
+def test_an_event_of_megabytes_over_many_chunks_and_reads_is_decoded_whole() -> None:
+    event = b'data: {"content": "' + b"x" * (4 * 2**20) + b'"}\n\n'
+    body = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in split_every(event, 4096))
+    pieces = split_every(body + b"0\r\n\r\n", 1000)
+    assert parse(pieces) == [{"content": "x" * (4 * 2**20)}]
+
+
+def test_trailer_lines_after_the_last_chunk_end_the_body() -> None:
+    body = b'data: {"content": "a"}\n\n'
+    data = b"%x\r\n%s\r\n0\r\nX-Checksum: 1\r\n\r\n" % (len(body), body)
+    assert parse(split_at(data, list(range(0, len(data), 3)))) == [{"content": "a"}]
+
+
+def split_every(data: bytes, size: int) -> list[bytes]:
+    return [data[start : start + size] for start in range(0, len(data), size)]

@@ -8,6 +8,7 @@ comes back. It logs every request it receives, so a retry cannot hide.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import inference_core as ic
+from inference_rocm import client as client_module
 from inference_rocm import server as server_module
 from inference_rocm.backends import LlamaCppBackend
 from inference_rocm.model import LlamaServerModel
@@ -132,6 +134,75 @@ def test_the_byte_token_recovery_honours_the_generations_cancel(
     threading.Timer(0.5, cancel.set).start()
     assert list(stream) == []
     assert isinstance(stream.err(), ic.Cancelled)
+
+
+# -- abort(): a reader blocked with nothing arriving wakes at once ----------------------
+# The fake sends one token of "stall" and then nothing. A reader also wakes to check its
+# scope every _POLL_SECONDS; made a minute here, only abort() can end the wait sooner.
+
+
+@pytest.fixture
+def polls_rarely(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "_POLL_SECONDS", 60.0)
+
+
+def blocked_reader(model: ic.TextModel) -> tuple[ic.TokenStream, threading.Thread]:
+    """A stream of "stall" and a thread reading it to its end, past its one token."""
+    stream = model.generate("stall", max_tokens=10)
+    first = threading.Event()
+
+    def read() -> None:
+        for _ in stream:
+            first.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert first.wait(30)
+    return stream, reader
+
+
+@pytest.mark.parametrize("stop", ["cancel", "close"])
+def test_cancel_or_close_from_another_thread_wakes_a_reader_waiting_for_a_token(
+    fake_model: ic.TextModel, polls_rarely: None, stop: str
+) -> None:
+    stream, reader = blocked_reader(fake_model)
+    getattr(stream, stop)()
+    reader.join(20)
+    assert not reader.is_alive(), f"{stop}() left the reader waiting for its next poll"
+    assert isinstance(stream.err(), ic.Cancelled)
+
+
+def test_cancelling_an_async_stream_wakes_its_reading_thread(
+    fake_model: ic.TextModel, polls_rarely: None
+) -> None:
+    async def run() -> list[ic.Token]:
+        stream = fake_model.agenerate("stall", max_tokens=10)
+        tokens = [await anext(stream)]
+        reading = asyncio.create_task(anext(stream))  # waits on the thread blocked in recv
+        await asyncio.sleep(0)  # the task begins to wait
+        stream.cancel()
+        with pytest.raises(StopAsyncIteration):  # a cancel ends the stream without error
+            await asyncio.wait_for(reading, 20)
+        return tokens
+
+    assert [t.id for t in asyncio.run(run())] == [100]
+
+
+def test_a_cancelled_task_of_an_async_stream_lets_aclose_return_at_once(
+    fake_model: ic.TextModel, polls_rarely: None
+) -> None:
+    async def run() -> None:
+        stream = fake_model.agenerate("stall", max_tokens=10)
+        await anext(stream)
+        reading = asyncio.create_task(anext(stream))
+        await asyncio.sleep(0)  # the task begins to wait
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        await asyncio.wait_for(stream.aclose(), 20)  # once the reading thread has ended
+        assert isinstance(stream.err(), ic.Cancelled)
+
+    asyncio.run(run())
 
 
 # -- close(): bounded, and exactly once under threads ------------------------------------

@@ -8,6 +8,7 @@ The prompt of a /completion request picks the stream it sends:
   "truncate"   two tokens, then the connection closes without the final chunk
   "eof-chunk"  two tokens, then a clean end of the body without the final `stop` event
   "silent..."  no answer at all: the connection stays open, the head never comes
+  "stall"      one token, then nothing: the connection stays open, the next never comes
   "split"      one event whose one token (227) ends a character of three byte tokens, as
                llama-server sends an emoji: the client asks /tokenize for the rest
                (10813, 232, 227); then the final event
@@ -117,6 +118,9 @@ def _serve(conn: socket.socket, key: str) -> None:
                     b'error: {"code": 500, "message": "slot exploded", "type": "server_error"}\n\n'
                 )
             )
+        elif prompt == "stall":
+            conn.sendall(_token(0))
+            continue  # read on: the next thing to arrive is the client closing
         elif prompt == "truncate":
             conn.sendall(_token(0) + _token(1))
             conn.shutdown(socket.SHUT_RDWR)
