@@ -19,7 +19,6 @@ from collections.abc import Callable
 import pytest
 
 import inference_core as ic
-from inference_rocm.remote import RemoteBackend
 
 from .raw_peer import HANDSHAKE, RawPeer, chunk, client_for, stream_head
 
@@ -60,7 +59,7 @@ def llama(
 
 
 def attach(peer: RawPeer, load_timeout: float = 30.0) -> ic.TextModel:
-    return RemoteBackend(load_timeout=load_timeout).load_model(peer.url, ic.LoadConfig())
+    return ic.load(peer.url, load_timeout=load_timeout)
 
 
 # -- /health while a server loads: a deadline on the whole call -------------------------
