@@ -19,6 +19,7 @@ import json
 import select
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -62,6 +63,11 @@ class _Disconnected(Exception):
     """The peer closed the connection or reset it."""
 
 
+# SO_RCVTIMEO takes a struct timeval on Linux; elsewhere (Windows: milliseconds in a
+# DWORD) the layout differs, so other systems wait with Python's own timeout.
+_KERNEL_TIMEOUTS = sys.platform.startswith("linux")
+
+
 def _timeval(seconds: float) -> bytes:
     whole = int(seconds)
     return struct.pack("@ll", whole, int((seconds - whole) * 1_000_000))
@@ -75,7 +81,8 @@ class _Connection:
     socket timeout, which would add a poll() before every recv(): one system
     call per wake-up instead of two, on the path every token takes. A TLS
     socket uses the Python timeout: its read retries inside OpenSSL when
-    SO_RCVTIMEO runs out, so it would never come back to check the scope.
+    SO_RCVTIMEO runs out, so it would never come back to check the scope; so
+    does a socket on a system other than Linux (see `_KERNEL_TIMEOUTS`).
     """
 
     __slots__ = ("buffer", "closed", "idle_since", "is_tls", "sock", "wait")
@@ -101,7 +108,7 @@ class _Connection:
 
     def _wait_at_most(self, seconds: float) -> None:
         if seconds != self.wait:  # set only when it changes: near a deadline, or once
-            if self.is_tls:
+            if self.is_tls or not _KERNEL_TIMEOUTS:
                 self.sock.settimeout(seconds)
             else:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
@@ -141,6 +148,8 @@ class _Connection:
         the next one, so a connection that has some is not reused."""
         if self.is_tls and cast("ssl.SSLSocket", self.sock).pending():
             return False
+        if not hasattr(select, "poll"):  # Windows; select() is limited to low descriptors
+            return not select.select([self.sock], [], [], 0)[0]
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
         return not poller.poll(0)

@@ -20,6 +20,7 @@ from inference_core.streams import GenerationScope
 from inference_rocm.client import ServerClient
 from inference_rocm.model import LlamaServerModel
 
+from .other_systems import wait_as_elsewhere
 from .raw_peer import RawPeer, client_for, json_answer
 from .tls_front import make_pki
 
@@ -170,8 +171,13 @@ def test_bytes_past_an_answer_are_never_read_as_the_next_one(first: bytes) -> No
         client.close()
 
 
-def test_bytes_arriving_after_an_answer_are_never_read_as_the_next_one() -> None:
+@pytest.mark.parametrize("system", ["linux", "elsewhere"])
+def test_bytes_arriving_after_an_answer_are_never_read_as_the_next_one(
+    system: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The extra bytes come once the client has read its answer and pooled the connection."""
+    if system == "elsewhere":
+        wait_as_elsewhere(monkeypatch)
     go, sent = threading.Event(), threading.Event()
 
     def respond(connection: socket.socket, request: str) -> None:

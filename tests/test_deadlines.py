@@ -26,6 +26,7 @@ from inference_rocm.backends import LlamaCppBackend
 from inference_rocm.model import LlamaServerModel
 from inference_rocm.server import LlamaServer, ServerOptions
 
+from .other_systems import wait_as_elsewhere
 from .procs import children, make_executable, wait_for
 
 FAKE_SERVER = Path(__file__).parent / "fakes" / "fake_llama_server.py"
@@ -141,9 +142,12 @@ def test_the_byte_token_recovery_honours_the_generations_cancel(
 # scope every _POLL_SECONDS; made a minute here, only abort() can end the wait sooner.
 
 
-@pytest.fixture
-def polls_rarely(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(params=["linux", "elsewhere"])
+def polls_rarely(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """On Linux, and as on other systems (`wait_as_elsewhere`)."""
     monkeypatch.setattr(client_module, "_POLL_SECONDS", 60.0)
+    if request.param == "elsewhere":
+        wait_as_elsewhere(monkeypatch)
 
 
 def blocked_reader(model: ic.TextModel) -> tuple[ic.TokenStream, threading.Thread]:
