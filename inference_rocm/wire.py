@@ -19,19 +19,17 @@ from __future__ import annotations
 import math
 import reprlib
 from collections.abc import Mapping
-from typing import Any, final
+from typing import Any, TypeGuard, final
 
 import attrs
 
 from inference_core.types import GenerateMetrics, Token
 
 __all__ = [
-    "MAX_INT",
     "BadAnswer",
     "Figures",
     "ModelMeta",
     "Props",
-    "candidate",
     "count",
     "embeddings",
     "figures",
@@ -52,7 +50,7 @@ __all__ = [
 
 # llama-server counts in 64-bit integers: a larger count, size or id is not one of its own,
 # and one this large still converts to a float (a size per parameter) without overflow.
-MAX_INT = 2**63 - 1
+_MAX_INT = 2**63 - 1
 _BYTE = 255
 
 _SHOWN = 80  # characters of a server's value in a message
@@ -85,7 +83,7 @@ def _bad(endpoint: str, field: str, value: object, expected: str) -> BadAnswer:
 
 
 def _int(value: Any, endpoint: str, field: str, low: int = 0) -> int:
-    if type(value) is int and low <= value <= MAX_INT:
+    if type(value) is int and low <= value <= _MAX_INT:
         return value
     raise _bad(endpoint, field, value, f"an integer >= {low}")
 
@@ -107,7 +105,7 @@ def _list(value: Any, endpoint: str, field: str) -> list[Any]:
     raise _bad(endpoint, field, value, "a list")
 
 
-def _is_text(value: Any) -> bool:
+def _is_text(value: object) -> TypeGuard[str]:
     """A string that is text: JSON can carry a lone surrogate, which no UTF-8 holds and
     no output could print (an ASCII string, the common case, is known at once)."""
     if type(value) is not str:
@@ -123,7 +121,7 @@ def _is_text(value: Any) -> bool:
 
 def _str(value: Any, endpoint: str, field: str) -> str:
     if _is_text(value):
-        return value  # type: ignore[no-any-return]
+        return value
     raise _bad(endpoint, field, value, "a string of text")
 
 
@@ -135,7 +133,7 @@ def _number(value: Any, endpoint: str, field: str) -> float:
     """A finite number >= 0: a time or a rate."""
     if type(value) is float and 0.0 <= value < math.inf:
         return value
-    if type(value) is int and 0 <= value <= MAX_INT:
+    if type(value) is int and 0 <= value <= _MAX_INT:
         return float(value)
     raise _bad(endpoint, field, value, "a number >= 0")
 
@@ -156,7 +154,7 @@ def ids(value: Any) -> list[int]:
     """The `tokens` of a `/completion` event or answer: ids, none when it has none."""
     if value is None:
         return []
-    if type(value) is list and all(type(i) is int and 0 <= i <= MAX_INT for i in value):
+    if type(value) is list and all(type(i) is int and 0 <= i <= _MAX_INT for i in value):
         return value
     raise _bad(_COMPLETION, "tokens", value, "a list of token ids")
 
@@ -181,7 +179,7 @@ def flag(value: Any, field: str) -> bool:
 def token(token_id: Any, content: Any, probabilities: Any) -> Token:
     """The one token of an event: its id, its text, and the figures sent with it
     (`completion_probabilities`, when asked for)."""
-    if type(token_id) is not int or not 0 <= token_id <= MAX_INT:
+    if type(token_id) is not int or not 0 <= token_id <= _MAX_INT:
         raise _bad(_COMPLETION, "tokens[0]", token_id, "a token id")
     if not _is_text(content):
         raise _bad(_COMPLETION, "content", content, "a string of text")
@@ -212,7 +210,7 @@ def _logprob(value: Any, field: str) -> float:
         return -math.inf
     if type(value) is float and not math.isnan(value) and value < math.inf:
         return min(0.0, value)
-    if type(value) is int and -MAX_INT <= value <= MAX_INT:
+    if type(value) is int and -_MAX_INT <= value <= _MAX_INT:
         return min(0.0, float(value))
     raise _bad(_COMPLETION, field, value, "a log-probability")
 
@@ -226,7 +224,7 @@ def _piece(entry: Mapping[str, Any], field: str) -> tuple[int, str]:
     )
 
 
-def candidate(value: Any, field: str) -> Token:
+def _candidate(value: Any, field: str) -> Token:
     """A candidate token (`{id, bytes, logprob}`) at a token's position."""
     entry = _object(value, _COMPLETION, field)
     token_id, piece = _piece(entry, field)
@@ -258,7 +256,7 @@ def figures(value: Any) -> Figures | None:
     return Figures(
         _int(entry.get("id"), _COMPLETION, f"{field}.id"),
         _logprob(entry.get("logprob"), f"{field}.logprob"),
-        tuple(candidate(c, f"{field}.top_logprobs[{i}]") for i, c in enumerate(listed)),
+        tuple(_candidate(c, f"{field}.top_logprobs[{i}]") for i, c in enumerate(listed)),
     )
 
 
@@ -338,7 +336,7 @@ def _vector(value: Any, field: str) -> list[float]:
         type(value) is list
         and value
         and all(
-            (type(x) is float and math.isfinite(x)) or (type(x) is int and abs(x) <= MAX_INT)
+            (type(x) is float and math.isfinite(x)) or (type(x) is int and abs(x) <= _MAX_INT)
             for x in value
         )
     ):
@@ -359,7 +357,7 @@ def embeddings(answer: Any, count: int) -> list[list[float]]:
             raise _bad("/embedding", f"[{position}].index", index, f"a new index below {count}")
         pooled = _list(item.get("embedding"), "/embedding", f"[{position}].embedding")
         vectors[index] = _vector(pooled[0] if pooled else None, f"[{position}].embedding[0]")
-    result = [vector for vector in vectors if vector is not None]
+    result = [vector for vector in vectors if vector is not None]  # all: count new indexes
     if len({len(vector) for vector in result}) > 1:
         raise BadAnswer("/embedding", "the answer", "holds vectors of different lengths")
     return result
@@ -416,14 +414,14 @@ def model_meta(answer: Any) -> ModelMeta:
     meta_value = _object(entries[0], where, "data[0]").get("meta") if entries else None
     meta = {} if meta_value is None else _object(meta_value, where, "data[0].meta")
 
-    def count(name: str) -> int:
+    def number_of(name: str) -> int:
         return _optional_int(meta.get(name), where, f"data[0].meta.{name}")
 
     return ModelMeta(
-        parameters=count("n_params"),
-        size=count("size"),
-        trained_context=count("n_ctx_train"),
-        vocab_size=count("n_vocab"),
-        embedding_length=count("n_embd"),
+        parameters=number_of("n_params"),
+        size=number_of("size"),
+        trained_context=number_of("n_ctx_train"),
+        vocab_size=number_of("n_vocab"),
+        embedding_length=number_of("n_embd"),
         file_type=_optional_str(meta.get("ftype"), where, "data[0].meta.ftype"),
     )

@@ -199,6 +199,17 @@ IN_A_GENERATION: dict[str, tuple[str, dict[str, Answer], str]] = {
         ),
         "/completion: error.n_ctx is '512', not an integer",
     ),
+    "a refusal whose n_prompt_tokens is not a number": (
+        "generate",
+        {
+            "/completion": (
+                400,
+                b'{"error": {"message": "too long", "type": "exceed_context_size_error", '
+                b'"n_prompt_tokens": "600", "n_ctx": 512}}',
+            )
+        },
+        "error.n_prompt_tokens is '600', not an integer",
+    ),
     "completion_probabilities not a list": (
         "logprobs",
         _figures(5),
