@@ -181,7 +181,7 @@ def token(token_id: Any, content: Any, probabilities: Any) -> Token:
     (`completion_probabilities`, when asked for)."""
     if type(token_id) is not int or not 0 <= token_id <= _MAX_INT:
         raise _bad(_COMPLETION, "tokens[0]", token_id, "a token id")
-    if not _is_text(content):
+    if not (type(content) is str and content.isascii()) and not _is_text(content):
         raise _bad(_COMPLETION, "content", content, "a string of text")
     if probabilities is None:
         return Token(token_id, content)
