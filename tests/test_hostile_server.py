@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import inference_core as ic
 from inference_rocm.backends import LlamaCppBackend
 
 from .procs import children, make_executable
 from .scripted import Answer, Serve, scripted_servers
+from .test_wire import JSON
 
 FAKE_SERVER = Path(__file__).parent / "fakes" / "fake_llama_server.py"
 
@@ -293,6 +296,48 @@ def test_a_bad_value_in_a_generation_is_a_generation_error_naming_it(
             CALLS[call](model)
         assert type(caught.value) is ic.GenerationError
         assert "unlike a llama-server" in str(caught.value)
+
+
+EVENT_FIELDS = (
+    "tokens",
+    "content",
+    "tokens_predicted",
+    "stop",
+    "stop_type",
+    "timings",
+    "completion_probabilities",
+    "error",
+)
+# Events near llama-server's: its fields, each with any JSON value or a well-formed one.
+EVENTS = st.lists(
+    st.dictionaries(
+        st.sampled_from(EVENT_FIELDS),
+        JSON | st.lists(st.integers(-1, 300), max_size=3) | st.sampled_from(["a", "🎉", True]),
+        max_size=len(EVENT_FIELDS),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def test_any_stream_gives_tokens_or_a_generation_error() -> None:
+    answers = dict(GOOD)
+    with scripted_servers() as start, ic.load(start(answers)) as model:
+
+        @settings(deadline=None)
+        @given(events=EVENTS, tokenized=JSON, logprobs=st.sampled_from([0, 2]))
+        def check(events: list[dict[str, Any]], tokenized: Any, logprobs: int) -> None:
+            answers["/completion"] = [json.dumps(event).encode() for event in events]
+            answers["/tokenize"] = json.dumps(tokenized).encode()
+            stream = model.generate("hi", max_tokens=4, logprobs=logprobs)
+            try:
+                tokens = list(stream)
+            except ic.GenerationError as error:
+                assert type(error) in (ic.GenerationError, ic.ContextOverflow), error
+            else:
+                assert all(isinstance(token, ic.Token) for token in tokens)
+
+        check()
 
 
 def _props(n_ctx: object = 512, **fields: object) -> dict[str, Answer]:
