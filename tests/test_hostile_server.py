@@ -340,6 +340,37 @@ def test_any_stream_gives_tokens_or_a_generation_error() -> None:
         check()
 
 
+NUMBERS = JSON | st.integers(-1, 2**64)
+
+
+def test_any_props_and_models_give_a_model_or_an_unexpected_server() -> None:
+    answers = dict(GOOD)
+    with scripted_servers() as start:
+        url = start(answers)
+
+        @settings(deadline=None)
+        @given(
+            props=st.fixed_dictionaries(
+                {"default_generation_settings": st.fixed_dictionaries({"n_ctx": NUMBERS}) | JSON},
+                optional={"total_slots": NUMBERS, "model_path": JSON, "model_ftype": JSON},
+            )
+            | JSON,
+            meta=st.dictionaries(
+                st.sampled_from(["n_params", "size", "n_vocab", "ftype"]), NUMBERS
+            ),
+            models=JSON,
+        )
+        def check(props: Any, meta: dict[str, Any], models: Any) -> None:
+            answers["/props"] = json.dumps(props).encode()
+            answers["/v1/models"] = json.dumps(models or {"data": [{"meta": meta}]}).encode()
+            try:
+                ic.load(url).close()
+            except ic.UnexpectedServer as error:
+                assert "is not a llama-server's" in str(error)
+
+        check()
+
+
 def _props(n_ctx: object = 512, **fields: object) -> dict[str, Answer]:
     answer = {"default_generation_settings": {"n_ctx": n_ctx}, **fields}
     return {"/props": json.dumps(answer).encode()}
