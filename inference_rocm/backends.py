@@ -8,23 +8,25 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import attrs
 
 from inference_core.errors import (
     BackendUnavailable,
+    GenerationError,
     GenerationTimeout,
     InvalidModelFile,
     InvalidValue,
     ModelLoadError,
+    ServerCrashed,
     ServerStartError,
+    UnexpectedServer,
 )
 from inference_core.protocols import BackendStatus
 from inference_core.streams import GenerationScope
 from inference_core.types import LoadConfig, refuse_options
 
-from . import cpus, gguf_meta, rpc, vram
+from . import cpus, gguf_meta, rpc, vram, wire
 from .binaries import BUILD_ADVICE, BinaryLookup, Candidates, candidates, record_crash
 from .devices import SELECTORS, GpuDevice, discover
 from .model import LlamaServerModel
@@ -164,17 +166,32 @@ def _embedding_args(config: LoadConfig, header: gguf_meta.GgufHeader) -> list[st
     return args
 
 
-def _settings(server: LlamaServer, load_timeout: float) -> Any:
+def _settings(server: LlamaServer, load_timeout: float) -> wire.Props:
     """`/props`, within the load timeout: a server that is up but never answers is a
-    failed start, not a hang."""
+    failed start, not a hang; one that answers unlike llama-server cannot be driven."""
     try:
-        return server.client.request("GET", "/props", scope=GenerationScope(timeout=load_timeout))
+        return wire.props(
+            server.client.request("GET", "/props", scope=GenerationScope(timeout=load_timeout))
+        )
     except GenerationTimeout:
         raise ServerStartError(
             f"llama-server answered /health but not /props within {load_timeout:g} s while "
-            f"loading {server.options.model_path}; it was stopped",
+            f"loading {server.options.model_path}; it was stopped (a longer load_timeout, "
+            "--load-timeout, gives it more time)",
             log_tail=server.log_tail(),
             log=server.log(),
+        ) from None
+    except ServerCrashed as crash:
+        raise ServerStartError(
+            crash.summary, log_tail=crash.log_tail, returncode=crash.returncode, log=crash.log
+        ) from None
+    except (GenerationError, wire.BadAnswer) as error:
+        binary = server.options.binary
+        raise UnexpectedServer(
+            server.url,
+            f"{binary} (pid {server.pid}) answered /props unlike a llama-server while loading "
+            f"{server.options.model_path} ({error}); it was stopped: check that it is a "
+            "llama-server build this library supports",
         ) from None
 
 
@@ -210,9 +227,6 @@ def load_with_server(
     server = rpc.start_with_workers(options, config.rpc_servers)
     try:
         props = _settings(server, config.load_timeout)
-        settings = props.get("default_generation_settings", {})
-        context_len = int(settings.get("n_ctx") or config.context_len or info.context_length)
-        slots = int(props.get("total_slots") or config.parallel_slots or 1)
     except BaseException:
         server.stop()
         raise
@@ -220,9 +234,9 @@ def load_with_server(
         server,
         info,
         model_type=info.architecture or "unknown",
-        context_len=context_len,
-        slots=slots,
-        embed_batch=min(_embed_batch(config), context_len) if config.embeddings else None,
+        context_len=props.context_len,
+        slots=props.slots or config.parallel_slots or 1,
+        embed_batch=min(_embed_batch(config), props.context_len) if config.embeddings else None,
     )
 
 

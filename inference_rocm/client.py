@@ -32,6 +32,8 @@ from inference_core.errors import (
 )
 from inference_core.streams import GenerationScope
 
+from . import wire
+
 if TYPE_CHECKING:
     import ssl  # only a TLS connection needs it: a fifth of a plain import's time
 
@@ -383,19 +385,26 @@ class RequestRejected(GenerationError):
         self.server_message = server_message
 
 
-def error_for(status: int, body: Any) -> InferenceError:
-    """Turn a server's error object into our exception type."""
+def error_for(status: int, body: Any, *, endpoint: str = "") -> InferenceError:
+    """Turn a server's error object into our exception type; counts in it that are not
+    counts make it a GenerationError saying so (`endpoint` names where it came from)."""
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
-        error = {"message": str(error or body)}
-    message = str(error.get("message", "unknown error"))
+        error = {"message": error or body}
+    said = error.get("message", "unknown error")
+    message = said if isinstance(said, str) else wire.shown(said)
     if error.get("type") == "exceed_context_size_error":
-        prompt_tokens, context = error.get("n_prompt_tokens", 0), error.get("n_ctx", 0)
+        try:
+            prompt_tokens, context = wire.overflow_counts(error, endpoint or "an error answer")
+        except wire.BadAnswer as bad:
+            return GenerationError(
+                f"the server answered {status} ({message}) unlike a llama-server: {bad}"
+            )
         return ContextOverflow(
             f"the prompt ({prompt_tokens} tokens) does not fit the context ({context} tokens): "
             "shorten it, or load the model with a larger context_len",
-            prompt_tokens=int(prompt_tokens),
-            context_len=int(context),
+            prompt_tokens=prompt_tokens,
+            context_len=context,
         )
     if status == 401:
         return RequestRejected(status, message, f"the server refused the request: {message}")

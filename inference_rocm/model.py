@@ -47,6 +47,7 @@ from inference_core.types import (
     build_config,
 )
 
+from . import wire
 from .client import EventStream, RequestRejected, ServerClient, error_for
 
 __all__ = ["LlamaServerModel", "ServerHandle", "request_body"]
@@ -93,40 +94,6 @@ def _constraint_error(error: RequestRejected, config: GenerateConfig) -> Invalid
     return InvalidValue(field, f"llama-server could not use the {field}: {error.server_message}")
 
 
-def _token(token_id: int, text: str, probabilities: dict[str, Any] | None) -> Token:
-    """A token, with its log-probability and its candidates' when the server sent them
-    (one entry of its `completion_probabilities`)."""
-    if probabilities is None:
-        return Token(token_id, text)
-    candidates = tuple(
-        Token(int(c["id"]), _text(c), logprob=min(0.0, float(c["logprob"])))
-        for c in probabilities.get("top_logprobs", ())
-    )
-    logprob = min(0.0, float(probabilities["logprob"]))
-    return Token(token_id, text, logprob=logprob, top_logprobs=candidates)
-
-
-def _text(candidate: dict[str, Any]) -> str:
-    """A candidate's text; a piece of a multi-byte character shows as U+FFFD."""
-    return bytes(candidate["bytes"]).decode("utf-8", "replace")
-
-
-def metrics_from(timings: dict[str, Any] | None) -> GenerateMetrics | None:
-    if not timings:
-        return None
-    prefill = float(timings.get("prompt_ms", 0.0)) / 1000
-    decode = float(timings.get("predicted_ms", 0.0)) / 1000
-    return GenerateMetrics(
-        prompt_tokens=int(timings.get("prompt_n", 0)),
-        generated_tokens=int(timings.get("predicted_n", 0)),
-        prefill_seconds=prefill,
-        decode_seconds=decode,
-        total_seconds=prefill + decode,
-        prefill_tokens_per_second=float(timings.get("prompt_per_second", 0.0)),
-        decode_tokens_per_second=float(timings.get("predicted_per_second", 0.0)),
-    )
-
-
 class ServerHandle(Protocol):
     """The llama-server a model talks to: a child we started (`server.LlamaServer`),
     or one someone else runs (`remote.RemoteServer`)."""
@@ -154,12 +121,20 @@ class _Generation:
 
     def __init__(self) -> None:
         self.events: EventStream | None = None
-        self.timings: dict[str, Any] | None = None
+        self.timings: Any = None  # the last the server sent, read when the stream ends
 
     def abort(self) -> None:
         events = self.events
         if events is not None:
             events.abort()
+
+    def metrics(self) -> GenerateMetrics | None:
+        """The server's timings; none when they are not its shape (a stream that ran to
+        its end raised that already)."""
+        try:
+            return wire.metrics(self.timings)
+        except wire.BadAnswer:
+            return None
 
 
 @final
@@ -211,6 +186,13 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
                 log=self._crash.log,
             )
 
+    def _unusable(self, bad: wire.BadAnswer) -> GenerationError:
+        """What the caller sees of an answer the server should never have given."""
+        return GenerationError(
+            f"the server ({self.server.where()}) answered unlike a llama-server: {bad}. "
+            "Check that a llama-server build this library supports is what answers there"
+        )
+
     def _translate(self, error: InferenceError) -> InferenceError:
         """A failure caused by close() is ModelClosed; a crash makes the model dead."""
         if self._closed.is_set():
@@ -228,7 +210,7 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         return TokenSource(
             self._generate(prompt, config, scope, generation),
             abort=generation.abort,
-            metrics=lambda: metrics_from(generation.timings),
+            metrics=generation.metrics,
         )
 
     def _render(self, prompt: str | Sequence[Message], scope: GenerationScope) -> str:
@@ -236,8 +218,9 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         if isinstance(prompt, str):
             return prompt
         payload = {"messages": [{"role": m.role, "content": m.content} for m in prompt]}
-        rendered = self.server.client.request("POST", "/apply-template", payload, scope=scope)
-        return str(rendered["prompt"])
+        return wire.prompt(
+            self.server.client.request("POST", "/apply-template", payload, scope=scope)
+        )
 
     def _generate(
         self,
@@ -259,6 +242,9 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
                 yield from self._deliver(events, config, generation, scope)
             finally:
                 events.close()
+            wire.metrics(generation.timings)
+        except wire.BadAnswer as bad:
+            raise self._unusable(bad) from None
         except InferenceError as error:
             translated = self._translate(error)
             if translated is error:
@@ -276,26 +262,26 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         delivered, limit, stops = 0, config.max_tokens, config.stop_tokens
         for event in events:
             if "error" in event:
-                raise error_for(500, event)
+                raise error_for(500, event, endpoint="/completion")
             timings = event.get("timings")
             if timings is not None:
                 generation.timings = timings
-            ids: list[int] = event.get("tokens") or ()  # type: ignore[assignment]
+            ids = event.get("tokens")
+            if type(ids) is not list:
+                ids = wire.ids(ids)
             figures = event.get("completion_probabilities")
             if len(ids) == 1 and event.get("tokens_predicted", delivered + 1) == delivered + 1:
-                token_id = ids[0]  # the hot path: one event, one token
-                if token_id in stops:
+                token = wire.token(ids[0], event.get("content"), figures)  # the hot path
+                if token.id in stops:
                     return
                 delivered += 1
-                content = event["content"]
-                yield (
-                    _token(token_id, content, figures[-1]) if figures else Token(token_id, content)
-                )
+                yield token
                 if delivered == limit:
                     return
             elif ids:
-                text: str = event.get("content", "")
-                missing = int(event.get("tokens_predicted", delivered + len(ids))) - delivered
+                ids, text = wire.ids(ids), wire.text(event.get("content"))
+                predicted = event.get("tokens_predicted", delivered + len(ids))
+                missing = wire.count(predicted, "tokens_predicted") - delivered
                 group = (
                     self._recover(text, ids, missing, scope)
                     if missing > len(ids)
@@ -304,13 +290,17 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
                 cut = next((i for i, (token_id, _) in enumerate(group) if token_id in stops), None)
                 end = min(len(group) if cut is None else cut, limit - delivered)
                 whole = end == len(group)
-                last = figures[-1] if figures and whole and figures[-1]["id"] == ids[-1] else None
-                yield from _split_group(group[:end], text if whole else None, last)
+                last = wire.figures(figures) if whole else None
+                yield from _split_group(
+                    group[:end],
+                    text if whole else None,
+                    last if last and last.id == ids[-1] else None,
+                )
                 delivered += end
                 if end < len(group) or delivered == limit:
                     return
-            if event.get("stop"):
-                predicted = int(event.get("tokens_predicted", delivered))
+            if event.get("stop") is not False and wire.flag(event.get("stop"), "stop"):
+                predicted = wire.count(event.get("tokens_predicted", delivered), "tokens_predicted")
                 if predicted > delivered and event.get("stop_type") != "limit":
                     logger.warning(
                         "llama-server ended on %d token(s) of an unfinished character it never "
@@ -330,7 +320,7 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         answer = self.server.client.request(
             "POST", "/tokenize", {"content": text, "with_pieces": True}, scope=scope
         )
-        group = [(piece["id"], _piece_bytes(piece["piece"])) for piece in answer["tokens"]]
+        group = wire.pieces(answer)
         if len(group) != expected or [token_id for token_id, _ in group[-len(ids) :]] != ids:
             logger.warning(
                 "could not verify the ids of %r (the server reported %d tokens ending in %s, "
@@ -358,19 +348,21 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
             return []
         body = {"content": texts, "embd_normalize": 2 if normalize else -1}
         try:
-            answer = self.server.client.request("POST", "/embedding", body)
-        except GenerationError as error:
-            if isinstance(error, ServerCrashed):
-                raise self._translate(error) from error
-            raise self._too_long(texts, self.embed_batch) or error from None
-        ordered = sorted(answer, key=lambda item: int(item["index"]))
-        return [[float(x) for x in item["embedding"][0]] for item in ordered]
+            try:
+                answer = self.server.client.request("POST", "/embedding", body)
+            except GenerationError as error:
+                if isinstance(error, ServerCrashed):
+                    raise self._translate(error) from error
+                raise self._too_long(texts, self.embed_batch) or error from None
+            return wire.embeddings(answer, len(texts))
+        except wire.BadAnswer as bad:
+            raise self._unusable(bad) from None
 
     def _too_long(self, texts: list[str], limit: int) -> ContextOverflow | None:
         """The first text longer than the server embeds at once, as a ContextOverflow."""
         for index, text in enumerate(texts):
             answer = self.server.client.request("POST", "/tokenize", {"content": text})
-            count = len(answer["tokens"])
+            count = wire.token_count(answer)
             if count > limit:
                 return ContextOverflow(
                     f"text {index} ({count} tokens) is longer than the {limit} tokens a text "
@@ -401,11 +393,13 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
             scope = GenerationScope(None, timeout)
             body = dict(request_body(prompt, body_config, stream=False), n_probs=1)
             try:
-                answer = self.server.client.request("POST", "/completion", body, scope=scope)
+                return wire.first_token(
+                    self.server.client.request("POST", "/completion", body, scope=scope)
+                )
+            except wire.BadAnswer as bad:
+                raise self._unusable(bad) from None
             except InferenceError as error:
                 raise self._translate(error) from error
-            best = answer["completion_probabilities"][0]
-            return Token(int(best["id"]), bytes(best["bytes"]).decode("utf-8", "replace"))
 
         if len(prompts) <= 1:
             return [one(prompt) for prompt in prompts]
@@ -426,13 +420,8 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
             self.close()
 
 
-def _piece_bytes(piece: str | list[int]) -> bytes:
-    """/tokenize gives a piece as text, or as a list of bytes when it is not valid UTF-8."""
-    return bytes(piece) if isinstance(piece, list) else piece.encode()
-
-
 def _split_group(
-    group: list[tuple[int, bytes]], text: str | None, figures: dict[str, Any] | None
+    group: list[tuple[int, bytes]], text: str | None, figures: wire.Figures | None
 ) -> Iterator[Token]:
     """Tokens of one event: the text goes on the last; ids before it carry none.
 
@@ -447,4 +436,5 @@ def _split_group(
         yield Token(token_id, "")
     if text is None:
         text = b"".join(data for _, data in group).decode("utf-8", "replace")
-    yield _token(group[-1][0], text, figures)
+    token_id = group[-1][0]
+    yield Token(token_id, text) if figures is None else figures.token(token_id, text)

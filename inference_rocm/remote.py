@@ -32,6 +32,7 @@ from inference_core.protocols import BackendStatus
 from inference_core.streams import GenerationScope
 from inference_core.types import LoadConfig, ModelInfo, refuse_options
 
+from . import wire
 from .client import RequestRejected, ServerClient
 from .model import LlamaServerModel
 
@@ -298,22 +299,19 @@ def _size_label(parameters: int) -> str:
     return f"{round(parameters / 1e6)}M" if parameters else ""
 
 
-def _model_info(url: str, props: Mapping[str, Any], models: Any) -> ModelInfo:
+def _model_info(url: str, props: wire.Props, meta: wire.ModelMeta) -> ModelInfo:
     """What /props and /v1/models say of the model; llama-server reports no architecture
     and no layer count, so those stay empty."""
-    entries = models.get("data") if isinstance(models, dict) else None
-    meta: dict[str, Any] = (entries[0].get("meta") or {}) if entries else {}
-    parameters, size = int(meta.get("n_params") or 0), int(meta.get("size") or 0)
-    model_path = str(props.get("model_path") or props.get("model_alias") or "")
-    name = os.path.basename(model_path)
+    parameters, size = meta.parameters, meta.size
+    name = os.path.basename(props.model_path)
     return ModelInfo(
         architecture="",
         name=name[: -len(".gguf")] if name.lower().endswith(".gguf") else name,
-        context_length=int(meta.get("n_ctx_train") or 0),
+        context_length=meta.trained_context,
         block_count=0,
-        vocab_size=int(meta.get("n_vocab") or 0),
-        embedding_length=int(meta.get("n_embd") or 0),
-        file_type=str(props.get("model_ftype") or meta.get("ftype") or "unknown"),
+        vocab_size=meta.vocab_size,
+        embedding_length=meta.embedding_length,
+        file_type=props.file_type or meta.file_type or "unknown",
         quant_bits=round(size * 8 / parameters, 2) if parameters else 0.0,
         size_label=_size_label(parameters),
         path=url,
@@ -334,25 +332,24 @@ def attach(
     deadline = time.monotonic() + config.load_timeout
     try:
         _wait_until_ready(server, deadline, config.load_timeout)
-        props = _get(server, "/props", deadline)
-        settings = props.get("default_generation_settings") if isinstance(props, dict) else None
-        if not isinstance(settings, dict) or "n_ctx" not in settings:
-            raise UnexpectedServer(
-                url, f"{url}/props is not a llama-server's: it has no default_generation_settings"
-            )
-        info = _model_info(url, props, _get(server, "/v1/models", deadline))
+        props = wire.props(_get(server, "/props", deadline))
+        info = _model_info(url, props, wire.model_meta(_get(server, "/v1/models", deadline)))
+    except wire.BadAnswer as bad:
+        server.stop()
+        raise UnexpectedServer(
+            url, f"{url}{bad.endpoint} is not a llama-server's: {bad.field} {bad.problem}"
+        ) from None
     except BaseException:
         server.stop()
         raise
-    context_len = int(settings["n_ctx"])
     logger.info("attached to the llama-server at %s (%s)", url, info.name or "unnamed model")
     return LlamaServerModel(
         server,
         info,
         model_type=info.architecture or "unknown",
-        context_len=context_len,
-        slots=int(props.get("total_slots") or 1),
-        embed_batch=context_len if config.embeddings else None,
+        context_len=props.context_len,
+        slots=props.slots or 1,
+        embed_batch=props.context_len if config.embeddings else None,
     )
 
 

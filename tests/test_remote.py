@@ -16,9 +16,8 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 from hypothesis import given
@@ -32,6 +31,7 @@ from inference_rocm.remote import RemoteBackend, RemoteServer, _parse
 
 from .external import KEY, ExternalServer, health
 from .procs import connection_inodes, free_port
+from .scripted import Serve, scripted_servers
 from .test_cli import cli
 
 pytestmark = pytest.mark.server
@@ -300,39 +300,12 @@ def test_a_web_server_that_is_not_a_llama_server_is_named(web_root: tuple[Path, 
         RemoteBackend().load_model(url, ic.LoadConfig())
 
 
-class _Scripted(http.server.BaseHTTPRequestHandler):
-    """Answers each path as `ANSWERS` says (status, body), 404 otherwise: a llama-server
-    still loading, or a proxy before one that is down, which the real server cannot be
-    made to be on demand."""
-
-    ANSWERS: ClassVar[dict[str, tuple[int, bytes]]] = {}
-
-    def do_GET(self) -> None:
-        status, body = self.ANSWERS.get(self.path, (404, b"not found"))
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def scripted() -> Iterator[Callable[[dict[str, tuple[int, bytes]]], str]]:
-    servers: list[http.server.ThreadingHTTPServer] = []
-
-    def serve(answers: dict[str, tuple[int, bytes]]) -> str:
-        handler = type("Handler", (_Scripted,), {"ANSWERS": answers})
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield serve
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+def scripted() -> Iterator[Serve]:
+    """Servers answering as a test says: a llama-server still loading, or a proxy before
+    one that is down, which the real server cannot be made to be on demand."""
+    with scripted_servers() as serve:
+        yield serve
 
 
 LOADING = b'{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}'
@@ -343,7 +316,7 @@ BAD_GATEWAY = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
     "answer", [(503, LOADING), (502, BAD_GATEWAY), (504, b"")], ids=["loading", "502", "504"]
 )
 def test_a_server_not_ready_yet_is_waited_for_then_named(
-    scripted: Callable[[dict[str, tuple[int, bytes]]], str], answer: tuple[int, bytes]
+    scripted: Serve, answer: tuple[int, bytes]
 ) -> None:
     url = scripted({"/health": answer})
     started = time.monotonic()
@@ -353,7 +326,7 @@ def test_a_server_not_ready_yet_is_waited_for_then_named(
 
 
 def test_a_proxys_error_page_for_the_key_is_a_refused_key(
-    scripted: Callable[[dict[str, tuple[int, bytes]]], str],
+    scripted: Serve,
 ) -> None:
     url = scripted({"/health": (200, b"{}"), "/props": (401, b"<html>401 Authorization</html>")})
     with pytest.raises(ic.KeyRefused, match="401 Authorization"):

@@ -18,6 +18,9 @@ The prompt of a /completion request picks the stream it sends:
 `--fake-quiet-bind` exits with status 1 and no word when its port is taken.
 `--fake-close PATH` closes the connection after answering PATH, as llama-server closes a
 keep-alive connection left idle: the client's next request on it meets a closed socket.
+`--fake-props BODY` answers /props with BODY as it is (JSON or not), and `--fake-exit-on PATH`
+exits with status 3 when PATH is asked for: a server that is not llama-server, or one that
+dies after /health: see `_scripted`.
 Each request is logged as `request METHOD PATH PROMPT`, so a test can count them, and
 the body of each /completion request as `body JSON`, so a test can read what was sent.
 Connections are served side by side, each on its own thread.
@@ -85,6 +88,8 @@ def _serve(conn: socket.socket, key: str) -> None:
             print(f"body {body.decode()}", flush=True)
         if path in silent or prompt.startswith("silent"):
             continue  # read on: the next thing to arrive is the client closing
+        if _scripted(conn, path):
+            continue
         if path == "/health":
             _respond(conn, "200 OK", {"status": "ok"})
             continue
@@ -161,6 +166,24 @@ def _serve(conn: socket.socket, key: str) -> None:
             )
             continue
         conn.sendall(b"0\r\n\r\n")
+
+
+# -- answers scripted on the command line -------------------------------------------------
+
+
+def _scripted(conn: socket.socket, path: str) -> bool:
+    """Answer PATH as `--fake-props` or `--fake-exit-on` script it; False when they do not."""
+    if path in _paths("--fake-exit-on"):
+        print(f"exiting on {path}", flush=True)
+        os._exit(3)
+    if path == "/props" and "--fake-props" in sys.argv:
+        body = _arg("--fake-props").encode()
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        return True
+    return False
 
 
 def main() -> None:
