@@ -53,7 +53,7 @@ _MAX_HEAD = 65536  # a response head
 _MAX_EVENT = 16 * 2**20  # one SSE event: a prompt of millions of characters
 _MAX_CHUNK = _MAX_EVENT  # llama-server sends an event a chunk
 _MAX_CHUNK_LINE = 1024  # a chunk-size line: a hex number, maybe an extension
-_MAX_BODY = 64 * 2**20  # a JSON answer: 760 embeddings of 4096 dimensions at once
+_MAX_BODY = 64 * 2**20  # a JSON answer: 8 times the embeddings model.embed asks for at once
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 # Given what went wrong on the wire, the error to raise: ServerCrashed when the

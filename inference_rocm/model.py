@@ -57,6 +57,11 @@ logger = logging.getLogger(__name__)
 # Extra tokens requested beyond max_tokens so that a character split by the
 # limit still arrives whole (UTF-8 is at most 4 bytes, each token adds >= 1).
 _UTF8_SLACK = 3
+# An /embedding answer takes about 21 bytes per dimension of each vector (measured):
+# texts are sent in groups whose answers stay far below the client's cap on a body.
+_EMBED_ANSWER_BYTES = 8 * 2**20
+_BYTES_PER_DIMENSION = 24
+_UNKNOWN_WIDTH = 16384  # a remote server that does not say how wide its vectors are
 
 
 def request_body(
@@ -335,7 +340,8 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
     # -- embeddings ---------------------------------------------------------
 
     def embed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
-        """One vector per text, in order, from llama-server's `/embedding` (one request)."""
+        """One vector per text, in order, from llama-server's `/embedding` (one request per
+        group of texts whose answer stays well within the client's cap on a body)."""
         self._check_usable()
         texts = checked_texts(texts)
         if self.embed_batch is None:
@@ -344,19 +350,35 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
                 f"{self.info.path} was loaded without embeddings; load it with "
                 "embeddings=True to embed texts",
             )
-        if not texts:
-            return []
-        body = {"content": texts, "embd_normalize": 2 if normalize else -1}
+        width = self.info.embedding_length or _UNKNOWN_WIDTH
+        group = max(1, _EMBED_ANSWER_BYTES // (_BYTES_PER_DIMENSION * width))
+        vectors: list[list[float]] = []
         try:
-            try:
-                answer = self.server.client.request("POST", "/embedding", body)
-            except GenerationError as error:
-                if isinstance(error, ServerCrashed):
-                    raise self._translate(error) from error
-                raise self._too_long(texts, self.embed_batch) or error from None
-            return wire.embeddings(answer, len(texts))
+            for start in range(0, len(texts), group):
+                vectors += self._embed_group(
+                    texts, slice(start, start + group), normalize, self.embed_batch
+                )
+            if len({len(vector) for vector in vectors}) > 1:
+                raise wire.BadAnswer(
+                    "/embedding", "the answers", "hold vectors of different lengths"
+                )
         except wire.BadAnswer as bad:
             raise self._unusable(bad) from None
+        return vectors
+
+    def _embed_group(
+        self, texts: list[str], part: slice, normalize: bool, limit: int
+    ) -> list[list[float]]:
+        """The vectors of `texts[part]`, in one request; `limit` is the longest text."""
+        group = texts[part]
+        body = {"content": group, "embd_normalize": 2 if normalize else -1}
+        try:
+            answer = self.server.client.request("POST", "/embedding", body)
+        except GenerationError as error:
+            if isinstance(error, ServerCrashed):
+                raise self._translate(error) from error
+            raise self._too_long(texts, limit) or error from None
+        return wire.embeddings(answer, len(group))
 
     def _too_long(self, texts: list[str], limit: int) -> ContextOverflow | None:
         """The first text longer than the server embeds at once, as a ContextOverflow."""

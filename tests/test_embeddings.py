@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import inference_core as ic
+from inference_rocm import client, model
 from inference_rocm.model import LlamaServerModel
 from inference_rocm.server import LlamaServer
 
@@ -48,6 +49,21 @@ def test_vectors_are_the_servers_own_of_the_reported_dimension(
         assert cosine(vector, own["embedding"][0]) >= 0.999
     related, unrelated = cosine(vectors[0], vectors[2]), cosine(vectors[0], vectors[1])
     assert related > unrelated, "a cat on a mat should be nearer a kitten on a rug than stocks"
+
+
+def test_more_texts_than_one_answer_may_hold_are_embedded_in_several_requests(
+    embedder: LlamaServerModel[LlamaServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client refuses an answer past its cap on a body (here made 100 kB, about eight
+    vectors of SmolLM2): the texts go in groups (here of two) whose answers fit it."""
+    monkeypatch.setattr(client, "_MAX_BODY", 100_000)
+    monkeypatch.setattr(model, "_EMBED_ANSWER_BYTES", 2 * 24 * 576)
+    texts = TEXTS * 5
+    vectors = embedder.embed(texts)
+    assert len(vectors) == 20
+    for text, vector in zip(texts, vectors, strict=True):
+        (own,) = embedder.server.client.request("POST", "/embedding", {"content": text})
+        assert cosine(vector, own["embedding"][0]) >= 0.999
 
 
 def test_normalize_false_gives_the_raw_vectors(embedder: LlamaServerModel[LlamaServer]) -> None:
