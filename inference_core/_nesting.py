@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 
-__all__ = ["gbnf_depth", "json_depth"]
+__all__ = ["gbnf_depth", "gbnf_rules", "json_depth"]
 
 # A GBNF token that matters for nesting: a quoted string or a character class (whose
 # parentheses are characters, skipped whole, to the end of the text if never closed),
-# a comment (to the end of its line), or a parenthesis.
+# a comment (to the end of its line), a parenthesis, or the "::=" that defines a rule.
 _GBNF_TOKEN = re.compile(
-    r'"(?:\\.?|[^"\\])*(?:"|\Z)|\[(?:\\.?|[^\]\\])*(?:\]|\Z)|#[^\r\n]*|[()]', re.DOTALL
+    r'"(?:\\.?|[^"\\])*(?:"|\Z)|\[(?:\\.?|[^\]\\])*(?:\]|\Z)|#[^\r\n]*|[()]|::=', re.DOTALL
 )
 
 
@@ -30,6 +30,12 @@ def gbnf_depth(grammar: str) -> int:
         elif token.group() == ")":
             depth = max(0, depth - 1)
     return deepest
+
+
+def gbnf_rules(grammar: str) -> int:
+    """How many rules a GBNF grammar defines: llama.cpp's parser follows a chain of rules
+    that each name the next recursively as well."""
+    return sum(1 for token in _GBNF_TOKEN.finditer(grammar) if token.group() == "::=")
 
 
 def _items(value: object) -> Iterator[object] | None:

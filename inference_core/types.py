@@ -10,11 +10,12 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
-from ._nesting import gbnf_depth, json_depth
+from ._nesting import gbnf_depth, gbnf_rules, json_depth
 from .errors import InvalidValue
 
 __all__ = [
     "MAX_GRAMMAR_DEPTH",
+    "MAX_GRAMMAR_RULES",
     "MAX_JSON_DEPTH",
     "MAX_LOGPROBS",
     "MAX_TOKENS",
@@ -37,6 +38,9 @@ ROLES = ("system", "user", "assistant", "tool")
 # llama-server parses a grammar recursively: the pinned build dies by SIGSEGV on one whose
 # parentheses nest about 17,000 deep (8 MiB of stack); 2,000 leaves it a margin of eight.
 MAX_GRAMMAR_DEPTH = 2_000
+# A chain of rules that each name the next kills it the same way: 60,000 run, 120,000 do
+# not. Real grammars define tens or hundreds.
+MAX_GRAMMAR_RULES = 10_000
 # It turns a schema into a grammar recursively too: it dies on one nested 8,000 deep, after
 # a minute (the time grows with the square of the depth: 2 s at 1,000), and Python's json
 # recurses as well, up to about 1,000. No real schema comes near 256.
@@ -301,6 +305,14 @@ def _grammar(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
             "llama-server parses them recursively and crashes on deep ones, for every caller "
             "of the model; flatten it, e.g. by naming inner groups as rules",
         )
+    rules = gbnf_rules(value)
+    if rules > MAX_GRAMMAR_RULES:
+        raise InvalidValue(
+            "grammar",
+            f"grammar defines {rules} rules, past the limit of {MAX_GRAMMAR_RULES}: llama-server "
+            "follows rules that name one another recursively and crashes on long chains, for "
+            "every caller of the model; write repeated parts with *, + or {m,n}",
+        )
 
 
 @attrs.frozen
@@ -308,7 +320,8 @@ class GenerateConfig:
     """How to sample. 0 means off for top_k, top_p and min_p; temperature 0 is greedy.
 
     json_schema (a JSON schema) or grammar (GBNF) constrains the output; neither may nest
-    deeper than MAX_JSON_DEPTH or MAX_GRAMMAR_DEPTH (a deep one crashes llama-server).
+    deeper than MAX_JSON_DEPTH or MAX_GRAMMAR_DEPTH, and a grammar may define at most
+    MAX_GRAMMAR_RULES rules (a deep one, or a long chain of rules, crashes llama-server).
     logprobs N gives every token its log-probability and the N most likely candidates.
     """
 

@@ -21,15 +21,14 @@ def supported_platform() -> bool:
 def register_backends(register: Callable[[Backend], None]) -> None:
     """`remote` everywhere: it starts no binary, so a laptop of any kind reaches a
     llama-server on a GPU machine; the local backends only where their builds run."""
+    if supported_platform():
+        from .backends import LlamaCppBackend, RocmBackend
+
+        register(RocmBackend())
+        register(LlamaCppBackend())
     from .remote import RemoteBackend
 
     register(RemoteBackend())
-    if not supported_platform():
-        return
-    from .backends import LlamaCppBackend, RocmBackend
-
-    register(RocmBackend())
-    register(LlamaCppBackend())
 
 
 @inference_core.hookimpl

@@ -15,7 +15,7 @@ import inference_core as ic
 from inference_core.testing import FakeBackend
 from inference_core.testing.contracts import TOOLS
 from inference_core.tools import plan_tools
-from inference_core.types import MAX_GRAMMAR_DEPTH, MAX_JSON_DEPTH, MAX_TOKENS
+from inference_core.types import MAX_GRAMMAR_DEPTH, MAX_GRAMMAR_RULES, MAX_JSON_DEPTH, MAX_TOKENS
 
 YES_OR_NO = 'root ::= "yes" | "no"'
 
@@ -64,6 +64,31 @@ def test_a_grammar_nested_deep_enough_to_crash_the_server_never_reaches_it(
         ic.InvalidValue, match=f"20000 deep, past the limit of {MAX_GRAMMAR_DEPTH}"
     ) as caught:
         model.generate("Say a", grammar=nested_grammar(20_000))
+    assert caught.value.field == "grammar"
+    assert model.generate("Is the sky blue?", grammar=YES_OR_NO).text() in ("yes", "no")
+
+
+def chained_rules(count: int) -> str:
+    """`count` rules, each naming the next, the last "a"."""
+    return (
+        "".join(f"r{i} ::= r{i + 1}\n" for i in range(count - 1)).replace("r0 ::=", "root ::=", 1)
+        + f'r{count - 1} ::= "a"\n'
+    )
+
+
+@pytest.mark.server
+def test_a_chain_of_rules_to_the_limit_runs(model: ic.TextModel) -> None:
+    assert model.generate("Say a", grammar=chained_rules(MAX_GRAMMAR_RULES)).text() == "a"
+
+
+@pytest.mark.server
+def test_a_chain_of_rules_long_enough_to_crash_the_server_never_reaches_it(
+    model: ic.TextModel,
+) -> None:
+    with pytest.raises(
+        ic.InvalidValue, match=f"defines 120000 rules, past the limit of {MAX_GRAMMAR_RULES}"
+    ) as caught:
+        model.generate("Say a", grammar=chained_rules(120_000))
     assert caught.value.field == "grammar"
     assert model.generate("Is the sky blue?", grammar=YES_OR_NO).text() in ("yes", "no")
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inference_core._nesting import gbnf_depth, json_depth
+from inference_core._nesting import gbnf_depth, gbnf_rules, json_depth
 
 # Mostly the characters GBNF gives a meaning to, or any at all.
 _ANY = st.text(st.sampled_from('()[]"\\# \n'), max_size=12) | st.text(
@@ -72,6 +72,25 @@ def test_bare_parentheses_nest_as_deep_as_the_most_left_open(text: str) -> None:
             open_now = open_now + 1 if char == "(" else max(0, open_now - 1)
             deepest = max(deepest, open_now)
     assert gbnf_depth(text) == deepest
+
+
+# Text holding "::=" as characters: in a string, a character class or a comment.
+_decoys = st.lists(
+    st.one_of(
+        _ANY.map(lambda text: _quoted(text + "::=")),
+        _ANY.map(lambda text: _char_class("::=" + text)),
+        _ANY.map(lambda text: _comment("::= " + text)),
+    ),
+    max_size=4,
+)
+
+
+@given(st.lists(_decoys, max_size=6))
+def test_grammar_rules_are_counted_by_their_definitions_and_not_what_strings_hold(
+    rules: list[list[str]],
+) -> None:
+    text = "".join(f"r{i} ::= " + " ".join(decoys) + "\n" for i, decoys in enumerate(rules))
+    assert gbnf_rules(text) == len(rules)
 
 
 def test_an_unclosed_string_or_class_runs_to_the_end() -> None:
