@@ -65,9 +65,9 @@ __all__ = ["PERSON", "TOOLS", "BackendContract", "TextModelContract"]
 
 _PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown"
 _HANG = 60.0  # seconds: what would only be exceeded by a hang, on any machine
-_PROMPTLY = 5.0  # seconds a cancel or deadline may take to end a blocked stream
+_PROMPTLY = 3.0  # seconds a cancel or deadline may take to end a blocked stream
 _SETTLE = 0.5  # seconds a reader is given to block before it is cancelled
-_WAITING_READ = 8.0  # seconds the default waiting prompt takes to read: > _SETTLE + _PROMPTLY
+_WAITING_READ = 6.0  # seconds the default waiting prompt takes to read: > _SETTLE + _PROMPTLY
 _PROBE_WORDS = 64  # the prompt that measures how fast a model reads
 _TRIES = 5  # deadlines tried to find one that passes mid-stream
 # Common words, about a token each in most vocabularies: a long prompt of them fits.
