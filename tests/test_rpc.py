@@ -420,6 +420,8 @@ def worker_of(command: subprocess.Popen[str]) -> int:
         return any(map(_runs_another_program, found)) or command.poll() is not None
 
     assert wait_for(spawned, 30) and found, "the command started no worker"
+    if command.poll() is not None:
+        raise AssertionError(f"the command ended at once, saying: {command.communicate()[1]}")
     (worker,) = found
     return worker
 
