@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import ipaddress
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -22,6 +23,7 @@ __all__ = ["add_worker_command"]
 
 _LOOPBACK = "127.0.0.1"
 _DEFAULT_PORT = 50052  # llama.cpp's own
+_SIGNAL_CHECK = 0.2  # seconds: how soon a signal another thread received is acted on
 
 
 class _Terminated(Exception):
@@ -83,6 +85,17 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _wait(process: subprocess.Popen[bytes]) -> int:
+    """Its exit status, waited for in slices: the kernel may hand Ctrl-C or SIGTERM to
+    another of our threads (the spawner's), and Python then runs the handler only once
+    the main thread runs again, which a waitpid() with no end would never let it do."""
+    while True:
+        try:
+            return process.wait(_SIGNAL_CHECK)
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def _serve(args: argparse.Namespace) -> int:
     lookup = find_binary()
     if lookup.path is None:
@@ -108,7 +121,7 @@ def _serve(args: argparse.Namespace) -> int:
     process = spawn_child(argv, child_environment(binary, {}))  # it dies with us, whatever happens
     try:
         with _sigterm_raises():
-            returncode = process.wait()
+            returncode = _wait(process)
     except _Terminated:
         return 0
     finally:

@@ -7,6 +7,7 @@ accepts the connection and then closes it, as no RPC worker does.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -449,6 +450,36 @@ def test_rpc_worker_binds_loopback_by_default_and_stops_on_ctrl_c(
     assert command.returncode == 130, stderr
     assert wait_gone(worker, 10), "the worker outlived the command"
     assert "authentication" not in stderr
+
+
+_SYS_TGKILL = 234  # x86_64, the only platform inference_rocm registers on
+
+
+def _signal_thread(pid: int, tid: int, signum: int) -> None:
+    """Send `signum` to one thread of `pid` (tgkill), as the kernel may choose to."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_SYS_TGKILL, pid, tid, signum) != 0:
+        raise OSError(ctypes.get_errno(), f"tgkill {pid} {tid}")
+
+
+@pytest.mark.usefixtures("worker_binary")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_rpc_worker_stops_on_a_signal_that_lands_on_another_of_its_threads(
+    commands: list[subprocess.Popen[str]], signum: int
+) -> None:
+    """The kernel may hand a process's signal to any of its threads; Python handles it in
+    the main thread only, and a main thread blocked in waitpid() would never see it."""
+    port = free_port()
+    commands.append(command := rpc_worker("--port", str(port)))
+    worker = worker_of(command)
+    assert wait_for(lambda: listening_on(port) is not None, 30)
+    others = [int(task.name) for task in Path(f"/proc/{command.pid}/task").iterdir()]
+    others.remove(command.pid)
+    assert others, "the command runs one thread only: nothing to test"
+    _signal_thread(command.pid, others[0], signum)
+    _, stderr = command.communicate(timeout=30)
+    assert command.returncode == (130 if signum == signal.SIGINT else 0), stderr
+    assert wait_gone(worker, 10), "the worker outlived the command"
 
 
 @pytest.mark.usefixtures("worker_binary")
