@@ -76,6 +76,13 @@ def _file_text(path: str) -> str:
         raise argparse.ArgumentTypeError(f"cannot read {path}: {error.strerror}") from None
 
 
+def _file(path: str) -> str:
+    """A file's path, checked to be one before anything loads."""
+    if not os.path.isfile(path):
+        raise argparse.ArgumentTypeError(f"{path} is not a file")
+    return path
+
+
 def _json_value(value: str) -> Any:
     """JSON given inline (it starts with { or [) or in a file."""
     text = value if value.lstrip().startswith(("{", "[")) else _file_text(value)
@@ -100,7 +107,12 @@ def _tools(value: str) -> Any:
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    _load_options(parser)
+    _load_options(parser).add_argument(
+        "--chat-template",
+        type=_file,
+        metavar="FILE",
+        help="a Jinja chat template to use instead of the model's own",
+    )
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--max-tokens", "-n", type=int, metavar="N", help="default 256")
     sampling.add_argument("--temperature", "-t", type=float, metavar="T", help="0 = greedy")
@@ -112,7 +124,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stats", action="store_true", help="print timings to stderr")
 
 
-def _load_options(parser: argparse.ArgumentParser) -> None:
+def _load_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
@@ -151,6 +163,7 @@ def _load_options(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="do not check an https:// server's certificate (unsafe; prefer --ca-bundle)",
     )
+    return group
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,6 +337,7 @@ def _load_config(args: argparse.Namespace, *, embeddings: bool = False) -> LoadC
         ca_bundle=args.ca_bundle,
         verify_tls=args.verify_tls,
         load_timeout=args.load_timeout,
+        chat_template=getattr(args, "chat_template", None),
     )
 
 

@@ -383,6 +383,13 @@ def _check_endpoints(_: Any, attribute: attrs.Attribute[Any], value: tuple[Any, 
             )
 
 
+def _text(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidValue(
+            attribute.name, f"{attribute.name} must be a non-empty string, got {value!r}"
+        )
+
+
 def _header_value(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     """A value sent in an HTTP header: a line break in it would forge headers."""
     if value is not None and (
@@ -423,6 +430,10 @@ class LoadConfig:
     For the remote backend it is the whole load, from the first connection to the
     last answer.
 
+    chat_template is a Jinja chat template used instead of the one in the model file:
+    the template's text (anything holding "{{" or "{%"), or the path of a file holding
+    it. A template the backend cannot parse or render fails the load.
+
     rpc_servers ("host:port" each) splits the model's layers over llama.cpp RPC
     workers. api_key, ca_bundle and verify_tls are for a server reached over the
     network (the `remote` backend): the key is sent as a bearer token and never
@@ -453,6 +464,9 @@ class LoadConfig:
     verify_tls: bool = attrs.field(default=True, validator=_bool)
     load_timeout: float = attrs.field(
         default=120.0, validator=_float_in(0.0, _MAX_LOAD_TIMEOUT, low_open=True)
+    )
+    chat_template: str | None = attrs.field(
+        default=None, converter=_optional_path, validator=attrs.validators.optional(_text)
     )
 
     @gpu_layers.validator

@@ -47,7 +47,7 @@ from inference_core.types import (
     build_config,
 )
 
-from . import wire
+from . import rendering, wire
 from .client import EventStream, RequestRejected, ServerClient, error_for
 
 __all__ = ["LlamaServerModel", "ServerHandle", "request_body"]
@@ -218,15 +218,6 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
             metrics=generation.metrics,
         )
 
-    def _render(self, prompt: str | Sequence[Message], scope: GenerationScope) -> str:
-        """The text to complete: the prompt, or the messages in the model's own template."""
-        if isinstance(prompt, str):
-            return prompt
-        payload = {"messages": [{"role": m.role, "content": m.content} for m in prompt]}
-        return wire.prompt(
-            self.server.client.request("POST", "/apply-template", payload, scope=scope)
-        )
-
     def _generate(
         self,
         prompt: str | Sequence[Message],
@@ -237,7 +228,8 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         """The request starts on the first `next()`: errors raise from the iterator."""
         try:
             self._check_usable()
-            body = request_body(self._render(prompt, scope), config, stream=True)
+            text = rendering.render(self.server.client, prompt, scope)
+            body = request_body(text, config, stream=True)
             try:
                 events = self.server.client.stream("/completion", body, scope)
             except RequestRejected as rejected:
