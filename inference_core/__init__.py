@@ -61,6 +61,7 @@ from .registry import (
 )
 from .types import (
     BatchResult,
+    Capabilities,
     GenerateConfig,
     GenerateMetrics,
     LoadConfig,
@@ -79,6 +80,7 @@ __all__ = [
     "BatchResult",
     "CancelSignal",
     "Cancelled",
+    "Capabilities",
     "ConnectionLost",
     "ContextOverflow",
     "GenerateConfig",

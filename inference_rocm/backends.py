@@ -178,6 +178,7 @@ def load_with_server(
         context_len=props.context_len,
         slots=props.slots or config.parallel_slots or 1,
         embed_batch=min(_embed_batch(config), props.context_len) if config.embeddings else None,
+        props=props,
     )
 
 

@@ -340,6 +340,7 @@ def attach(
         context_len=props.context_len,
         slots=props.slots or 1,
         embed_batch=props.context_len if config.embeddings else None,
+        props=props,
     )
 
 

@@ -69,6 +69,12 @@ def test_the_template_renders_the_chat(templated: ic.TextModel) -> None:
     assert ids(templated.chat(MESSAGES, max_tokens=8)) == ids(
         templated.generate(RENDERED, max_tokens=8)
     )
+    assert templated.count_tokens(MESSAGES) == len(templated.tokenize(RENDERED, special=True))
+
+
+@server
+def test_without_a_template_the_models_own_renders_the_chat(shared_model: ic.TextModel) -> None:
+    assert shared_model.count_tokens(MESSAGES) != len(shared_model.tokenize(RENDERED, special=True))
 
 
 @server
@@ -83,6 +89,8 @@ def test_messages_the_template_cannot_render_are_a_generation_error(
             list(model.chat(history, max_tokens=4))
         assert "chat template cannot render these messages" in str(caught.value)
         assert isinstance(model.err(), ic.GenerationError)
+        with pytest.raises(ic.GenerationError, match="at most four messages"):
+            model.count_tokens(history)
         assert ids(model.chat(history[:3], max_tokens=2))  # it serves on
 
 
