@@ -1,10 +1,10 @@
 """Tokens as llama-server's tokenizer makes them (`/tokenize`, `/detokenize`).
 
 `tokenize` takes the ids and the bytes of each piece. Text goes on tokens as a stream
-delivers it: a token that ends inside a multi-byte character carries the text its
-bytes complete ("" when they complete nothing), and the token that completes the
-character carries it, whole. Joined, the texts are the text as the tokenizer has it
-(one that adds a leading space shows it).
+delivers it: a token that leaves a multi-byte character unfinished carries "", and the
+token that finishes it carries all the text since the last token that carried any.
+Joined, the texts are the text as the tokenizer has it (one that adds a leading space
+shows it).
 
 `prompt_tokens` counts a prompt as `/completion` reads it (measured on the pinned
 build): the markup of special tokens read as those tokens, and the model's BOS added
@@ -31,10 +31,15 @@ def tokenize(
     body = {"content": text, "with_pieces": True, "add_special": False, "parse_special": special}
     pieces = wire.pieces(client.request("POST", "/tokenize", body, scope=scope))
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    tokens = [Token(token_id, decoder.decode(piece)) for token_id, piece in pieces]
-    unfinished = decoder.decode(b"", final=True)  # pieces ending inside a character
-    if unfinished:
-        tokens[-1] = Token(tokens[-1].id, tokens[-1].text + unfinished)
+    tokens, held = [], ""
+    for token_id, piece in pieces:
+        held += decoder.decode(piece)
+        unfinished, _ = decoder.getstate()  # the bytes of a character begun, not ended
+        tokens.append(Token(token_id, "" if unfinished else held))
+        held = held if unfinished else ""
+    held += decoder.decode(b"", final=True)  # pieces that end inside a character
+    if held:
+        tokens[-1] = Token(tokens[-1].id, held)
     return tokens
 
 

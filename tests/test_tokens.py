@@ -176,10 +176,22 @@ def test_tokenize_gives_the_servers_ids_and_detokenize_their_text(
 def test_a_character_split_over_tokens_is_on_the_token_that_completes_it(
     shared_model: ic.TextModel,
 ) -> None:
-    tokens = shared_model.tokenize("🎉")
-    assert len(tokens) == 3  # byte-level pieces
-    assert [token.text for token in tokens] == ["", "", "🎉"]
-    assert shared_model.detokenize([tokens[0].id]) == "\ufffd"  # an unfinished character
+    tokens = shared_model.tokenize("party 🎉")
+    assert len(tokens) == 4  # "party", then " " with the emoji's first bytes, then its last
+    assert [token.text for token in tokens] == ["party", "", "", " 🎉"]  # as a stream has it
+    assert shared_model.detokenize([tokens[1].id]) == " \ufffd"  # an unfinished character
+
+
+SPLIT_PROMPTS = ["Emoji party: 🎉🎉🎉", "Chinese: " + "你好\uff0c" * 3]  # a full-width comma
+
+
+@pytest.mark.parametrize("prompt", SPLIT_PROMPTS)
+def test_tokenize_gives_the_tokens_a_stream_gives(shared_model: ic.TextModel, prompt: str) -> None:
+    """Greedy SmolLM2 goes on in characters of several byte tokens each: its stream's
+    tokens, ids and texts, are those tokenize gives for the text they make."""
+    streamed = list(shared_model.generate(prompt, max_tokens=12))
+    assert any(token.text == "" for token in streamed)  # characters split over tokens
+    assert shared_model.tokenize("".join(token.text for token in streamed)) == streamed
 
 
 def test_special_reads_the_markup_of_special_tokens_as_those_tokens(
