@@ -164,7 +164,7 @@ def _long_prompt(model: TextModel) -> str:
     read = probe.metrics
     rate = math.inf
     if read is not None and read.prefill_seconds > 0:
-        rate = read.prompt_tokens / read.prefill_seconds
+        rate = (read.prompt_tokens - read.cached_tokens) / read.prefill_seconds  # those read
     return words(int(min(model.context_len // 2, rate * _WAITING_READ)))
 
 
