@@ -454,8 +454,9 @@ def _print_stats(stream: TokenStream) -> None:
     if metrics is None:
         print("stats: the backend reported no timings", file=sys.stderr)
         return
+    cached = f" ({metrics.cached_tokens} cached)" if metrics.cached_tokens else ""
     print(
-        f"prompt: {metrics.prompt_tokens} tokens, "
+        f"prompt: {metrics.prompt_tokens} tokens{cached}, "
         f"{metrics.prefill_tokens_per_second:.1f} tokens/s ({metrics.prefill_seconds:.3f} s); "
         f"generated: {metrics.generated_tokens} tokens, "
         f"{metrics.decode_tokens_per_second:.1f} tokens/s ({metrics.decode_seconds:.3f} s); "

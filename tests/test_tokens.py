@@ -5,6 +5,7 @@ server's own, and what is given is checked before anything is sent."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import urllib.error
@@ -21,6 +22,7 @@ from inference_core.types import MAX_DETOKENIZE_IDS, MAX_TOKENIZE_CHARS, Message
 
 from .external import KEY, ExternalServer
 from .relay import Relay
+from .test_cli import cli
 
 pytestmark = pytest.mark.server
 
@@ -133,6 +135,14 @@ def test_a_prompt_read_again_is_counted_whole_with_its_cached_part(
     second = shared_model.generate(prompt, max_tokens=1)
     assert prompt_tokens(first) == prompt_tokens(second) == shared_model.count_tokens(prompt)
     assert second.metrics is not None and second.metrics.cached_tokens > 0
+
+
+def test_stats_on_the_command_line_say_what_the_cache_held(smollm2_path: str) -> None:
+    result = cli("chat", "--stats", "-n", "4", stdin="Hello there!\nAnd again?\n")
+    assert result.returncode == 0, result.stderr
+    first, second = [line for line in result.stderr.splitlines() if line.startswith("prompt:")]
+    assert "cached" not in first.split(",")[0]
+    assert re.match(r"prompt: \d+ tokens \(\d+ cached\),", second), second  # the first turn's
 
 
 @pytest.fixture(scope="module")
