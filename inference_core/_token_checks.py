@@ -4,8 +4,9 @@ backend sees it: the kind of value (a `TypeError`), then its size and range (an
 
 from __future__ import annotations
 
+import itertools
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 from .errors import InvalidValue
 from .types import MAX_DETOKENIZE_IDS, MAX_TOKENIZE_CHARS
@@ -45,16 +46,17 @@ def _token_id(value: object) -> int:
 
 
 def checked_ids(ids: object, vocab_size: int) -> list[int]:
-    """A list of at most `MAX_DETOKENIZE_IDS` ids, each in [0, vocab_size) (when the
-    vocabulary's size is known, > 0): an id outside it names no token."""
-    if not isinstance(ids, Sequence) or isinstance(ids, (str, bytes, bytearray, Mapping)):
+    """A list of at most `MAX_DETOKENIZE_IDS` ids (from a list, a tuple, a numpy array...),
+    each in [0, vocab_size) where the vocabulary's size is known (> 0): an id outside it
+    names no token."""
+    if not isinstance(ids, Iterable) or isinstance(ids, (str, bytes, bytearray, Mapping)):
         raise TypeError(f"ids must be a sequence of token ids, got {type(ids).__name__}")
-    if len(ids) > MAX_DETOKENIZE_IDS:
+    given = list(itertools.islice(ids, MAX_DETOKENIZE_IDS + 1))
+    if len(given) > MAX_DETOKENIZE_IDS:
         raise InvalidValue(
-            "ids",
-            f"{len(ids)} ids, past the limit of {MAX_DETOKENIZE_IDS} taken at once: split them",
+            "ids", f"more than {MAX_DETOKENIZE_IDS} ids, the most taken at once: split them"
         )
-    listed = [_token_id(value) for value in ids]
+    listed = [_token_id(value) for value in given]
     top = vocab_size - 1 if vocab_size > 0 else _MAX_ID
     bad = next((i for i in listed if not 0 <= i <= top), None)
     if bad is not None:

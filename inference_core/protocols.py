@@ -6,7 +6,7 @@ the methods and attributes below, and `isinstance(obj, TextModel)` checks them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -258,7 +258,7 @@ class TextModel(Protocol):
         of special tokens as those tokens. `UnsupportedOption` where the backend cannot."""
         ...
 
-    def detokenize(self, ids: Sequence[int]) -> str:
+    def detokenize(self, ids: Iterable[int]) -> str:
         """The text of token ids; `InvalidValue` for an id outside the vocabulary."""
         ...
 

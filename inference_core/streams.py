@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 
@@ -526,7 +526,7 @@ class StreamingModel:
         self._check_usable()
         return self._tokenize(checked_text(text, "text"), checked_flag(special, "special"))
 
-    def detokenize(self, ids: Sequence[int]) -> str:
+    def detokenize(self, ids: Iterable[int]) -> str:
         """The text of token ids (special tokens as their markup)."""
         self._check_usable()
         return self._detokenize(checked_ids(ids, self.info.vocab_size))

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import gguf
+import numpy
 import pytest
 
 import inference_core as ic
@@ -255,7 +256,8 @@ BAD: list[tuple[str, Any, type[Exception], str]] = [
     ("detokenize", [True], TypeError, "token ids must be integers"),
     ("detokenize", [49152], ic.InvalidValue, "49152 is not in the model's vocabulary"),
     ("detokenize", [-1], ic.InvalidValue, "-1 is not in the model's vocabulary"),
-    ("detokenize", [1] * (MAX_DETOKENIZE_IDS + 1), ic.InvalidValue, "past the limit"),
+    ("detokenize", [1] * (MAX_DETOKENIZE_IDS + 1), ic.InvalidValue, "the most taken at once"),
+    ("detokenize", {1: 2}, TypeError, "ids must be a sequence"),
     ("count_tokens", 5, TypeError, "takes a prompt .a string. or a list of messages"),
     ("count_tokens", [5], TypeError, "a message must be a Message or a dict"),
     ("count_tokens", [], ValueError, "messages must not be empty"),
@@ -276,6 +278,12 @@ def test_a_bad_argument_is_refused_before_anything_is_sent(
     with pytest.raises(error, match=message):
         getattr(model, method)(value)
     assert len(relay.requests()) == before
+
+
+def test_ids_come_in_any_sequence_of_integers(shared_model: ic.TextModel) -> None:
+    ids = [token.id for token in shared_model.tokenize("Hello world")]
+    for given in (tuple(ids), iter(ids), numpy.array(ids, dtype=numpy.int64)):
+        assert shared_model.detokenize(given) == "Hello world"
 
 
 def test_special_and_tools_are_checked_too(shared_model: ic.TextModel) -> None:
