@@ -24,6 +24,7 @@ from .errors import (
     HubRepoNotFound,
     HubUnreachable,
     InferenceError,
+    InvalidChatTemplate,
     InvalidModelFile,
     InvalidValue,
     KeyRefused,
@@ -60,6 +61,7 @@ from .registry import (
 )
 from .types import (
     BatchResult,
+    Capabilities,
     GenerateConfig,
     GenerateMetrics,
     LoadConfig,
@@ -78,6 +80,7 @@ __all__ = [
     "BatchResult",
     "CancelSignal",
     "Cancelled",
+    "Capabilities",
     "ConnectionLost",
     "ContextOverflow",
     "GenerateConfig",
@@ -92,6 +95,7 @@ __all__ = [
     "HubRepoNotFound",
     "HubUnreachable",
     "InferenceError",
+    "InvalidChatTemplate",
     "InvalidModelFile",
     "InvalidValue",
     "KeyRefused",

@@ -21,7 +21,7 @@ from .demo import demo_model_path
 from .errors import HubNotInstalled, InvalidModelFile
 from .hub import cached_snapshots
 from .registry import inspect_model
-from .types import ModelInfo
+from .types import Capabilities, ModelInfo
 
 __all__ = [
     "ModelEntry",
@@ -50,6 +50,9 @@ class ModelEntry:
 
     @property
     def total_size(self) -> int:
+        """The parts' sizes; a model that is no file here (on a server) says its own."""
+        if not self.parts:
+            return self.info.file_size if self.info is not None else 0
         return sum(os.path.getsize(part) for part in self.parts if os.path.exists(part))
 
     def to_json(self) -> dict[str, Any]:
@@ -155,8 +158,26 @@ def _parameters(info: ModelInfo) -> str:
     return "unknown"
 
 
-def describe(entry: ModelEntry) -> list[str]:
-    """`inference info`: one "field: value" line each, for people."""
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _capability_rows(capabilities: Capabilities) -> list[tuple[str, str]]:
+    parallel = _yes(capabilities.parallel_tool_calls)
+    return [
+        ("context (running)", f"{capabilities.context_len} tokens per sequence"),
+        ("slots", str(capabilities.slots)),
+        ("tools", f"{capabilities.tools} (parallel calls: {parallel})"),
+        ("reasoning", _yes(capabilities.reasoning)),
+        ("vision", _yes(capabilities.vision)),
+        ("audio", _yes(capabilities.audio)),
+        ("embeddings", _yes(capabilities.embeddings)),
+    ]
+
+
+def describe(entry: ModelEntry, capabilities: Capabilities | None = None) -> list[str]:
+    """`inference info`: one "field: value" line each, for people; what a loaded model
+    reports after the file's own."""
     info = entry.info
     assert info is not None
     rows = [
@@ -175,6 +196,8 @@ def describe(entry: ModelEntry) -> list[str]:
         rows.append(("parts", str(len(entry.parts))))
     if entry.error:
         rows.append(("warning", entry.error))
+    if capabilities is not None:
+        rows += _capability_rows(capabilities)
     width = max(len(label) for label, _ in rows) + 1
     return [f"{label + ':':<{width}} {value}" for label, value in rows]
 

@@ -23,9 +23,17 @@ from typing import Any
 import attrs
 
 from . import __version__, hub, registry
-from ._cli_models import cached_models, describe, entry_for, find_models, pulled, table
+from ._cli_models import (
+    ModelEntry,
+    cached_models,
+    describe,
+    entry_for,
+    find_models,
+    pulled,
+    table,
+)
 from ._cli_progress import LATEST, Spinner
-from ._locations import redacted
+from ._locations import redacted, url_scheme
 from .demo import demo_model_path
 from .errors import (
     ContextOverflow,
@@ -76,6 +84,13 @@ def _file_text(path: str) -> str:
         raise argparse.ArgumentTypeError(f"cannot read {path}: {error.strerror}") from None
 
 
+def _file(path: str) -> str:
+    """A file's path, checked to be one before anything loads."""
+    if not os.path.isfile(path):
+        raise argparse.ArgumentTypeError(f"{path} is not a file")
+    return path
+
+
 def _json_value(value: str) -> Any:
     """JSON given inline (it starts with { or [) or in a file."""
     text = value if value.lstrip().startswith(("{", "[")) else _file_text(value)
@@ -100,7 +115,7 @@ def _tools(value: str) -> Any:
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    _load_options(parser)
+    _template_option(_load_options(parser))
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--max-tokens", "-n", type=int, metavar="N", help="default 256")
     sampling.add_argument("--temperature", "-t", type=float, metavar="T", help="0 = greedy")
@@ -112,15 +127,27 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stats", action="store_true", help="print timings to stderr")
 
 
-def _load_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model")
+def _template_option(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
-        "--model",
-        "-m",
-        metavar="PATH",
-        help="GGUF file, hf://OWNER/REPO/FILE.gguf, or the http(s):// URL of a running "
-        "llama-server (default: the demo model); a server's key is read from LLAMA_API_KEY",
+        "--chat-template",
+        type=_file,
+        metavar="FILE",
+        help="a Jinja chat template to use instead of the model's own",
     )
+
+
+def _load_options(
+    parser: argparse.ArgumentParser, *, model: bool = True
+) -> argparse._ArgumentGroup:
+    group = parser.add_argument_group("model")
+    if model:
+        group.add_argument(
+            "--model",
+            "-m",
+            metavar="PATH",
+            help="GGUF file, hf://OWNER/REPO/FILE.gguf, or the http(s):// URL of a running "
+            "llama-server (default: the demo model); a server's key is read from LLAMA_API_KEY",
+        )
     group.add_argument(
         "--backend", "-b", default="auto", metavar="NAME", help="backend name (default: auto)"
     )
@@ -151,6 +178,7 @@ def _load_options(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="do not check an https:// server's certificate (unsafe; prefer --ca-bundle)",
     )
+    return group
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,9 +238,18 @@ def build_parser() -> argparse.ArgumentParser:
     _load_options(sub)
     sub.set_defaults(handler=_cmd_embed)
 
-    sub = commands.add_parser("info", parents=[common], help="a model file's metadata")
-    sub.add_argument("path", metavar="PATH")
+    sub = commands.add_parser(
+        "info", parents=[common], help="a model file's metadata; with --load, its capabilities"
+    )
+    sub.add_argument("path", metavar="PATH", help="a GGUF file, an hf:// name, or a server URL")
     sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_argument(
+        "--load",
+        action="store_true",
+        help="also load the model and show what it runs with: context, slots, capabilities "
+        "(always, for a server URL)",
+    )
+    _template_option(_load_options(sub, model=False))
     sub.set_defaults(handler=_cmd_info)
 
     sub = commands.add_parser(
@@ -265,14 +302,28 @@ def _cmd_backends(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    path = hub.fetch(args.path, local_only=True) if hub.is_hub_name(args.path) else args.path
-    entry = entry_for(path)
-    if entry.info is None:
-        raise InvalidModelFile(args.path, entry.error or "cannot be read")
+    """The file's header; with --load (a server URL has no file to read: always), what
+    the loaded model reports as well."""
+    served = url_scheme(args.path) is not None and not hub.is_hub_name(args.path)
+    entry = ModelEntry(args.path, ())
+    if not served:
+        local = hub.is_hub_name(args.path)
+        entry = entry_for(hub.fetch(args.path, local_only=True) if local else args.path)
+        if entry.info is None:
+            raise InvalidModelFile(args.path, entry.error or "cannot be read")
+    capabilities = None
+    if args.load or served:
+        args.model = entry.path
+        with _loaded(args, _load_config(args)) as model:
+            capabilities = model.capabilities
+            entry = attrs.evolve(entry, info=entry.info or model.info)
     if args.json:
-        print(json.dumps(entry.to_json(), indent=2))
+        shown = entry.to_json()
+        if capabilities is not None:
+            shown["capabilities"] = attrs.asdict(capabilities)
+        print(json.dumps(shown, indent=2))
     else:
-        print("\n".join(describe(entry)))
+        print("\n".join(describe(entry, capabilities)))
     return 0
 
 
@@ -324,6 +375,7 @@ def _load_config(args: argparse.Namespace, *, embeddings: bool = False) -> LoadC
         ca_bundle=args.ca_bundle,
         verify_tls=args.verify_tls,
         load_timeout=args.load_timeout,
+        chat_template=getattr(args, "chat_template", None),
     )
 
 
@@ -402,8 +454,9 @@ def _print_stats(stream: TokenStream) -> None:
     if metrics is None:
         print("stats: the backend reported no timings", file=sys.stderr)
         return
+    cached = f" ({metrics.cached_tokens} cached)" if metrics.cached_tokens else ""
     print(
-        f"prompt: {metrics.prompt_tokens} tokens, "
+        f"prompt: {metrics.prompt_tokens} tokens{cached}, "
         f"{metrics.prefill_tokens_per_second:.1f} tokens/s ({metrics.prefill_seconds:.3f} s); "
         f"generated: {metrics.generated_tokens} tokens, "
         f"{metrics.decode_tokens_per_second:.1f} tokens/s ({metrics.decode_seconds:.3f} s); "

@@ -21,6 +21,7 @@ __all__ = [
     "HubRepoNotFound",
     "HubUnreachable",
     "InferenceError",
+    "InvalidChatTemplate",
     "InvalidModelFile",
     "InvalidValue",
     "KeyRefused",
@@ -80,6 +81,16 @@ class InvalidModelFile(ModelLoadError, ValueError):
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}")
         self.path = path
+        self.problem = problem
+
+
+class InvalidChatTemplate(ModelLoadError, ValueError):
+    """The chat template given for a model (`LoadConfig.chat_template`) does not parse or
+    does not render; `problem` is what the template engine said."""
+
+    def __init__(self, template: str, problem: str) -> None:
+        super().__init__(f"the chat template {template} cannot be used: {problem}")
+        self.template = template
         self.problem = problem
 
 

@@ -6,13 +6,14 @@ the methods and attributes below, and `isinstance(obj, TextModel)` checks them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
 from .types import (
     BatchResult,
+    Capabilities,
     GenerateConfig,
     GenerateMetrics,
     LoadConfig,
@@ -250,6 +251,34 @@ class TextModel(Protocol):
 
     async def aembed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
         """`embed` for asyncio."""
+        ...
+
+    def tokenize(self, text: str, *, special: bool = False) -> list[Token]:
+        """The tokens of `text` (ids and text), nothing added; `special` reads the markup
+        of special tokens as those tokens. `UnsupportedOption` where the backend cannot."""
+        ...
+
+    def detokenize(self, ids: Iterable[int]) -> str:
+        """The text of token ids; `InvalidValue` for an id outside the vocabulary."""
+        ...
+
+    def count_tokens(
+        self,
+        prompt_or_messages: str | Sequence[MessageLike],
+        config: GenerateConfig | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str = "auto",
+        **options: Any,
+    ) -> int:
+        """The prompt tokens `generate(prompt)` or `chat(messages, tools=...)` would send
+        with these options (as their `metrics.prompt_tokens` reports)."""
+        ...
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the model does: its tool format, reasoning, modalities, embeddings, context
+        and slots."""
         ...
 
     def err(self) -> BaseException | None:

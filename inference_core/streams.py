@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar, final
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 
 import attrs
 
-from .errors import Cancelled, GenerationTimeout, InferenceError, UnsupportedOption
+from ._token_checks import checked_flag, checked_ids, checked_text
+from .errors import (
+    Cancelled,
+    GenerationTimeout,
+    InferenceError,
+    InvalidValue,
+    UnsupportedOption,
+)
 from .protocols import CancelSignal, TokenStream
 
 if TYPE_CHECKING:
@@ -27,10 +34,12 @@ if TYPE_CHECKING:
 from .tools import ToolPlan, plan_tools, render_history
 from .types import (
     BatchResult,
+    Capabilities,
     GenerateConfig,
     GenerateMetrics,
     Message,
     MessageLike,
+    ModelInfo,
     Token,
     ToolCall,
     build_config,
@@ -318,6 +327,12 @@ class StreamingModel:
     """
 
     batch_workers = 4
+    if TYPE_CHECKING:  # what a TextModel has, which each backend sets its own way
+        info: ModelInfo
+
+        @property
+        def context_len(self) -> int: ...
+
     #: The options beyond sampling that `_tokens` honours: any of "json_schema",
     #: "grammar", "logprobs". Others are refused with `UnsupportedOption`, never ignored;
     #: tools need "json_schema".
@@ -362,20 +377,32 @@ class StreamingModel:
         **options: Any,
     ) -> IteratorTokenStream:
         """The answer to `messages`; with `tools`, also `stream.tool_calls` (see `tools.py`)."""
+        generate_config = build_config(GenerateConfig, config, options)
+        prompt, generate_config, plan = self._chat_prompt(
+            messages, generate_config, tools, tool_choice
+        )
+        return self._open(prompt, generate_config, cancel, timeout, plan)
+
+    def _chat_prompt(
+        self,
+        messages: Sequence[MessageLike],
+        config: GenerateConfig,
+        tools: Sequence[Mapping[str, Any]] | None,
+        tool_choice: str,
+    ) -> tuple[list[Message], GenerateConfig, ToolPlan | None]:
+        """The messages a chat sends, its config and its tools' plan: `chat` and
+        `count_tokens` both come here, so that a count is of what a chat sends."""
         parsed = [to_message(message) for message in messages]
         if not parsed:
             raise ValueError("messages must not be empty")
-        generate_config = build_config(GenerateConfig, config, options)
         plan = plan_tools(tools, tool_choice)
         if plan is None:
-            return self._open(render_history(parsed), generate_config, cancel, timeout)
+            return render_history(parsed), config, None
         if "json_schema" not in self.supported_options:
             raise UnsupportedOption(
                 "tools", f"{type(self).__name__} cannot call tools: they need json_schema"
             )
-        return self._open(
-            plan.messages(parsed), plan.config(generate_config), cancel, timeout, plan
-        )
+        return plan.messages(parsed), plan.config(config), plan
 
     def _open(
         self,
@@ -489,6 +516,78 @@ class StreamingModel:
         base = build_config(GenerateConfig, config, options)
         greedy = attrs.evolve(base, max_tokens=1, temperature=0.0)
         return [next(self.generate(prompt, greedy, timeout=timeout)) for prompt in prompts]
+
+    # -- tokens: counted as the backend reads them -------------------------------------
+
+    def tokenize(self, text: str, *, special: bool = False) -> list[Token]:
+        """The tokens of `text`, each with its id and text, nothing added (no BOS).
+        `special=True` reads the markup of special tokens (`<|im_start|>`) as those
+        tokens; False reads it as plain text."""
+        self._check_usable()
+        return self._tokenize(checked_text(text, "text"), checked_flag(special, "special"))
+
+    def detokenize(self, ids: Iterable[int]) -> str:
+        """The text of token ids (special tokens as their markup)."""
+        self._check_usable()
+        return self._detokenize(checked_ids(ids, self.info.vocab_size))
+
+    def count_tokens(
+        self,
+        prompt_or_messages: str | Sequence[MessageLike],
+        config: GenerateConfig | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str = "auto",
+        **options: Any,
+    ) -> int:
+        """How many prompt tokens `generate(prompt)` or `chat(messages, tools=...)` would
+        send, with the same options: what the backend adds (a BOS) and, for messages,
+        the chat template and the tools' instructions included."""
+        self._check_usable()
+        generate_config = build_config(GenerateConfig, config, options)
+        if isinstance(prompt_or_messages, str):
+            if tools is not None:
+                raise InvalidValue("tools", "tools go with a chat's messages, not a prompt")
+            return self._count_tokens(checked_text(prompt_or_messages, "prompt"), generate_config)
+        given: object = prompt_or_messages  # any value, whatever the annotation says
+        if not isinstance(given, Sequence):
+            raise TypeError(
+                "count_tokens takes a prompt (a string) or a list of messages, "
+                f"got {type(given).__name__}"
+            )
+        prompt, generate_config, _ = self._chat_prompt(
+            prompt_or_messages, generate_config, tools, tool_choice
+        )
+        return self._count_tokens(prompt, generate_config)
+
+    def _tokenize(self, text: str, special: bool) -> list[Token]:
+        raise UnsupportedOption("tokenize", f"{type(self).__name__} does not tokenize texts")
+
+    def _detokenize(self, ids: list[int]) -> str:
+        raise UnsupportedOption("detokenize", f"{type(self).__name__} does not detokenize ids")
+
+    def _count_tokens(self, prompt: str | Sequence[Message], config: GenerateConfig) -> int:
+        """The prompt tokens `_tokens(prompt, config, ...)` would send."""
+        raise UnsupportedOption("count_tokens", f"{type(self).__name__} does not count tokens")
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the model does, from what it honours: tools in the generic format where
+        it follows a JSON schema, embeddings where `embed` is its own, none of reasoning,
+        vision or audio (a backend that does more says so by overriding this)."""
+        tools: Literal["generic", "none"] = (
+            "generic" if "json_schema" in self.supported_options else "none"
+        )
+        return Capabilities(
+            tools=tools,
+            parallel_tool_calls=tools == "generic",  # the generic answer is a list of calls
+            reasoning=False,
+            vision=False,
+            audio=False,
+            embeddings=type(self).embed is not StreamingModel.embed,
+            context_len=self.context_len,
+            slots=self.batch_workers,
+        )
 
     def embed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
         """One vector per text; by default a backend computes none."""

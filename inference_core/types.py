@@ -14,13 +14,17 @@ from ._nesting import gbnf_depth, gbnf_rules, json_depth
 from .errors import InvalidValue
 
 __all__ = [
+    "MAX_DETOKENIZE_IDS",
     "MAX_GRAMMAR_DEPTH",
     "MAX_GRAMMAR_RULES",
     "MAX_JSON_DEPTH",
     "MAX_LOGPROBS",
+    "MAX_TOKENIZE_CHARS",
     "MAX_TOKENS",
     "ROLES",
+    "TOOL_FORMATS",
     "BatchResult",
+    "Capabilities",
     "GenerateConfig",
     "GenerateMetrics",
     "LoadConfig",
@@ -285,6 +289,10 @@ def to_message(message: MessageLike) -> Message:
     )
 
 
+# What tokenize, count_tokens and detokenize take at once: about a million tokens, more
+# than any context, and answers well within what a client reads from a server.
+MAX_TOKENIZE_CHARS = 2**22
+MAX_DETOKENIZE_IDS = 2**20
 MAX_LOGPROBS = 20  # as OpenAI's top_logprobs
 # Far past any context, and with room below 2**31 for the few tokens a backend adds
 # (llama-server reads the count as a signed 32-bit integer).
@@ -383,6 +391,13 @@ def _check_endpoints(_: Any, attribute: attrs.Attribute[Any], value: tuple[Any, 
             )
 
 
+def _text(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidValue(
+            attribute.name, f"{attribute.name} must be a non-empty string, got {value!r}"
+        )
+
+
 def _header_value(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     """A value sent in an HTTP header: a line break in it would forge headers."""
     if value is not None and (
@@ -423,6 +438,10 @@ class LoadConfig:
     For the remote backend it is the whole load, from the first connection to the
     last answer.
 
+    chat_template is a Jinja chat template used instead of the one in the model file:
+    the template's text (anything holding "{{" or "{%"), or the path of a file holding
+    it. A template the backend cannot parse or render fails the load.
+
     rpc_servers ("host:port" each) splits the model's layers over llama.cpp RPC
     workers. api_key, ca_bundle and verify_tls are for a server reached over the
     network (the `remote` backend): the key is sent as a bearer token and never
@@ -453,6 +472,9 @@ class LoadConfig:
     verify_tls: bool = attrs.field(default=True, validator=_bool)
     load_timeout: float = attrs.field(
         default=120.0, validator=_float_in(0.0, _MAX_LOAD_TIMEOUT, low_open=True)
+    )
+    chat_template: str | None = attrs.field(
+        default=None, converter=_optional_path, validator=attrs.validators.optional(_text)
     )
 
     @gpu_layers.validator
@@ -495,7 +517,12 @@ class ModelInfo:
 
 @attrs.frozen
 class GenerateMetrics:
-    """Timings of one generation, as the backend itself measured them."""
+    """Timings of one generation, as the backend itself measured them.
+
+    `prompt_tokens` is the whole prompt's length in tokens (what `count_tokens` gives),
+    `cached_tokens` how many of them the backend took from its cache rather than read
+    again; the prefill figures are for the tokens it read.
+    """
 
     prompt_tokens: int
     generated_tokens: int
@@ -504,6 +531,42 @@ class GenerateMetrics:
     total_seconds: float
     prefill_tokens_per_second: float
     decode_tokens_per_second: float
+    cached_tokens: int = 0
+
+
+TOOL_FORMATS = ("native", "generic", "none")
+
+
+def _tool_format(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in TOOL_FORMATS:
+        raise InvalidValue(
+            attribute.name, f"tools must be one of {', '.join(TOOL_FORMATS)}, got {value!r}"
+        )
+
+
+@attrs.frozen
+class Capabilities:
+    """What a loaded model does, as its backend honours it (the conformance kit checks
+    each claim against what the model then does).
+
+    tools: "native" when `chat(tools=...)` uses the model's own tool format (its chat
+    template renders the tools and its calls are parsed), "generic" when it uses this
+    library's JSON format held to a schema (see `inference_core.tools`), "none" when
+    `chat(tools=...)` is an `UnsupportedOption`. parallel_tool_calls: one answer may
+    hold several calls. reasoning: thinking is kept apart from the answer. vision and
+    audio: messages may carry images or sound. embeddings: `embed()` works.
+    context_len: tokens per sequence, as `model.context_len`; slots: how many
+    generations run side by side.
+    """
+
+    tools: Literal["native", "generic", "none"] = attrs.field(validator=_tool_format)
+    parallel_tool_calls: bool = attrs.field(validator=_bool)
+    reasoning: bool = attrs.field(validator=_bool)
+    vision: bool = attrs.field(validator=_bool)
+    audio: bool = attrs.field(validator=_bool)
+    embeddings: bool = attrs.field(validator=_bool)
+    context_len: int = attrs.field(validator=_int_in(1))
+    slots: int = attrs.field(validator=_int_in(1))
 
 
 @attrs.frozen

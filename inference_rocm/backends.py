@@ -16,7 +16,6 @@ from inference_core.errors import (
     GenerationError,
     GenerationTimeout,
     InvalidModelFile,
-    InvalidValue,
     ModelLoadError,
     ServerCrashed,
     ServerStartError,
@@ -24,11 +23,12 @@ from inference_core.errors import (
 )
 from inference_core.protocols import BackendStatus
 from inference_core.streams import GenerationScope
-from inference_core.types import LoadConfig, refuse_options
+from inference_core.types import LoadConfig
 
-from . import cpus, gguf_meta, rpc, vram, wire
+from . import gguf_meta, rpc, vram, wire
 from .binaries import BUILD_ADVICE, BinaryLookup, Candidates, candidates, record_crash
 from .devices import SELECTORS, GpuDevice, discover
+from .flags import chat_template_error, server_args, user_sets
 from .model import LlamaServerModel
 from .server import LlamaServer, ServerOptions
 
@@ -44,7 +44,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_ALL_LAYERS = "999"  # llama-server clamps this to the model's layer count
 _EMBED_BATCH = 2048  # tokens, when the context is left to the server
 
 
@@ -78,70 +77,6 @@ def binary_version(path: str) -> str:
         return f"unknown ({error.strerror})"
 
 
-def _user_sets(flags: tuple[str, ...], user_args: Sequence[str]) -> bool:
-    """Whether the user's own arguments hold one of ``flags`` (``--flag=value`` too)."""
-    return any(arg.split("=", 1)[0] in flags for arg in user_args)
-
-
-def _threads(config: LoadConfig) -> list[str]:
-    """--threads: the config's, or every core but one; none if extra_args sets it."""
-    if not _user_sets(("-t", "--threads"), config.extra_args):
-        return ["--threads", str(config.threads or cpus.default_threads())]
-    if config.threads:
-        raise InvalidValue(
-            "threads",
-            f"threads={config.threads} and a --threads in extra_args {config.extra_args!r} "
-            "disagree on one setting; keep one of them",
-        )
-    return []
-
-
-def _rpc(config: LoadConfig) -> list[str]:
-    """--rpc for the workers in rpc_servers; a --rpc in extra_args as well is a clash."""
-    if not config.rpc_servers:
-        return []
-    if _user_sets(("--rpc",), config.extra_args):
-        raise InvalidValue(
-            "rpc_servers",
-            f"rpc_servers={config.rpc_servers!r} and a --rpc in extra_args "
-            f"{config.extra_args!r} both name the workers; keep one of them",
-        )
-    return ["--rpc", ",".join(config.rpc_servers)]
-
-
-_REMOTE_ONLY = ("api_key", "ca_bundle", "verify_tls")  # for a server at a URL
-
-
-def server_args(config: LoadConfig, gpu_layers: int | None) -> list[str]:
-    """llama-server flags for a LoadConfig; gpu_layers None leaves offloading to the server.
-
-    A server we start on a file has no key to send nor certificate to check: an option
-    for one at a URL is refused, never ignored."""
-    refuse_options(
-        config,
-        _REMOTE_ONLY,
-        lambda name: (
-            f"{name} is for a llama-server at an http(s):// URL (the remote "
-            "backend), not for a model file, whose server is started here"
-        ),
-    )
-    args = _threads(config) + _rpc(config)
-    if config.context_len > 0:
-        # llama-server divides its context among the slots; context_len is per sequence.
-        total = config.context_len * max(1, config.parallel_slots)
-        args += ["--ctx-size", str(total)]
-    if gpu_layers is not None:
-        args += ["--n-gpu-layers", _ALL_LAYERS if gpu_layers < 0 else str(gpu_layers)]
-    if config.parallel_slots > 0:
-        # Each slot gets its own part of the KV cache: with a unified cache the
-        # numerics of one sequence depend on what the others hold, and greedy
-        # output stops being reproducible under concurrency.
-        args += ["--parallel", str(config.parallel_slots)]
-    if config.adapter_path is not None:
-        args += ["--lora", config.adapter_path]
-    return args + list(config.extra_args)
-
-
 def _requested_layers(config: LoadConfig) -> int | None:
     """gpu_layers as asked for; None ("auto") leaves offloading to the server."""
     return None if config.gpu_layers == "auto" else int(config.gpu_layers)
@@ -157,11 +92,11 @@ def _embedding_args(config: LoadConfig, header: gguf_meta.GgufHeader) -> list[st
     and mean pooling for a model that declares none (a generative one), unless the
     user's own flags set them."""
     args = ["--embeddings"]
-    if not _user_sets(("-ub", "--ubatch-size"), config.extra_args):
+    if not user_sets(("-ub", "--ubatch-size"), config.extra_args):
         size = str(_embed_batch(config))
         args += ["--ubatch-size", size, "--batch-size", size]
     declared = f"{header.architecture}.pooling_type" in header.metadata
-    if not declared and not _user_sets(("--pooling",), config.extra_args):
+    if not declared and not user_sets(("--pooling",), config.extra_args):
         args += ["--pooling", "mean"]
     return args
 
@@ -224,7 +159,13 @@ def load_with_server(
         gpu_selection=gpu_selection,
         load_timeout=config.load_timeout,
     )
-    server = rpc.start_with_workers(options, config.rpc_servers)
+    try:
+        server = rpc.start_with_workers(options, config.rpc_servers)
+    except ServerStartError as error:
+        refused = chat_template_error(config, error.log)
+        if refused is None:
+            raise
+        raise refused from error
     try:
         props = _settings(server, config.load_timeout)
     except BaseException:
@@ -237,6 +178,7 @@ def load_with_server(
         context_len=props.context_len,
         slots=props.slots or config.parallel_slots or 1,
         embed_batch=min(_embed_batch(config), props.context_len) if config.embeddings else None,
+        props=props,
     )
 
 
@@ -467,7 +409,7 @@ def _selecting(devices: Sequence[GpuDevice]) -> dict[str, str]:
 
 def _tensor_split(devices: Sequence[GpuDevice], user_args: Sequence[str]) -> list[str]:
     """--tensor-split proportional to free VRAM, unless one device or the user set one."""
-    if len(devices) < 2 or _user_sets(("-ts", "--tensor-split"), user_args):
+    if len(devices) < 2 or user_sets(("-ts", "--tensor-split"), user_args):
         return []
     shares = [max(1, d.vram_free // _MIB) for d in devices]
     return ["--tensor-split", ",".join(str(share) for share in shares)]

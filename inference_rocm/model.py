@@ -22,11 +22,14 @@ unfinished character that `max_tokens` cut off.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, Protocol, TypeVar, final
+
+import attrs
 
 from inference_core.errors import (
     ContextOverflow,
@@ -39,6 +42,7 @@ from inference_core.errors import (
 )
 from inference_core.streams import GenerationScope, StreamingModel, TokenSource, checked_texts
 from inference_core.types import (
+    Capabilities,
     GenerateConfig,
     GenerateMetrics,
     Message,
@@ -47,7 +51,7 @@ from inference_core.types import (
     build_config,
 )
 
-from . import wire
+from . import rendering, tokenizer, wire
 from .client import EventStream, RequestRejected, ServerClient, error_for
 
 __all__ = ["LlamaServerModel", "ServerHandle", "request_body"]
@@ -157,9 +161,11 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         context_len: int,
         slots: int,
         embed_batch: int | None = None,
+        props: wire.Props | None = None,
     ) -> None:
         super().__init__()
         self.embed_batch = embed_batch  # None: not loaded with embeddings=True
+        self.props = props  # what /props said at the load
         self.server = server
         self.info = info
         self.model_type = model_type
@@ -198,6 +204,20 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
             "Check that a llama-server build this library supports is what answers there"
         )
 
+    @contextlib.contextmanager
+    def _answers(self) -> Iterator[None]:
+        """The server's failures as callers see them: an answer unlike llama-server's is a
+        `GenerationError`, one caused by close() `ModelClosed`, and a crash kills the model."""
+        try:
+            yield
+        except wire.BadAnswer as bad:
+            raise self._unusable(bad) from None
+        except InferenceError as error:
+            translated = self._translate(error)
+            if translated is error:
+                raise
+            raise translated from error
+
     def _translate(self, error: InferenceError) -> InferenceError:
         """A failure caused by close() is ModelClosed; a crash makes the model dead."""
         if self._closed.is_set():
@@ -218,15 +238,6 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
             metrics=generation.metrics,
         )
 
-    def _render(self, prompt: str | Sequence[Message], scope: GenerationScope) -> str:
-        """The text to complete: the prompt, or the messages in the model's own template."""
-        if isinstance(prompt, str):
-            return prompt
-        payload = {"messages": [{"role": m.role, "content": m.content} for m in prompt]}
-        return wire.prompt(
-            self.server.client.request("POST", "/apply-template", payload, scope=scope)
-        )
-
     def _generate(
         self,
         prompt: str | Sequence[Message],
@@ -235,9 +246,10 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         generation: _Generation,
     ) -> Iterator[Token]:
         """The request starts on the first `next()`: errors raise from the iterator."""
-        try:
+        with self._answers():
             self._check_usable()
-            body = request_body(self._render(prompt, scope), config, stream=True)
+            text = rendering.render(self.server.client, prompt, scope)
+            body = request_body(text, config, stream=True)
             try:
                 events = self.server.client.stream("/completion", body, scope)
             except RequestRejected as rejected:
@@ -248,13 +260,6 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
             finally:
                 events.close()
             wire.metrics(generation.timings)
-        except wire.BadAnswer as bad:
-            raise self._unusable(bad) from None
-        except InferenceError as error:
-            translated = self._translate(error)
-            if translated is error:
-                raise
-            raise translated from error
 
     def _deliver(
         self,
@@ -414,19 +419,37 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         def one(prompt: str) -> Token:
             scope = GenerationScope(None, timeout)
             body = dict(request_body(prompt, body_config, stream=False), n_probs=1)
-            try:
+            with self._answers():
                 return wire.first_token(
                     self.server.client.request("POST", "/completion", body, scope=scope)
                 )
-            except wire.BadAnswer as bad:
-                raise self._unusable(bad) from None
-            except InferenceError as error:
-                raise self._translate(error) from error
 
         if len(prompts) <= 1:
             return [one(prompt) for prompt in prompts]
         with ThreadPoolExecutor(max_workers=min(len(prompts), self.slots)) as pool:
             return list(pool.map(one, prompts))
+
+    # -- tokens, capabilities -------------------------------------------------
+
+    def _tokenize(self, text: str, special: bool) -> list[Token]:
+        with self._answers():
+            return tokenizer.tokenize(self.server.client, text, special)
+
+    def _detokenize(self, ids: list[int]) -> str:
+        with self._answers():
+            return tokenizer.detokenize(self.server.client, ids)
+
+    def _count_tokens(self, prompt: str | Sequence[Message], config: GenerateConfig) -> int:
+        client = self.server.client
+        with self._answers():
+            return tokenizer.prompt_tokens(client, rendering.render(client, prompt))
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this library does with the model. Tools stay "generic" until chat renders
+        them in the template's own format (`props.template_tools`), and vision and audio
+        off until messages carry them (`props.modalities`)."""
+        return attrs.evolve(super().capabilities, embeddings=self.embed_batch is not None)
 
     # -- state ---------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from inference_core.types import LoadConfig, ModelInfo, refuse_options
 
 from . import wire
 from .client import RequestRejected, ServerClient
+from .flags import SERVER_FIELDS
 from .model import LlamaServerModel
 
 if TYPE_CHECKING:
@@ -45,17 +46,6 @@ logger = logging.getLogger(__name__)
 
 KEY_VARIABLE = "LLAMA_API_KEY"  # the variable llama-server itself reads its key from
 _SCHEMES = ("http", "https")
-# Fields that shape a server as it starts: whoever started the remote one chose them.
-_SERVER_FIELDS = (
-    "context_len",
-    "gpu_layers",
-    "parallel_slots",
-    "devices",
-    "adapter_path",
-    "extra_args",
-    "threads",
-    "rpc_servers",
-)
 _LOADING_POLL = 0.25  # seconds between /health checks while the server loads its model
 # A TCP connect and TLS handshake take a round trip or two: a server that lets one wait
 # longer is not the server asked for (a plain one reading a ClientHello as a request).
@@ -169,7 +159,7 @@ def _check_config(config: LoadConfig, scheme: str) -> None:
     """Options that only shape a server we start, or only mean something for https."""
     refuse_options(
         config,
-        _SERVER_FIELDS,
+        SERVER_FIELDS,
         lambda name: (
             f"{name} is chosen by whoever starts the server; the remote backend "
             "attaches to a running one and cannot change it: leave it unset, or set it on that "
@@ -350,6 +340,7 @@ def attach(
         context_len=props.context_len,
         slots=props.slots or 1,
         embed_batch=props.context_len if config.embeddings else None,
+        props=props,
     )
 
 

@@ -2,7 +2,7 @@
 
 A server we did not start, a broken build or something else on its port can
 send any JSON. Each reader here takes one answer shape (a `/completion` event,
-`/tokenize`, `/embedding`, `/apply-template`, `/props`, `/v1/models`, timings,
+`/tokenize`, `/detokenize`, `/embedding`, `/apply-template`, `/props`, `/v1/models`, timings,
 an error object) and returns typed values, or raises `BadAnswer` naming the
 endpoint and the field. Its callers turn that into the error their own caller
 expects: `GenerationError` during a generation, `UnexpectedServer` during a
@@ -31,6 +31,7 @@ __all__ = [
     "ModelMeta",
     "Props",
     "count",
+    "detokenized",
     "embeddings",
     "figures",
     "first_token",
@@ -262,7 +263,8 @@ def figures(value: Any) -> Figures | None:
 
 def metrics(timings: Any) -> GenerateMetrics | None:
     """The server's own timings of a generation (`timings`); None when it sent none.
-    A rate the server could not compute (no time elapsed) comes as null: 0 then."""
+    A rate the server could not compute (no time elapsed) comes as null: 0 then. The
+    prompt's tokens are those it read (`prompt_n`) and those its cache held (`cache_n`)."""
     if not timings:
         return None
     fields = _object(timings, _COMPLETION, "timings")
@@ -272,8 +274,10 @@ def metrics(timings: Any) -> GenerateMetrics | None:
         return 0.0 if value is None else _number(value, _COMPLETION, f"timings.{name}")
 
     prefill, decode = number("prompt_ms") / 1000, number("predicted_ms") / 1000
+    read = _optional_int(fields.get("prompt_n"), _COMPLETION, "timings.prompt_n")
+    cached = _optional_int(fields.get("cache_n"), _COMPLETION, "timings.cache_n")
     return GenerateMetrics(
-        prompt_tokens=_optional_int(fields.get("prompt_n"), _COMPLETION, "timings.prompt_n"),
+        prompt_tokens=read + cached,
         generated_tokens=_optional_int(
             fields.get("predicted_n"), _COMPLETION, "timings.predicted_n"
         ),
@@ -282,6 +286,7 @@ def metrics(timings: Any) -> GenerateMetrics | None:
         total_seconds=prefill + decode,
         prefill_tokens_per_second=number("prompt_per_second"),
         decode_tokens_per_second=number("predicted_per_second"),
+        cached_tokens=cached,
     )
 
 
@@ -322,6 +327,13 @@ def token_count(answer: Any) -> int:
     for index, value in enumerate(listed):
         _int(value, "/tokenize", f"tokens[{index}]")
     return len(listed)
+
+
+def detokenized(answer: Any) -> str:
+    """The text `/detokenize` made of ids."""
+    return _str(
+        _object(answer, "/detokenize", "the answer").get("content"), "/detokenize", "content"
+    )
 
 
 def prompt(answer: Any) -> str:
@@ -369,12 +381,33 @@ def embeddings(answer: Any, count: int) -> list[list[float]]:
 @attrs.frozen
 class Props:
     """What `/props` says of the server: the context it runs with, its slots (None when
-    it does not say), and the model's file name and type, where it names them."""
+    it does not say), and the model's file name and type, where it names them; whether
+    the chat template renders tools and several calls at once (`chat_template_caps`),
+    and what the server reads besides text (`modalities`: "vision", "audio")."""
 
     context_len: int
     slots: int | None
     model_path: str
     file_type: str
+    template_tools: bool = False
+    template_parallel_calls: bool = False
+    modalities: frozenset[str] = frozenset()
+
+
+def _flags(value: Any, where: str, names: tuple[str, ...]) -> dict[str, bool]:
+    """The yes-or-no fields `names` of an optional object (absent ones: no)."""
+    fields = {} if value is None else _object(value, "/props", where)
+    found = {}
+    for name in names:
+        flag = fields.get(name)
+        if flag is not None and type(flag) is not bool:
+            raise _bad("/props", f"{where}.{name}", flag, "true or false")
+        found[name] = flag is True
+    return found
+
+
+_CAPS = ("supports_tool_calls", "supports_parallel_tool_calls")
+_MODALITIES = ("vision", "audio")
 
 
 def props(answer: Any) -> Props:
@@ -385,12 +418,17 @@ def props(answer: Any) -> Props:
     if type(settings) is not dict or "n_ctx" not in settings:
         raise BadAnswer(where, "default_generation_settings", "has no n_ctx")
     slots = fields.get("total_slots")
+    caps = _flags(fields.get("chat_template_caps"), "chat_template_caps", _CAPS)
+    modalities = _flags(fields.get("modalities"), "modalities", _MODALITIES)
     return Props(
         context_len=_int(settings["n_ctx"], where, "default_generation_settings.n_ctx", low=1),
         slots=None if slots is None else _int(slots, where, "total_slots", low=1),
         model_path=_optional_str(fields.get("model_path"), where, "model_path")
         or _optional_str(fields.get("model_alias"), where, "model_alias"),
         file_type=_optional_str(fields.get("model_ftype"), where, "model_ftype"),
+        template_tools=caps["supports_tool_calls"],
+        template_parallel_calls=caps["supports_parallel_tool_calls"],
+        modalities=frozenset(name for name, present in modalities.items() if present),
     )
 
 

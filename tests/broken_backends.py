@@ -59,6 +59,15 @@ class FaithfulModel(StreamingModel):
     def embed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
         return self.inner.embed(texts, normalize=normalize)
 
+    def _tokenize(self, text: str, special: bool) -> list[Token]:
+        return self.inner._tokenize(text, special)
+
+    def _detokenize(self, ids: list[int]) -> str:
+        return self.inner._detokenize(ids)
+
+    def _count_tokens(self, prompt: str | Sequence[Message], config: GenerateConfig) -> int:
+        return self.inner._count_tokens(prompt, config)
+
     def close(self) -> None:
         self.inner.close()
 
@@ -138,12 +147,32 @@ class ChatIgnoresMessages(FaithfulModel):
 class RefusesEveryOption(FaithfulModel):
     """Refuses every option beyond sampling, and embeddings, as it must: by name."""
 
+    embed = StreamingModel.embed  # refused, as a backend that computes none does
+
     def __init__(self, token_delay: float) -> None:
         super().__init__(token_delay)
         self.supported_options = frozenset()
 
+
+class EmbedsNothing(FaithfulModel):
+    """Declares embeddings, and refuses to compute them."""
+
     def embed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
         return StreamingModel.embed(self, texts, normalize=normalize)
+
+
+class CountsOneMore(FaithfulModel):
+    """Counts one token more than a generation reads (a BOS it does not add, say)."""
+
+    def _count_tokens(self, prompt: str | Sequence[Message], config: GenerateConfig) -> int:
+        return super()._count_tokens(prompt, config) + 1
+
+
+class DetokenizesShort(FaithfulModel):
+    """Leaves the last id out of a text it detokenizes."""
+
+    def _detokenize(self, ids: list[int]) -> str:
+        return super()._detokenize(ids[:-1])
 
 
 class RefusesUntyped(FaithfulModel):
@@ -191,6 +220,9 @@ MODELS: dict[str, type[FaithfulModel]] = {
         ChatIgnoresMessages,
         RefusesEveryOption,
         RefusesUntyped,
+        EmbedsNothing,
+        CountsOneMore,
+        DetokenizesShort,
     )
 }
 

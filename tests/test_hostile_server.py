@@ -91,6 +91,9 @@ CALLS: dict[str, Callable[[ic.TextModel], object]] = {
     "chat": lambda model: list(model.chat([{"role": "user", "content": "hi"}], max_tokens=8)),
     "classify": lambda model: model.classify(["hi"]),
     "embed": lambda model: model.embed(["hi"]),
+    "tokenize": lambda model: model.tokenize("hi"),
+    "detokenize": lambda model: model.detokenize([5]),
+    "count_tokens": lambda model: model.count_tokens([{"role": "user", "content": "hi"}]),
 }
 
 
@@ -240,6 +243,26 @@ IN_A_GENERATION: dict[str, tuple[str, dict[str, Answer], str]] = {
     ),
     "an /apply-template answer without a prompt": (
         "chat",
+        {"/apply-template": b'{"text": "hi"}'},
+        "/apply-template: prompt is missing",
+    ),
+    "tokenize: an id not a number": (
+        "tokenize",
+        {"/tokenize": b'{"tokens": [{"id": "x", "piece": "hi"}]}'},
+        r"/tokenize: tokens\[0\].id is 'x', not an integer",
+    ),
+    "detokenize: no text": (
+        "detokenize",
+        {"/detokenize": b'{"content": 5}'},
+        "/detokenize: content is 5, not a string",
+    ),
+    "count_tokens: ids not numbers": (
+        "count_tokens",
+        {"/tokenize": b'{"tokens": ["hi"]}'},
+        r"/tokenize: tokens\[0\] is 'hi', not an integer",
+    ),
+    "count_tokens: an /apply-template answer without a prompt": (
+        "count_tokens",
         {"/apply-template": b'{"text": "hi"}'},
         "/apply-template: prompt is missing",
     ),
@@ -396,6 +419,18 @@ AT_A_LOAD: dict[str, tuple[dict[str, Answer], str]] = {
         r"/v1/models is not a llama-server's: data\[0\] is 5, not a JSON object",
     ),
     "models not a list": ({"/v1/models": b'{"data": 5}'}, "/v1/models is .* data is 5"),
+    "template caps not an object": (
+        _props(chat_template_caps=[True]),
+        r"/props is .* chat_template_caps is \[True\], not a JSON object",
+    ),
+    "a template cap not a flag": (
+        _props(chat_template_caps={"supports_tool_calls": "yes"}),
+        "/props is .* chat_template_caps.supports_tool_calls is 'yes', not true or false",
+    ),
+    "modalities not flags": (
+        _props(modalities={"vision": 1}),
+        "/props is .* modalities.vision is 1, not true or false",
+    ),
     "n_params not a number": (_meta(n_params="x"), r"data\[0\].meta.n_params is 'x'"),
     "a size past 64 bits": (_meta(n_params=1000, size=10**400), r"data\[0\].meta.size is 1000"),
 }

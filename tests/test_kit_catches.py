@@ -49,6 +49,9 @@ FAILS: dict[str, set[str]] = {
     "TestFixedSeed": {"test_seed_makes_sampling_reproducible"},
     "TestChatIgnoresMessages": {"test_chat_answers_the_messages"},
     "TestRefusesUntyped": OPTIONS,
+    "TestEmbedsNothing": {"test_declared_embeddings_are_computed_and_others_refused"},
+    "TestCountsOneMore": {"test_count_tokens_is_what_a_generation_reads"},
+    "TestDetokenizesShort": {"test_tokenize_and_detokenize_round_trip"},
     "TestBoolPriority": {"test_backend_satisfies_the_protocol"},
 }
 MODEL_FAILS = set().union(*(tests for name, tests in FAILS.items() if name != "TestBoolPriority"))

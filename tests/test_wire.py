@@ -50,6 +50,11 @@ FIELDS = (
     "prompt_per_second",
     "predicted_per_second",
     "n_prompt_tokens",
+    "cache_n",
+    "chat_template_caps",
+    "supports_tool_calls",
+    "modalities",
+    "vision",
     "type",
     "message",
     "error",
@@ -86,6 +91,7 @@ READERS: dict[str, Callable[[Any], object]] = {
     "pieces": wire.pieces,
     "token_count": wire.token_count,
     "prompt": wire.prompt,
+    "detokenized": wire.detokenized,
     "embeddings": lambda value: wire.embeddings(value, 2),
     "props": wire.props,
     "model_meta": wire.model_meta,
@@ -165,6 +171,15 @@ def test_props_and_models_say_what_the_server_runs() -> None:
     )
     assert props == wire.Props(context_len=4096, slots=4, model_path="m.gguf", file_type="Q4_1")
     assert wire.props({"default_generation_settings": {"n_ctx": 8}}).slots is None
+    featured = wire.props(
+        {
+            "default_generation_settings": {"n_ctx": 8},
+            "chat_template_caps": {"supports_tool_calls": True, "supports_tools": True},
+            "modalities": {"vision": True, "audio": False, "video": False},
+        }
+    )
+    assert featured.template_tools and not featured.template_parallel_calls
+    assert featured.modalities == {"vision"}
     meta = wire.model_meta({"data": [{"meta": {"n_params": 7, "size": 9, "n_vocab": None}}]})
     assert (meta.parameters, meta.size, meta.vocab_size, meta.file_type) == (7, 9, 0, "")
     assert wire.model_meta({"data": []}) == wire.model_meta({})
@@ -182,6 +197,8 @@ def test_timings_become_metrics() -> None:
         }
     )
     assert metrics == ic.GenerateMetrics(4, 3, 0.002, 0.006, 0.008, 0.0, 500.0)
+    cached = wire.metrics({"prompt_n": 1, "cache_n": 9, "prompt_ms": 1.0})
+    assert cached is not None and (cached.prompt_tokens, cached.cached_tokens) == (10, 9)
     assert wire.metrics(None) is None and wire.metrics({}) is None
 
 

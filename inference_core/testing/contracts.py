@@ -40,6 +40,7 @@ example backend's tests do:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import random
@@ -59,7 +60,16 @@ from ..errors import (
     UnsupportedOption,
 )
 from ..protocols import AsyncTokenStream, Backend, BackendStatus, TextModel, TokenStream
-from ..types import GenerateConfig, LoadConfig, Message, ModelInfo, Token, ToolCall
+from ..types import (
+    TOOL_FORMATS,
+    Capabilities,
+    GenerateConfig,
+    LoadConfig,
+    Message,
+    ModelInfo,
+    Token,
+    ToolCall,
+)
 
 __all__ = ["PERSON", "TOOLS", "BackendContract", "TextModelContract"]
 
@@ -109,6 +119,12 @@ TOOLS: list[dict[str, Any]] = [
     },
 ]
 _QUESTION = [Message("user", "What is the weather in Paris?")]
+_TEXTS = (  # ASCII, CJK, emoji: characters of one byte, three, four and joined ones
+    "The quick brown fox jumps over the lazy dog.",
+    "日本語のテキストと中文文本",
+    "party 🎉🎉 time 👩\u200d👩\u200d👧 done",
+)
+_MOST_SLOTS = 8  # streams opened at once to check the slots a model declares
 
 
 def _is_person(value: Any) -> bool:
@@ -148,7 +164,7 @@ def _long_prompt(model: TextModel) -> str:
     read = probe.metrics
     rate = math.inf
     if read is not None and read.prefill_seconds > 0:
-        rate = read.prompt_tokens / read.prefill_seconds
+        rate = (read.prompt_tokens - read.cached_tokens) / read.prefill_seconds  # those read
     return words(int(min(model.context_len // 2, rate * _WAITING_READ)))
 
 
@@ -684,3 +700,84 @@ class TextModelContract:
     def test_embed_refuses_a_lone_string(self, model: TextModel) -> None:
         with pytest.raises(TypeError, match="wrap a single text in a list"):
             model.embed("a lone string")
+
+    # -- tokens: counted as a generation reads them, or refused by name ---------------------
+
+    def test_tokenize_and_detokenize_round_trip(self, model: TextModel) -> None:
+        for text in _TEXTS:
+            tokens = _honoured("tokenize", functools.partial(model.tokenize, text))
+            assert tokens and all(isinstance(t, Token) and t.id >= 0 for t in tokens), tokens
+            ids = [token.id for token in tokens]
+            assert _honoured("detokenize", functools.partial(model.detokenize, ids)) == text
+
+    def test_count_tokens_is_what_a_generation_reads(self, model: TextModel) -> None:
+        def read(stream: TokenStream) -> int:
+            for _ in stream:
+                pass
+            assert stream.metrics is not None, "a stream that ended has its metrics"
+            return stream.metrics.prompt_tokens
+
+        count = _honoured("count_tokens", lambda: model.count_tokens(_PROMPT))
+        assert count == read(model.generate(_PROMPT, max_tokens=1))
+        if not self.supports_chat:
+            return
+        chat = [Message("system", "Be brief."), Message("user", "Name a colour.")]
+        assert model.count_tokens(chat) == read(model.chat(chat, max_tokens=1))
+        if model.capabilities.tools != "none":
+            counted = model.count_tokens(_QUESTION, tools=TOOLS, tool_choice="required")
+            assert counted == read(model.chat(_QUESTION, tools=TOOLS, tool_choice="required"))
+
+    def test_token_arguments_are_checked(self, model: TextModel) -> None:
+        _honoured("tokenize", lambda: model.tokenize("probe"))
+        with pytest.raises(TypeError):
+            model.tokenize(5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            model.detokenize("not ids")  # type: ignore[arg-type]
+        with pytest.raises(InvalidValue):
+            model.detokenize([-1])
+        if model.info.vocab_size > 0:
+            with pytest.raises(InvalidValue):
+                model.detokenize([model.info.vocab_size])
+
+    # -- capabilities: what a model declares, it does -----------------------------------------
+
+    def test_capabilities_describe_the_model(self, model: TextModel) -> None:
+        declared = model.capabilities
+        assert isinstance(declared, Capabilities)
+        assert declared.tools in TOOL_FORMATS
+        assert declared.context_len == model.context_len
+        assert declared.slots >= 1
+
+    def test_declared_embeddings_are_computed_and_others_refused(self, model: TextModel) -> None:
+        if model.capabilities.embeddings:
+            vectors = model.embed(["a text", "another"])
+            assert len(vectors) == 2 and all(vector for vector in vectors)
+            return
+        with pytest.raises(UnsupportedOption) as refused:
+            model.embed(["a text"])
+        assert refused.value.option == "embed"
+
+    def test_declared_tools_are_called_and_none_refused(self, model: TextModel) -> None:
+        if not self.supports_chat:
+            pytest.skip("backend does not support chat")
+        if model.capabilities.tools == "none":
+            with pytest.raises(UnsupportedOption) as refused:
+                model.chat(_QUESTION, tools=TOOLS)
+            assert refused.value.option == "tools"
+            return
+        stream = model.chat(_QUESTION, tools=TOOLS, tool_choice="required")
+        stream.text()
+        assert stream.err() is None and stream.tool_calls, "declared tools, called none"
+        assert {call.name for call in stream.tool_calls} <= {"get_weather", "get_time"}
+
+    def test_declared_slots_run_at_once(self, model: TextModel) -> None:
+        """As many long generations as the model has slots each give a token while all of
+        them run: one run after the other would keep the last waiting past `_HANG`."""
+        slots = min(model.capabilities.slots, _MOST_SLOTS)
+        first = self._greedy(model, 1)
+        streams = [model.generate(_PROMPT, max_tokens=10_000, timeout=_HANG) for _ in range(slots)]
+        try:
+            assert [[next(stream)] for stream in streams] == [first] * slots
+        finally:
+            for stream in streams:
+                stream.close()

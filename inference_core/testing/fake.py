@@ -12,6 +12,13 @@ calls work too; `logprobs` give every token made-up but well-formed figures.
 It refuses a `grammar` with `UnsupportedOption`, as a backend without one must.
 A `token_delay` passes before each token, cut short by cancel, abort and the
 deadline: a long one is the waiting model the conformance kit cancels.
+
+It reads a prompt as pieces (a word with the spaces before it, and any trailing
+spaces), a chat as its messages written "role: content" a line each and an
+"assistant:" line: `metrics.prompt_tokens` and `count_tokens` count those pieces,
+and `tokenize` gives them, with the ids `fake_token` gives (there are no special
+tokens). Its vocabulary is the pieces it has tokenized or generated:
+`detokenize` refuses an id it has not seen.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any, final
 
-from ..errors import ModelClosed
+from ..errors import InvalidValue, ModelClosed
 from ..protocols import BackendStatus
 from ..streams import GenerationScope, StreamingModel, TokenSource, checked_texts
 from ..types import (
@@ -43,6 +50,20 @@ __all__ = ["FakeBackend", "FakeModel", "fake_token"]
 
 VOCAB_SIZE = 32_000
 EMBEDDING_LENGTH = 8
+
+
+_PIECES = re.compile(r"\s*\S+|\s+")
+
+
+def _pieces(text: str) -> list[str]:
+    return _PIECES.findall(text)
+
+
+def _written(prompt: str | Sequence[Message]) -> str:
+    """The text the model reads: a prompt, or the messages a line each."""
+    if isinstance(prompt, str):
+        return prompt
+    return "".join(f"{message.role}: {message.content}\n" for message in prompt) + "assistant:"
 
 
 def fake_token(word: str) -> Token:
@@ -151,6 +172,11 @@ class FakeModel(StreamingModel):
             file_size=0,
         )
         self._closed = threading.Event()
+        self._vocabulary: dict[int, str] = {}  # id -> piece, of every token made
+
+    def _known(self, token: Token) -> Token:
+        self._vocabulary.setdefault(token.id, token.text)
+        return token
 
     @property
     def context_len(self) -> int:
@@ -167,6 +193,7 @@ class FakeModel(StreamingModel):
     def _tokens(
         self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
     ) -> TokenSource:
+        read = len(_pieces(_written(prompt)))
         if isinstance(prompt, str):
             words = prompt.split()
         else:  # chat: the last user message
@@ -187,7 +214,7 @@ class FakeModel(StreamingModel):
             total = time.perf_counter() - started
             count = len(produced)
             return GenerateMetrics(
-                prompt_tokens=len(words),
+                prompt_tokens=read,
                 generated_tokens=count,
                 prefill_seconds=0.0,
                 decode_seconds=total,
@@ -219,7 +246,22 @@ class FakeModel(StreamingModel):
             token = fake_token(word if position == 0 or schema else " " + word)
             if token.id in config.stop_tokens:
                 return
+            self._known(token)
             yield _with_figures(token, candidates, config.logprobs) if config.logprobs else token
+
+    def _tokenize(self, text: str, special: bool) -> list[Token]:
+        return [self._known(fake_token(piece)) for piece in _pieces(text)]
+
+    def _detokenize(self, ids: list[int]) -> str:
+        unknown = next((token_id for token_id in ids if token_id not in self._vocabulary), None)
+        if unknown is not None:
+            raise InvalidValue(
+                "ids", f"token id {unknown} is none the fake model has tokenized or generated"
+            )
+        return "".join(self._vocabulary[token_id] for token_id in ids)
+
+    def _count_tokens(self, prompt: str | Sequence[Message], config: GenerateConfig) -> int:
+        return len(_pieces(_written(prompt)))
 
     def embed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
         """A vector per text from its words' ids: the same words, the same vector."""
