@@ -383,7 +383,7 @@ class TextModelContract:
             stream.cancel()
         assert reader.ended(_PROMPTLY), f"the reader still waits {_PROMPTLY:g} s after the cancel"
         assert reader.error is None and reader.tokens == []
-        assert isinstance(stream.err(), Cancelled)
+        assert isinstance(stream.err(), Cancelled) and stream.finish_reason == "cancelled"
         assert self._greedy(model, 3)
 
     def test_a_deadline_wakes_a_blocked_reader(
