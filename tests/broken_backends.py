@@ -51,6 +51,23 @@ class FaithfulModel(StreamingModel):
     def _check_usable(self) -> None:
         self.inner._check_usable()
 
+    def _open(
+        self,
+        prompt: str | Sequence[Message],
+        config: GenerateConfig,
+        cancel: CancelSignal | None,
+        timeout: float | None,
+        plan: ToolPlan | None = None,
+    ) -> IteratorTokenStream:
+        config, timeout = self._opening(config, timeout)
+        return super()._open(prompt, config, cancel, timeout, plan)
+
+    def _opening(
+        self, config: GenerateConfig, timeout: float | None
+    ) -> tuple[GenerateConfig, float | None]:
+        """What the core is given to open a stream with; a flaw may change it."""
+        return config, timeout
+
     def _tokens(
         self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
     ) -> TokenSource:
@@ -79,23 +96,18 @@ class DeadlineAtStartOnly(FaithfulModel):
 
     def __init__(self, token_delay: float) -> None:
         super().__init__(token_delay)
-        self._opening = threading.local()
+        self._at_start = threading.local()
 
-    def _open(
-        self,
-        prompt: str | Sequence[Message],
-        config: GenerateConfig,
-        cancel: CancelSignal | None,
-        timeout: float | None,
-        plan: ToolPlan | None = None,
-    ) -> IteratorTokenStream:
-        self._opening.timeout = timeout  # for _tokens, called from here on this thread
-        return super()._open(prompt, config, cancel, None, plan)
+    def _opening(
+        self, config: GenerateConfig, timeout: float | None
+    ) -> tuple[GenerateConfig, float | None]:
+        self._at_start.timeout = timeout  # for _tokens, called next on this thread
+        return config, None
 
     def _tokens(
         self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
     ) -> TokenSource:
-        at_start = GenerationScope(timeout=self._opening.timeout)
+        at_start = GenerationScope(timeout=self._at_start.timeout)
         source = self.inner._tokens(prompt, config, scope)
 
         def checked_once() -> Iterator[Token]:
@@ -168,15 +180,10 @@ class RefusesUntyped(FaithfulModel):
 class IgnoresStopStrings(FaithfulModel):
     """Never hears of stop strings: the answer runs on through them."""
 
-    def _open(
-        self,
-        prompt: str | Sequence[Message],
-        config: GenerateConfig,
-        cancel: CancelSignal | None,
-        timeout: float | None,
-        plan: ToolPlan | None = None,
-    ) -> IteratorTokenStream:
-        return super()._open(prompt, attrs.evolve(config, stop=()), cancel, timeout, plan)
+    def _opening(
+        self, config: GenerateConfig, timeout: float | None
+    ) -> tuple[GenerateConfig, float | None]:
+        return attrs.evolve(config, stop=()), timeout
 
 
 class RetextsAtStopStrings(FaithfulModel):
@@ -187,16 +194,11 @@ class RetextsAtStopStrings(FaithfulModel):
         super().__init__(token_delay)
         self._stops = threading.local()
 
-    def _open(
-        self,
-        prompt: str | Sequence[Message],
-        config: GenerateConfig,
-        cancel: CancelSignal | None,
-        timeout: float | None,
-        plan: ToolPlan | None = None,
-    ) -> IteratorTokenStream:
-        self._stops.value = config.stop  # for _tokens, called from here on this thread
-        return super()._open(prompt, attrs.evolve(config, stop=()), cancel, timeout, plan)
+    def _opening(
+        self, config: GenerateConfig, timeout: float | None
+    ) -> tuple[GenerateConfig, float | None]:
+        self._stops.value = config.stop  # for _tokens, called next on this thread
+        return attrs.evolve(config, stop=()), timeout
 
     def _tokens(
         self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
