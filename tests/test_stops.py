@@ -1,4 +1,5 @@
-"""Stop strings, matched in the core for every `StreamingModel` backend.
+"""Stop strings, matched in the core for every `StreamingModel` backend, and the finish
+reasons the core gives a stream.
 
 A backend here replays tokens it is given (the real llama-server's part is in
 tests/test_finish.py): what the stream delivers is compared with the text cut at the
@@ -8,6 +9,7 @@ first stop string, token by token.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -23,7 +25,7 @@ class Replay(StreamingModel):
     """Gives back the tokens it was made with, whatever the prompt, and notes how far
     its generator was read, whether it was aborted and whether it was closed."""
 
-    def __init__(self, tokens: Sequence[ic.Token], reason: FinishReason = "length") -> None:
+    def __init__(self, tokens: Sequence[ic.Token], reason: FinishReason | None = "length") -> None:
         super().__init__()
         self.script = list(tokens)
         self.reason = reason
@@ -191,6 +193,39 @@ def test_async_and_batch_streams_cut_at_stop_strings_too() -> None:
 def test_chat_cuts_at_stop_strings_too() -> None:
     stream = Replay(tokens_of("a", " b", " STOP")).chat([ic.Message("user", "hi")], stop="STOP")
     assert stream.text() == "a b" and stream.finish_reason == "stop"
+
+
+# -- the finish reasons the core gives -------------------------------------------------
+
+
+def test_a_backend_that_gives_no_reason_is_judged_by_its_count() -> None:
+    model = Replay(tokens_of("a", " b", " c"), reason=None)
+    full, short = model.generate("hi", max_tokens=3), model.generate("hi", max_tokens=5)
+    assert (full.text(), short.text()) == ("a b c", "a b c")
+    assert (full.finish_reason, short.finish_reason) == ("length", "stop")
+
+
+def test_a_reason_that_is_none_of_ours_is_the_backends_error() -> None:
+    stream = Replay(tokens_of("a"), reason="done").generate("hi")  # type: ignore[arg-type]
+    with pytest.raises(ic.GenerationError, match=r"finish reason 'done'.*bug of the backend"):
+        list(stream)
+    assert isinstance(stream.err(), ic.GenerationError) and stream.finish_reason is None
+
+
+def test_an_async_stream_has_no_reason_until_its_own_iteration_ends() -> None:
+    """Its thread reads ahead: the sync stream ends while tokens still wait for the loop."""
+
+    async def run() -> list[object]:
+        stream = Replay(tokens_of("a", " b", " c")).agenerate("hi")
+        seen = [stream.finish_reason, (await stream.__anext__()).text]
+        for pump in threading.enumerate():
+            if pump.name == "inference-async-stream":
+                pump.join(10)  # the sync stream has ended
+        seen.append(stream.finish_reason)
+        seen.append(await stream.text())
+        return [*seen, stream.finish_reason]
+
+    assert asyncio.run(run()) == [None, "a", None, "a b c", "length"]
 
 
 # -- the option ----------------------------------------------------------------------
