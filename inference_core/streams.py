@@ -207,7 +207,7 @@ class IteratorTokenStream:
         ours is the backend's error)."""
         try:
             reason = self._reason()
-        except GenerationError as error:
+        except BaseException as error:  # a reason none of ours, or a bug of the backend's
             self._finish(error)
             raise
         self._finish(None, reason)
@@ -225,7 +225,7 @@ class IteratorTokenStream:
             raise GenerationError(
                 f"the backend reported the finish reason {reason!r:.80}, none of "
                 f"{', '.join(_ENDED)}; it is a bug of the backend, report it to its authors"
-            )
+            ) from None  # raised as the tokens ran out: their StopIteration is no cause
         return reason
 
     def _finish(self, error: BaseException | None, reason: FinishReason | None = None) -> None:
