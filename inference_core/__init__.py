@@ -60,6 +60,7 @@ from .registry import (
 )
 from .types import (
     BatchResult,
+    FinishReason,
     GenerateConfig,
     GenerateMetrics,
     LoadConfig,
@@ -80,6 +81,7 @@ __all__ = [
     "Cancelled",
     "ConnectionLost",
     "ContextOverflow",
+    "FinishReason",
     "GenerateConfig",
     "GenerateMetrics",
     "GenerationError",
