@@ -558,10 +558,11 @@ class StreamingModel:
         timeout: float | None = None,
         **options: Any,
     ) -> list[Token]:
-        """The greedy next token of each prompt."""
+        """The greedy next token of each prompt (stop strings, which would hold it back,
+        do not apply)."""
         self._check_usable()
         base = build_config(GenerateConfig, config, options)
-        greedy = attrs.evolve(base, max_tokens=1, temperature=0.0)
+        greedy = attrs.evolve(base, max_tokens=1, temperature=0.0, stop=())
         return [next(self.generate(prompt, greedy, timeout=timeout)) for prompt in prompts]
 
     def embed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:

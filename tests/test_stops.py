@@ -190,6 +190,11 @@ def test_async_and_batch_streams_cut_at_stop_strings_too() -> None:
     assert result.text == "a" and result.finish_reason == "stop"
 
 
+def test_classify_gives_the_next_token_whatever_the_stop_strings() -> None:
+    tokens = tokens_of("Hello", " there")
+    assert Replay(tokens).classify(["hi"], stop="Hel") == tokens[:1]
+
+
 def test_chat_cuts_at_stop_strings_too() -> None:
     stream = Replay(tokens_of("a", " b", " STOP")).chat([ic.Message("user", "hi")], stop="STOP")
     assert stream.text() == "a b" and stream.finish_reason == "stop"
