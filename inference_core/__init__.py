@@ -62,6 +62,7 @@ from .registry import (
 from .types import (
     BatchResult,
     Capabilities,
+    FinishReason,
     GenerateConfig,
     GenerateMetrics,
     LoadConfig,
@@ -83,6 +84,7 @@ __all__ = [
     "Capabilities",
     "ConnectionLost",
     "ContextOverflow",
+    "FinishReason",
     "GenerateConfig",
     "GenerateMetrics",
     "GenerationError",

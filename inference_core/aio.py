@@ -26,6 +26,7 @@ from .errors import UnsupportedOption
 from .protocols import TextModel, TokenStream
 from .types import (
     BatchResult,
+    FinishReason,
     GenerateConfig,
     GenerateMetrics,
     MessageLike,
@@ -100,7 +101,9 @@ def _pump(stream: TokenStream, handoff: _Handoff) -> None:
 class ThreadTokenStream:
     """`async for token in stream`, over a sync `TokenStream` read on a thread of its own.
 
-    Same tokens, errors, `err()`, `metrics` and `tool_calls` as the sync stream;
+    Same tokens, errors, `err()`, `metrics`, `tool_calls` and `finish_reason` as the sync
+    stream (the reason once this iteration has ended or been cancelled: the thread reads
+    ahead, so the sync stream may end before its last tokens reach the loop);
     `cancel()` is safe from any thread, `await aclose()` returns once the stream has
     ended, and the stream is an async context manager. Left mid-way (a `break`, with no
     `aclose()`), it cancels the generation once it is garbage: the slot is freed.
@@ -111,6 +114,7 @@ class ThreadTokenStream:
         self._handoff: _Handoff | None = None
         self._pieces: list[str] = []
         self._ended = False
+        self._cancelled = False
 
     def __aiter__(self) -> ThreadTokenStream:
         return self
@@ -132,7 +136,7 @@ class ThreadTokenStream:
             try:
                 await handoff.waiter
             except asyncio.CancelledError:
-                self._stream.cancel()  # the backend aborts its request; the pump ends
+                self.cancel()  # the backend aborts its request; the pump ends
                 raise
             finally:
                 handoff.waiter = None
@@ -156,6 +160,7 @@ class ThreadTokenStream:
 
     def cancel(self) -> None:
         """Stop the generation, from any thread; the iteration then ends without error."""
+        self._cancelled = True
         self._stream.cancel()
 
     async def aclose(self) -> None:
@@ -164,7 +169,7 @@ class ThreadTokenStream:
             self._stream.close()  # never started: nothing runs, closing cannot block
             self._ended = True
             return
-        self._stream.cancel()
+        self.cancel()
         while not self._ended:
             try:
                 await self.__anext__()
@@ -183,6 +188,10 @@ class ThreadTokenStream:
     @property
     def tool_calls(self) -> tuple[ToolCall, ...]:
         return self._stream.tool_calls
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        return self._stream.finish_reason if self._ended or self._cancelled else None
 
     async def __aenter__(self) -> ThreadTokenStream:
         return self
@@ -225,7 +234,9 @@ async def abatch_generate(
                 tokens.append(token)
         except Exception as error:  # this prompt's failure, not the batch's
             return BatchResult(prompt, tuple(tokens), error, stream.metrics)
-        return BatchResult(prompt, tuple(tokens), stream.err(), stream.metrics)
+        return BatchResult(
+            prompt, tuple(tokens), stream.err(), stream.metrics, stream.finish_reason
+        )
 
     return list(await asyncio.gather(*(one(prompt) for prompt in prompts)))
 

@@ -124,6 +124,12 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     sampling.add_argument("--min-p", type=float, metavar="P", help="0 = off")
     sampling.add_argument("--repeat-penalty", type=float, metavar="R", help="1 = off")
     sampling.add_argument("--seed", type=int, metavar="S", help="for reproducible sampling")
+    sampling.add_argument(
+        "--stop",
+        action="append",
+        metavar="STR",
+        help="end the answer where STR begins (repeatable)",
+    )
     parser.add_argument("--stats", action="store_true", help="print timings to stderr")
 
 
@@ -358,7 +364,7 @@ def _cmd_pull(args: argparse.Namespace) -> int:
 def _generate_config(args: argparse.Namespace) -> GenerateConfig:
     names = (
         "max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed",
-        "json_schema", "grammar", "logprobs",
+        "stop", "json_schema", "grammar", "logprobs",
     )  # fmt: skip
     given: dict[str, Any] = {name: getattr(args, name, None) for name in names}
     options = {name: value for name, value in given.items() if value is not None}
@@ -430,13 +436,29 @@ def _token_json(token: Token) -> dict[str, Any]:
     return figures
 
 
-def _stream_json(stream: TokenStream) -> None:
-    """One JSON object per token on stdout, as it comes."""
+def _stream_json(stream: TokenStream) -> list[Token]:
+    """One JSON object per token on stdout, as it comes, and one last for the end:
+    `{"finish_reason": ...}`."""
+    tokens: list[Token] = []
     try:
         for token in stream:
             print(json.dumps(_token_json(token), ensure_ascii=False), flush=True)
+            tokens.append(token)
     finally:
         stream.close()
+    print(json.dumps({"finish_reason": stream.finish_reason}), flush=True)
+    return tokens
+
+
+def _say_if_cut(stream: TokenStream, tokens: list[Token], config: GenerateConfig) -> None:
+    """One line on stderr when the answer did not end by itself, and how to get more."""
+    if stream.finish_reason != "length":
+        return
+    if len(tokens) >= config.max_tokens:
+        why = f"at --max-tokens {config.max_tokens}; raise it (-n N) for a longer answer"
+    else:
+        why = "where the context filled; raise --ctx N, or shorten the prompt"
+    print(f"{_PROG}: the answer was cut {why}", file=sys.stderr)
 
 
 def _print_figures(tokens: list[Token]) -> None:
@@ -473,11 +495,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     with _loaded(args, load) as model:
         stream = model.generate(prompt, config)
         if args.json:
-            _stream_json(stream)
-        elif config.logprobs:
-            _print_figures(_stream_out(stream))
+            tokens = _stream_json(stream)
         else:
-            _stream_out(stream)
+            tokens = _stream_out(stream)
+            if config.logprobs:
+                _print_figures(tokens)
+        _say_if_cut(stream, tokens, config)
         if args.stats:
             _print_stats(stream)
     return 0
@@ -533,13 +556,15 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             history.append(Message("user", text))
             try:
                 stream = model.chat(history, config, tools=args.tools, tool_choice=args.tool_choice)
-                answer = "".join(token.text for token in _stream_out(stream))
+                tokens = _stream_out(stream)
+                answer = "".join(token.text for token in tokens)
             except ContextOverflow as error:
                 if not interactive:
                     raise
                 history.pop()
                 print(f"{_PROG}: {_one_line(error)}; /reset to start over", file=sys.stderr)
                 continue
+            _say_if_cut(stream, tokens, config)
             for call in stream.tool_calls:
                 print(f"tool call {call.id}: {call.name} {json.dumps(call.arguments)}")
             history.append(

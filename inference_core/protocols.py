@@ -14,6 +14,7 @@ import attrs
 from .types import (
     BatchResult,
     Capabilities,
+    FinishReason,
     GenerateConfig,
     GenerateMetrics,
     LoadConfig,
@@ -83,6 +84,14 @@ class TokenStream(Protocol):
         """The tools the model called, once a `chat(tools=...)` stream has ended (else empty)."""
         ...
 
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        """Why the stream ended: "stop" (an end-of-generation token, a stop token or a stop
+        string), "length" (max_tokens, or the context is full), "tool_calls" (a
+        `chat(tools=...)` answer that called tools) or "cancelled" (a cancel, a break or
+        `close()` before the end); None while it runs and after an error."""
+        ...
+
     def text(self) -> str:
         """Run the stream to its end and return all its text (tokens already read included)."""
         ...
@@ -119,6 +128,11 @@ class AsyncTokenStream(Protocol):
 
     @property
     def tool_calls(self) -> tuple[ToolCall, ...]: ...
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        """As `TokenStream.finish_reason`, once the iteration has ended or been cancelled."""
+        ...
 
     def cancel(self) -> None:
         """Stop the generation, from any thread; the iteration then ends without error."""

@@ -3,10 +3,10 @@
 A backend supplies a generator of tokens that honours a `GenerationScope`
 (raising `Cancelled` or `GenerationTimeout` when the scope says so) and a way
 to abort it from another thread; `IteratorTokenStream` does the rest: the
-iterator protocol, `err()`, `text()`, cancellation, and telling the model how
-the generation ended so that `model.err()` works per thread. `StreamingModel`
-writes the public methods of a `TextModel` once (their options, checks and
-threads), around that one generator.
+iterator protocol, `err()`, `text()`, `finish_reason`, cancellation, and telling
+the model how the generation ended so that `model.err()` works per thread.
+`StreamingModel` writes the public methods of a `TextModel` once (their options,
+checks, stop strings and threads), around that one generator.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 
 import attrs
 
+from ._stops import StopMatcher, cut
 from ._token_checks import checked_flag, checked_ids, checked_text
 from .errors import (
     Cancelled,
+    GenerationError,
     GenerationTimeout,
     InferenceError,
     InvalidValue,
@@ -33,8 +35,10 @@ if TYPE_CHECKING:
     from .aio import ThreadTokenStream
 from .tools import ToolPlan, plan_tools, render_history
 from .types import (
+    FINISH_REASONS,
     BatchResult,
     Capabilities,
+    FinishReason,
     GenerateConfig,
     GenerateMetrics,
     Message,
@@ -57,6 +61,8 @@ __all__ = [
 ]
 
 _SIGNAL_POLL = 0.05  # seconds between two looks at a caller's cancel signal in `wait`
+# What a backend may say of a generation that ran to its end; "cancelled" is the stream's.
+_ENDED: tuple[FinishReason, ...] = tuple(r for r in FINISH_REASONS if r != "cancelled")
 
 
 @final
@@ -140,7 +146,8 @@ class IteratorTokenStream:
 
     `abort` must make a blocked `next(tokens)` return promptly from another
     thread (closing a socket, setting a flag); `metrics` is asked once, when the
-    stream ends.
+    stream ends, and `finish_reason` once, when the tokens run out (None: judged by
+    their count against `max_tokens`).
     """
 
     def __init__(
@@ -153,9 +160,14 @@ class IteratorTokenStream:
         outcome: LastOutcome | None = None,
         on_end: Callable[[], None] = lambda: None,
         tool_calls: Callable[[], tuple[ToolCall, ...]] = tuple,
+        finish_reason: Callable[[], FinishReason | None] = lambda: None,
+        max_tokens: int | None = None,
     ) -> None:
         self._tokens = tokens
         self._tool_calls = tool_calls
+        self._reason_source = finish_reason
+        self._max_tokens = max_tokens
+        self._finish_reason: FinishReason | None = None
         self._scope = scope
         self._abort = abort
         self._metrics_source = metrics
@@ -178,10 +190,10 @@ class IteratorTokenStream:
             self._scope.check()
             token = next(self._tokens)
         except StopIteration:
-            self._finish(None)
+            self._end()
             raise
         except Cancelled as cancelled:
-            self._finish(cancelled)
+            self._finish(cancelled, "cancelled")
             raise StopIteration from None
         except InferenceError as error:
             self._finish(error)
@@ -194,11 +206,38 @@ class IteratorTokenStream:
         self._pieces.append(token.text)
         return token
 
-    def _finish(self, error: BaseException | None) -> None:
+    def _end(self) -> None:
+        """The generation ran to its end: finish with its reason (a reason that is none of
+        ours is the backend's error)."""
+        try:
+            reason = self._reason()
+        except BaseException as error:  # a reason none of ours, or a bug of the backend's
+            self._finish(error)
+            raise
+        self._finish(None, reason)
+
+    def _reason(self) -> FinishReason:
+        """Calls made, else the backend's reason; a backend that gives none is judged by
+        its count: max_tokens reached is "length", fewer "stop"."""
+        if self._tool_calls():
+            return "tool_calls"
+        reason = self._reason_source()
+        if reason is None:
+            full = self._max_tokens is not None and len(self._pieces) >= self._max_tokens
+            return "length" if full else "stop"
+        if reason not in _ENDED:
+            raise GenerationError(
+                f"the backend reported the finish reason {reason!r:.80}, none of "
+                f"{', '.join(_ENDED)}; it is a bug of the backend, report it to its authors"
+            ) from None  # raised as the tokens ran out: their StopIteration is no cause
+        return reason
+
+    def _finish(self, error: BaseException | None, reason: FinishReason | None = None) -> None:
         if self._done:
             return
         self._done = True
         self._error = error
+        self._finish_reason = reason
         if error is not None:
             self._abort()
         self._tokens_close()
@@ -223,6 +262,11 @@ class IteratorTokenStream:
     def tool_calls(self) -> tuple[ToolCall, ...]:
         return self._tool_calls() if self._done else ()
 
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        """Why the stream ended; None while it runs and after an error."""
+        return self._finish_reason
+
     def text(self) -> str:
         for _ in self:
             pass
@@ -242,7 +286,7 @@ class IteratorTokenStream:
         self._scope.cancel()
         self._abort()
         if not self._running:
-            self._finish(Cancelled("the stream was closed before its end"))
+            self._finish(Cancelled("the stream was closed before its end"), "cancelled")
 
     def __enter__(self) -> IteratorTokenStream:
         return self
@@ -275,7 +319,9 @@ def run_batch(
             tokens.extend(stream)
         except InferenceError as error:
             return BatchResult(prompt, tuple(tokens), error, stream.metrics)
-        return BatchResult(prompt, tuple(tokens), stream.err(), stream.metrics)
+        return BatchResult(
+            prompt, tuple(tokens), stream.err(), stream.metrics, stream.finish_reason
+        )
 
     if not prompts:
         return []
@@ -304,15 +350,34 @@ def _no_metrics() -> GenerateMetrics | None:
     return None
 
 
+def _no_reason() -> FinishReason | None:
+    return None
+
+
 @attrs.frozen
 class TokenSource:
     """One generation as a backend starts it: its tokens (a generator that starts its
     work on the first `next()` and honours the scope), how to abort it from another
-    thread, and its metrics once it has ended."""
+    thread, its metrics once it has ended, and why it ended ("stop": an end-of-generation
+    or stop token; "length": max_tokens or a full context), asked once its tokens have
+    run out. A backend that says None is judged by its count of tokens."""
 
     tokens: Iterator[Token]
     abort: Callable[[], None] = _never
     metrics: Callable[[], GenerateMetrics | None] = _no_metrics
+    finish_reason: Callable[[], FinishReason | None] = _no_reason
+
+
+def _cut_at_stops(source: TokenSource, stops: tuple[str, ...]) -> TokenSource:
+    """The source's tokens up to the first of `stops` (see `_stops.py`)."""
+    matcher = StopMatcher(stops)
+
+    def reason() -> FinishReason | None:
+        return "stop" if matcher.matched else source.finish_reason()
+
+    return attrs.evolve(
+        source, tokens=cut(source.tokens, matcher, source.abort), finish_reason=reason
+    )
 
 
 class StreamingModel:
@@ -423,6 +488,8 @@ class StreamingModel:
                 raise UnsupportedOption(option, f"{type(self).__name__} does not support {option}")
         scope = GenerationScope(cancel, timeout)
         source = self._tokens(prompt, config, scope)
+        if config.stop:
+            source = _cut_at_stops(source, config.stop)
         tokens = source.tokens if plan is None else plan.watch(source.tokens)
         return IteratorTokenStream(
             tokens,
@@ -431,6 +498,8 @@ class StreamingModel:
             metrics=source.metrics,
             outcome=self._outcome,
             tool_calls=(lambda: plan.calls) if plan is not None else tuple,
+            finish_reason=source.finish_reason,
+            max_tokens=config.max_tokens,
         )
 
     def agenerate(
@@ -511,10 +580,11 @@ class StreamingModel:
         timeout: float | None = None,
         **options: Any,
     ) -> list[Token]:
-        """The greedy next token of each prompt."""
+        """The greedy next token of each prompt (stop strings, which would hold it back,
+        do not apply)."""
         self._check_usable()
         base = build_config(GenerateConfig, config, options)
-        greedy = attrs.evolve(base, max_tokens=1, temperature=0.0)
+        greedy = attrs.evolve(base, max_tokens=1, temperature=0.0, stop=())
         return [next(self.generate(prompt, greedy, timeout=timeout)) for prompt in prompts]
 
     # -- tokens: counted as the backend reads them -------------------------------------

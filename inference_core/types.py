@@ -14,17 +14,21 @@ from ._nesting import gbnf_depth, gbnf_rules, json_depth
 from .errors import InvalidValue
 
 __all__ = [
+    "FINISH_REASONS",
     "MAX_DETOKENIZE_IDS",
     "MAX_GRAMMAR_DEPTH",
     "MAX_GRAMMAR_RULES",
     "MAX_JSON_DEPTH",
     "MAX_LOGPROBS",
+    "MAX_STOPS",
+    "MAX_STOP_LENGTH",
     "MAX_TOKENIZE_CHARS",
     "MAX_TOKENS",
     "ROLES",
     "TOOL_FORMATS",
     "BatchResult",
     "Capabilities",
+    "FinishReason",
     "GenerateConfig",
     "GenerateMetrics",
     "LoadConfig",
@@ -49,6 +53,12 @@ MAX_GRAMMAR_RULES = 10_000
 # a minute (the time grows with the square of the depth: 2 s at 1,000), and Python's json
 # recurses as well, up to about 1,000. No real schema comes near 256.
 MAX_JSON_DEPTH = 256
+
+#: Why a stream ended: an end-of-generation token, a stop token or a stop string ("stop"),
+#: max_tokens or a full context ("length"), calls of the tools it was given ("tool_calls"),
+#: or a cancel, break or close ("cancelled").
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
+FINISH_REASONS: tuple[FinishReason, ...] = ("stop", "length", "tool_calls", "cancelled")
 
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 _Item = TypeVar("_Item")
@@ -297,10 +307,34 @@ MAX_LOGPROBS = 20  # as OpenAI's top_logprobs
 # Far past any context, and with room below 2**31 for the few tokens a backend adds
 # (llama-server reads the count as a signed 32-bit integer).
 MAX_TOKENS = 2**30
+# Stop strings are looked for in the text after every token, and a stream holds back up to
+# the longest one's length of text: these bound that work (OpenAI takes 4 strings).
+MAX_STOPS = 32
+MAX_STOP_LENGTH = 1_000
 
 
 def _schema(value: Any) -> dict[str, Any]:
     return _json_object(value, "json_schema")
+
+
+def _stop_strings(value: str | Iterable[str]) -> tuple[str, ...]:
+    """One stop string may be given alone, as OpenAI's `stop` takes it."""
+    return (value,) if isinstance(value, str) else _str_tuple(value)
+
+
+def _stops(_: Any, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+    _check_sequence(attribute.name, value, "non-empty strings")
+    if len(value) > MAX_STOPS:
+        raise InvalidValue(
+            "stop", f"stop holds {len(value)} strings, past the limit of {MAX_STOPS}"
+        )
+    for item in value:
+        if not isinstance(item, str) or not item or len(item) > MAX_STOP_LENGTH:
+            raise InvalidValue(
+                "stop",
+                f"stop must hold non-empty strings of at most {MAX_STOP_LENGTH} characters, "
+                f"got {item!r:.100}",
+            )
 
 
 def _grammar(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -331,6 +365,11 @@ class GenerateConfig:
     deeper than MAX_JSON_DEPTH or MAX_GRAMMAR_DEPTH, and a grammar may define at most
     MAX_GRAMMAR_RULES rules (a deep one, or a long chain of rules, crashes llama-server).
     logprobs N gives every token its log-probability and the N most likely candidates.
+    stop holds strings (at most MAX_STOPS, each at most MAX_STOP_LENGTH characters) that end
+    the output where the first of them begins: it and all after it are never delivered, and
+    the stream ends with finish_reason "stop". Tokens stay whole, with their real ids: when
+    a stop string begins inside a token (or inside a character spread over several), that
+    token is left out too, so the text ends a little before the stop string.
     """
 
     max_tokens: int = attrs.field(default=256, validator=_int_in(1, MAX_TOKENS))
@@ -350,6 +389,7 @@ class GenerateConfig:
     )
     grammar: str | None = attrs.field(default=None, validator=attrs.validators.optional(_grammar))
     logprobs: int = attrs.field(default=0, validator=_int_in(0, MAX_LOGPROBS))
+    stop: tuple[str, ...] = attrs.field(default=(), converter=_stop_strings, validator=_stops)
 
     def __attrs_post_init__(self) -> None:
         if self.json_schema is not None and self.grammar is not None:
@@ -571,12 +611,14 @@ class Capabilities:
 
 @attrs.frozen
 class BatchResult:
-    """One prompt's outcome in `batch_generate`: its tokens, or the error that ended it."""
+    """One prompt's outcome in `batch_generate`: its tokens, or the error that ended it,
+    and why it ended (`finish_reason`, as a stream's: None after an error)."""
 
     prompt: str
     tokens: tuple[Token, ...]
     error: BaseException | None = None
     metrics: GenerateMetrics | None = None
+    finish_reason: FinishReason | None = None
 
     @property
     def text(self) -> str:

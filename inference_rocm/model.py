@@ -1,29 +1,13 @@
 """The TextModel over one llama-server.
 
 Tokens stream from the native `/completion` endpoint with `return_tokens`, so
-each carries its real id. llama-server sends no event for a token that leaves
-an incomplete UTF-8 sequence (byte pieces of emoji, CJK, accented text): the
-next event carries the whole character but only the last id, and
-`tokens_predicted` jumps. The missing ids are recovered by tokenizing that
-event's text with `/tokenize` (with pieces) and accepted only when the count
-and the trailing id agree with what the server reported; they are delivered
-in order, with empty text, before the token that completes the character.
-To recover ids cut off by the token limit the same way, the server is asked
-for a few tokens more than `max_tokens` (a UTF-8 character spans at most four
-byte tokens) and the stream is closed as soon as `max_tokens` have been
-delivered.
-
-With `logprobs`, each token carries the figures the server sent for it
-(`completion_probabilities`). For a character split across tokens, the server
-sends one event with the figures of its last token only: the tokens recovered
-before it carry `logprob=None` and no candidates, as does a token of an
-unfinished character that `max_tokens` cut off.
+each carries its real id; `delivery.py` turns its events into tokens (recovering
+the ids of characters split across tokens) and says why the stream ended.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +28,6 @@ from inference_core.streams import GenerationScope, StreamingModel, TokenSource,
 from inference_core.types import (
     Capabilities,
     GenerateConfig,
-    GenerateMetrics,
     Message,
     ModelInfo,
     Token,
@@ -52,15 +35,11 @@ from inference_core.types import (
 )
 
 from . import rendering, tokenizer, wire
-from .client import EventStream, RequestRejected, ServerClient, error_for
+from .client import RequestRejected, ServerClient
+from .delivery import UTF8_SLACK, Generation
 
 __all__ = ["LlamaServerModel", "ServerHandle", "request_body"]
 
-logger = logging.getLogger(__name__)
-
-# Extra tokens requested beyond max_tokens so that a character split by the
-# limit still arrives whole (UTF-8 is at most 4 bytes, each token adds >= 1).
-_UTF8_SLACK = 3
 # An /embedding answer takes about 21 bytes per dimension of each vector (measured):
 # texts are sent in groups whose answers stay far below the client's cap on a body.
 _EMBED_ANSWER_BYTES = 8 * 2**20
@@ -74,7 +53,7 @@ def request_body(
     """The `/completion` request for a prompt and a GenerateConfig (0 = off, as in ours)."""
     body: dict[str, Any] = {
         "prompt": prompt,
-        "n_predict": config.max_tokens + (_UTF8_SLACK if stream else 0),
+        "n_predict": config.max_tokens + (UTF8_SLACK if stream else 0),
         "stream": stream,
         "return_tokens": True,
         "timings_per_token": stream,  # a stream we close early still has the server's timings
@@ -120,30 +99,6 @@ class ServerHandle(Protocol):
 
 
 _Server = TypeVar("_Server", bound=ServerHandle)
-
-
-@final
-class _Generation:
-    """The state of one streamed generation, shared by its token generator and its stream."""
-
-    __slots__ = ("events", "timings")
-
-    def __init__(self) -> None:
-        self.events: EventStream | None = None
-        self.timings: Any = None  # the last the server sent, read when the stream ends
-
-    def abort(self) -> None:
-        events = self.events
-        if events is not None:
-            events.abort()
-
-    def metrics(self) -> GenerateMetrics | None:
-        """The server's timings; none when they are not its shape (a stream that ran to
-        its end raised that already)."""
-        try:
-            return wire.metrics(self.timings)
-        except wire.BadAnswer:
-            return None
 
 
 @final
@@ -231,11 +186,12 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
     def _tokens(
         self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
     ) -> TokenSource:
-        generation = _Generation()
+        generation = Generation(self.server.client)
         return TokenSource(
             self._generate(prompt, config, scope, generation),
             abort=generation.abort,
             metrics=generation.metrics,
+            finish_reason=generation.finish_reason,
         )
 
     def _generate(
@@ -243,7 +199,7 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         prompt: str | Sequence[Message],
         config: GenerateConfig,
         scope: GenerationScope,
-        generation: _Generation,
+        generation: Generation,
     ) -> Iterator[Token]:
         """The request starts on the first `next()`: errors raise from the iterator."""
         with self._answers():
@@ -256,91 +212,10 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
                 raise _constraint_error(rejected, config) or rejected from None
             generation.events = events
             try:
-                yield from self._deliver(events, config, generation, scope)
+                yield from generation.deliver(events, config, scope)
             finally:
                 events.close()
             wire.metrics(generation.timings)
-
-    def _deliver(
-        self,
-        events: EventStream,
-        config: GenerateConfig,
-        generation: _Generation,
-        scope: GenerationScope,
-    ) -> Iterator[Token]:
-        """Turn events into tokens in order, recovering ids the stream leaves out."""
-        delivered, limit, stops = 0, config.max_tokens, config.stop_tokens
-        for event in events:
-            if "error" in event:
-                raise error_for(500, event, endpoint="/completion")
-            timings = event.get("timings")
-            if timings is not None:
-                generation.timings = timings
-            ids = event.get("tokens")
-            if type(ids) is not list:
-                ids = wire.ids(ids)
-            figures = event.get("completion_probabilities")
-            if len(ids) == 1 and event.get("tokens_predicted", delivered + 1) == delivered + 1:
-                token = wire.token(ids[0], event.get("content"), figures)  # the hot path
-                if token.id in stops:
-                    return
-                delivered += 1
-                yield token
-                if delivered == limit:
-                    return
-            elif ids:
-                ids, text = wire.ids(ids), wire.text(event.get("content"))
-                predicted = event.get("tokens_predicted", delivered + len(ids))
-                missing = wire.count(predicted, "tokens_predicted") - delivered
-                group = (
-                    self._recover(text, ids, missing, scope)
-                    if missing > len(ids)
-                    else [(token_id, b"") for token_id in ids]
-                )
-                cut = next((i for i, (token_id, _) in enumerate(group) if token_id in stops), None)
-                end = min(len(group) if cut is None else cut, limit - delivered)
-                whole = end == len(group)
-                last = wire.figures(figures) if whole else None
-                yield from _split_group(
-                    group[:end],
-                    text if whole else None,
-                    last if last and last.id == ids[-1] else None,
-                )
-                delivered += end
-                if end < len(group) or delivered == limit:
-                    return
-            if event.get("stop") is not False and wire.flag(event.get("stop"), "stop"):
-                predicted = wire.count(event.get("tokens_predicted", delivered), "tokens_predicted")
-                if predicted > delivered and event.get("stop_type") != "limit":
-                    logger.warning(
-                        "llama-server ended on %d token(s) of an unfinished character it never "
-                        "sent; their ids are missing from this stream",
-                        predicted - delivered,
-                    )
-                return
-        raise GenerationError(
-            "the stream ended without the server's final event; the output is incomplete"
-        )
-
-    def _recover(
-        self, text: str, ids: list[int], expected: int, scope: GenerationScope
-    ) -> list[tuple[int, bytes]]:
-        """The ids (and bytes) of a character split across tokens, by tokenizing its text
-        (within the generation's own deadline and cancel)."""
-        answer = self.server.client.request(
-            "POST", "/tokenize", {"content": text, "with_pieces": True}, scope=scope
-        )
-        group = wire.pieces(answer)
-        if len(group) != expected or [token_id for token_id, _ in group[-len(ids) :]] != ids:
-            logger.warning(
-                "could not verify the ids of %r (the server reported %d tokens ending in %s, "
-                "the tokenizer gives %s); delivering the tokenizer's ids",
-                text,
-                expected,
-                ids,
-                [token_id for token_id, _ in group],
-            )
-        return group
 
     # -- embeddings ---------------------------------------------------------
 
@@ -463,23 +338,3 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
     def __del__(self) -> None:
         if not getattr(self, "_closed", threading.Event()).is_set():
             self.close()
-
-
-def _split_group(
-    group: list[tuple[int, bytes]], text: str | None, figures: wire.Figures | None
-) -> Iterator[Token]:
-    """Tokens of one event: the text goes on the last; ids before it carry none.
-
-    `text` is None when the group was cut short (by the limit or a stop token):
-    the last token delivered then carries its bytes decoded the way the server
-    renders an unfinished character. `figures` are the log-probabilities the
-    server sent with the event; they belong to its last token only.
-    """
-    if not group:
-        return
-    for token_id, _ in group[:-1]:
-        yield Token(token_id, "")
-    if text is None:
-        text = b"".join(data for _, data in group).decode("utf-8", "replace")
-    token_id = group[-1][0]
-    yield Token(token_id, text) if figures is None else figures.token(token_id, text)

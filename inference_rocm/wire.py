@@ -23,7 +23,7 @@ from typing import Any, TypeGuard, final
 
 import attrs
 
-from inference_core.types import GenerateMetrics, Token
+from inference_core.types import FinishReason, GenerateMetrics, Token
 
 __all__ = [
     "BadAnswer",
@@ -34,6 +34,7 @@ __all__ = [
     "detokenized",
     "embeddings",
     "figures",
+    "finish_reason",
     "first_token",
     "flag",
     "ids",
@@ -175,6 +176,26 @@ def flag(value: Any, field: str) -> bool:
     if value is None or type(value) is bool:
         return value is True
     raise _bad(_COMPLETION, field, value, "true or false")
+
+
+# The `stop_type` of a final event, as the finish reason llama-server's own OpenAI-style
+# endpoints give for it: "limit" is max_tokens or a full context (measured: a prompt near
+# the context length ends with "limit" and `truncated`), and "none", an end it names no
+# reason for, is "length" there too. "word" is a stop word, which we never send.
+_FINISH_REASONS: dict[str, FinishReason] = {
+    "eos": "stop",
+    "word": "stop",
+    "limit": "length",
+    "none": "length",
+}
+
+
+def finish_reason(value: Any) -> FinishReason:
+    """The `stop_type` of a `/completion` stream's final event, as a finish reason."""
+    reason = _FINISH_REASONS.get(value) if type(value) is str else None
+    if reason is None:
+        raise _bad(_COMPLETION, "stop_type", value, f"one of {', '.join(_FINISH_REASONS)}")
+    return reason
 
 
 def token(token_id: Any, content: Any, probabilities: Any) -> Token:

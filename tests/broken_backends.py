@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 import attrs
 import pytest
 
-from inference_core import LoadConfig
+from inference_core import Cancelled, LoadConfig
 from inference_core.protocols import Backend, CancelSignal, TextModel
 from inference_core.streams import (
     GenerationScope,
@@ -50,6 +50,23 @@ class FaithfulModel(StreamingModel):
 
     def _check_usable(self) -> None:
         self.inner._check_usable()
+
+    def _open(
+        self,
+        prompt: str | Sequence[Message],
+        config: GenerateConfig,
+        cancel: CancelSignal | None,
+        timeout: float | None,
+        plan: ToolPlan | None = None,
+    ) -> IteratorTokenStream:
+        config, timeout = self._opening(config, timeout)
+        return super()._open(prompt, config, cancel, timeout, plan)
+
+    def _opening(
+        self, config: GenerateConfig, timeout: float | None
+    ) -> tuple[GenerateConfig, float | None]:
+        """What the core is given to open a stream with; a flaw may change it."""
+        return config, timeout
 
     def _tokens(
         self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
@@ -88,23 +105,18 @@ class DeadlineAtStartOnly(FaithfulModel):
 
     def __init__(self, token_delay: float) -> None:
         super().__init__(token_delay)
-        self._opening = threading.local()
+        self._at_start = threading.local()
 
-    def _open(
-        self,
-        prompt: str | Sequence[Message],
-        config: GenerateConfig,
-        cancel: CancelSignal | None,
-        timeout: float | None,
-        plan: ToolPlan | None = None,
-    ) -> IteratorTokenStream:
-        self._opening.timeout = timeout  # for _tokens, called from here on this thread
-        return super()._open(prompt, config, cancel, None, plan)
+    def _opening(
+        self, config: GenerateConfig, timeout: float | None
+    ) -> tuple[GenerateConfig, float | None]:
+        self._at_start.timeout = timeout  # for _tokens, called next on this thread
+        return config, None
 
     def _tokens(
         self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
     ) -> TokenSource:
-        at_start = GenerationScope(timeout=self._opening.timeout)
+        at_start = GenerationScope(timeout=self._at_start.timeout)
         source = self.inner._tokens(prompt, config, scope)
 
         def checked_once() -> Iterator[Token]:
@@ -194,6 +206,84 @@ class RefusesUntyped(FaithfulModel):
         raise NotImplementedError("embeddings are not supported")
 
 
+class IgnoresStopStrings(FaithfulModel):
+    """Never hears of stop strings: the answer runs on through them."""
+
+    def _opening(
+        self, config: GenerateConfig, timeout: float | None
+    ) -> tuple[GenerateConfig, float | None]:
+        return attrs.evolve(config, stop=()), timeout
+
+
+class RetextsAtStopStrings(FaithfulModel):
+    """Matches stop strings itself, on the whole answer, and cuts the text exactly where
+    one begins: the token it begins inside is delivered with the part before it."""
+
+    def __init__(self, token_delay: float) -> None:
+        super().__init__(token_delay)
+        self._stops = threading.local()
+
+    def _opening(
+        self, config: GenerateConfig, timeout: float | None
+    ) -> tuple[GenerateConfig, float | None]:
+        self._stops.value = config.stop  # for _tokens, called next on this thread
+        return attrs.evolve(config, stop=()), timeout
+
+    def _tokens(
+        self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
+    ) -> TokenSource:
+        stops: tuple[str, ...] = self._stops.value
+        source = self.inner._tokens(prompt, config, scope)
+        cut: list[bool] = []
+
+        def retexted() -> Iterator[Token]:
+            tokens = list(source.tokens)
+            text = "".join(token.text for token in tokens)
+            end = min((text.find(stop) for stop in stops if stop in text), default=len(text))
+            offset = 0
+            for token in tokens:
+                if offset + len(token.text) > end:
+                    cut.append(True)
+                    if offset < end:
+                        yield attrs.evolve(token, text=text[offset:end])
+                    return
+                offset += len(token.text)
+                yield token
+
+        return attrs.evolve(
+            source,
+            tokens=retexted(),
+            finish_reason=lambda: "stop" if cut else source.finish_reason(),
+        )
+
+
+class StopAtMaxTokens(FaithfulModel):
+    """Says "stop" however its generation ended, at max_tokens too."""
+
+    def _tokens(
+        self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
+    ) -> TokenSource:
+        return attrs.evolve(self.inner._tokens(prompt, config, scope), finish_reason=lambda: "stop")
+
+
+class EndsOnCancel(FaithfulModel):
+    """Takes a cancel that reaches it while it waits for a token for the end of its
+    answer: it returns instead of raising `Cancelled`."""
+
+    def _tokens(
+        self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
+    ) -> TokenSource:
+        source = self.inner._tokens(prompt, config, scope)
+
+        def ended() -> Iterator[Token]:
+            try:
+                yield from source.tokens
+            except Cancelled:
+                return
+
+        return attrs.evolve(source, tokens=ended())
+
+
 class _Contract(TextModelContract):
     """The kit against one broken model, which `broken` names."""
 
@@ -223,6 +313,10 @@ MODELS: dict[str, type[FaithfulModel]] = {
         EmbedsNothing,
         CountsOneMore,
         DetokenizesShort,
+        IgnoresStopStrings,
+        RetextsAtStopStrings,
+        StopAtMaxTokens,
+        EndsOnCancel,
     )
 }
 

@@ -20,6 +20,7 @@ import textwrap
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,7 @@ from inference_core.testing.contracts import TOOLS
 server = pytest.mark.server
 
 GREEDY = ("--temperature", "0", "--max-tokens", "8")
+CUT_AT_8 = "inference: the answer was cut at --max-tokens 8; raise it (-n N) for a longer answer"
 # Greedy SmolLM2 counts on for thousands of tokens (a minute and more): still generating when
 # a test interrupts it, however fast the machine. "Tell a story" ends after 9 tokens.
 ENDLESS = ("--max-tokens", "100000", "Count from one to a thousand: 1, 2, 3,")
@@ -118,7 +120,8 @@ def test_run_streams_the_demo_model_to_stdout(smollm2_path: str) -> None:
     result = cli("run", *GREEDY, "The capital of France is")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() and result.stdout.endswith("\n")
-    assert result.stderr == ""  # no spinner, no stats when stderr is not a terminal
+    # No spinner, no stats when stderr is not a terminal: only the answer's cut.
+    assert result.stderr == f"{CUT_AT_8}\n"
 
 
 @server
@@ -223,6 +226,64 @@ def test_chat_reset_keeps_going_and_exit_stops(smollm2_path: str) -> None:
     assert result.stderr.count("generated:") == 2
 
 
+# -- why an answer ended, and stop strings ------------------------------------------
+
+
+def first_token_stop(tokens: list[dict[str, Any]]) -> tuple[int, str]:
+    """A token of `tokens` (not the first) whose text first occurs in their text where it
+    begins, and that text: a stop string that ends the answer just before that token."""
+    text = "".join(token["text"] for token in tokens)
+    offset = 0
+    for index, token in enumerate(tokens):
+        if index and token["text"].strip() and text.find(token["text"]) == offset:
+            return index, token["text"]
+        offset += len(token["text"])
+    pytest.fail(f"every token of {text!r} repeats an earlier text")
+
+
+@server
+def test_run_json_ends_with_the_finish_reason_and_stop_cuts_the_answer_there() -> None:
+    prompt = ("-n", "24", "The capital of France is")
+    *tokens, end = [json.loads(line) for line in cli("run", "--json", *prompt).stdout.splitlines()]
+    assert end == {"finish_reason": "length"} and len(tokens) == 24
+    index, stop = first_token_stop(tokens)
+    stopped = cli("run", "--json", "--stop", "never said", "--stop", stop, *prompt)
+    assert stopped.returncode == 0, stopped.stderr
+    *kept, end = [json.loads(line) for line in stopped.stdout.splitlines()]
+    assert kept == tokens[:index] and end == {"finish_reason": "stop"}
+    assert stopped.stderr == "", "an answer ended at a stop string was not cut"
+    plain = cli("run", "--stop", stop, *prompt)
+    assert plain.stdout == "".join(token["text"] for token in tokens[:index]) + "\n"
+
+
+@server
+def test_chat_stops_at_a_stop_string_and_says_when_max_tokens_cut_an_answer() -> None:
+    whole = cli("chat", "-n", "200", stdin="Hi\n")
+    assert whole.returncode == 0 and whole.stderr == "", "the greeting ends by itself"
+    word = whole.stdout.split()[1]
+    stopped = cli("chat", "-n", "200", "--stop", word, stdin="Hi\n")
+    assert stopped.stdout.strip() and word not in stopped.stdout
+    assert whole.stdout.startswith(stopped.stdout.rstrip("\n"))
+    cut = cli("chat", *GREEDY, stdin="Hi\n")
+    assert cut.stderr == f"{CUT_AT_8}\n"
+
+
+@server
+def test_an_answer_cut_by_a_full_context_says_so_and_not_max_tokens() -> None:
+    result = cli("run", "--ctx", "128", "-n", "1000", "Count from one to a thousand: 1, 2, 3,")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "inference: the answer was cut where the context filled; raise --ctx N, or shorten "
+        "the prompt\n"
+    )
+
+
+def test_an_empty_stop_string_is_a_usage_error_naming_the_option() -> None:
+    result = cli("run", "--stop", "", "hi")
+    assert result.returncode == 2
+    assert "argument --stop: stop must hold non-empty strings" in result.stderr
+
+
 # -- errors -------------------------------------------------------------------
 
 
@@ -314,7 +375,8 @@ def test_loading_shows_a_spinner_on_a_terminal_and_clears_it(smollm2_path: str) 
     os.close(controller)
     assert process.returncode == 0 and stdout.strip()
     assert b"loading SmolLM2-135M-Instruct.Q4_1.gguf" in shown
-    assert shown.endswith(b"\r\x1b[K")  # the spinner's line is wiped once the model is loaded
+    # The spinner's line is wiped once the model is loaded; then only the answer's cut.
+    assert shown.endswith(b"\r\x1b[K" + CUT_AT_8.encode() + b"\r\n")
 
 
 # -- Ctrl-C ---------------------------------------------------------------------
@@ -520,8 +582,8 @@ def test_run_prints_logprobs_to_stderr_or_as_json_lines() -> None:
     figures = [line for line in shown.stderr.splitlines() if line.startswith("'")]
     assert len(figures) == 4 and all(line.count(" -") == 3 for line in figures), shown.stderr
     lines = cli("run", "--json", "--logprobs", "2", "-n", "4", "The capital of France is")
-    tokens = [json.loads(line) for line in lines.stdout.splitlines()]
-    assert len(tokens) == 4
+    *tokens, end = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert len(tokens) == 4 and end == {"finish_reason": "length"}
     for token in tokens:
         assert token["logprob"] <= 0 and len(token["top_logprobs"]) == 2
         assert token["top_logprobs"][0]["id"] == token["id"]

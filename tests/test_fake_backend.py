@@ -11,6 +11,7 @@ from inference_core import GenerationTimeout, LoadConfig, ModelClosed
 from inference_core.protocols import Backend, TextModel, TokenStream
 from inference_core.streams import run_batch
 from inference_core.testing import BackendContract, FakeBackend, FakeModel, TextModelContract
+from inference_core.testing.fake import fake_token
 
 
 class TestFakeBackendContract(BackendContract):
@@ -81,3 +82,23 @@ def test_run_batch_gives_each_prompt_its_own_result_whatever_fails() -> None:
     assert [result.ok for result in results] == [True, False, True]
     assert isinstance(results[1].error, ModelClosed) and results[1].tokens == ()
     assert "".join(token.text for token in results[2].tokens) == "d e f"
+
+
+def test_fake_model_says_why_it_ended() -> None:
+    model = FakeModel("m", LoadConfig())
+    echo, stopped = (
+        model.generate("a b", max_tokens=3),
+        model.generate("a b", stop_tokens=[fake_token(" b").id]),
+    )
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    whole, cut = (
+        model.generate("a", json_schema=schema),
+        model.generate("a", json_schema=schema, max_tokens=2),
+    )
+    assert [s.text() for s in (echo, stopped, whole, cut)] == ["a b a", "a", '{"n": 0}', '{"']
+    assert [s.finish_reason for s in (echo, stopped, whole, cut)] == [
+        "length",
+        "stop",
+        "stop",
+        "length",
+    ]

@@ -42,7 +42,7 @@ TIMINGS = {"prompt_n": 1, "prompt_ms": 1.0, "predicted_n": 2, "predicted_ms": 2.
 END = event(content="", tokens=[], stop=True, stop_type="eos", tokens_predicted=2, timings=TIMINGS)
 FIGURES = {"id": 100, "bytes": [65], "logprob": -0.5, "top_logprobs": []}
 SPLIT = event(content="🎉", tokens=[227], stop=False, tokens_predicted=3)
-SPLIT_END = event(content="", tokens=[], stop=True, tokens_predicted=3)
+SPLIT_END = event(content="", tokens=[], stop=True, stop_type="eos", tokens_predicted=3)
 
 # What llama-server answers, as far as these tests ask it.
 GOOD: dict[str, Answer] = {
@@ -178,17 +178,32 @@ IN_A_GENERATION: dict[str, tuple[str, dict[str, Answer], str]] = {
     ),
     "tokens_predicted of the end not a number": (
         "generate",
-        _events(token(0), event(content="", tokens=[], stop=True, tokens_predicted="x")),
+        _events(
+            token(0), event(content="", tokens=[], stop=True, stop_type="eos", tokens_predicted="x")
+        ),
         "/completion: tokens_predicted is 'x', not an integer",
+    ),
+    "stop_type unknown": (
+        "generate",
+        _events(token(0), event(content="", tokens=[], stop=True, stop_type="tired")),
+        "/completion: stop_type is 'tired', not one of eos, word, limit, none",
+    ),
+    "stop_type missing": (
+        "generate",
+        _events(token(0), event(content="", tokens=[], stop=True)),
+        "/completion: stop_type is missing",
     ),
     "timings not numbers": (
         "generate",
-        _events(token(0), event(content="", tokens=[], stop=True, timings={"prompt_n": "x"})),
+        _events(
+            token(0),
+            event(content="", tokens=[], stop=True, stop_type="eos", timings={"prompt_n": "x"}),
+        ),
         "/completion: timings.prompt_n is 'x', not an integer",
     ),
     "timings not an object": (
         "generate",
-        _events(token(0), event(content="", tokens=[], stop=True, timings="fast")),
+        _events(token(0), event(content="", tokens=[], stop=True, stop_type="eos", timings="fast")),
         "/completion: timings is 'fast', not a JSON object",
     ),
     "an overflow error whose n_ctx is not a number": (

@@ -52,6 +52,19 @@ FAILS: dict[str, set[str]] = {
     "TestEmbedsNothing": {"test_declared_embeddings_are_computed_and_others_refused"},
     "TestCountsOneMore": {"test_count_tokens_is_what_a_generation_reads"},
     "TestDetokenizesShort": {"test_tokenize_and_detokenize_round_trip"},
+    "TestIgnoresStopStrings": {
+        "test_a_stop_string_ends_the_stream_before_it_in_whole_tokens",
+        "test_a_stop_string_beginning_inside_a_token_leaves_that_token_out",
+        "test_async_and_batch_streams_end_at_stop_strings_and_say_why",
+    },
+    "TestRetextsAtStopStrings": {
+        "test_a_stop_string_beginning_inside_a_token_leaves_that_token_out",
+    },
+    "TestStopAtMaxTokens": {
+        "test_finish_reason_is_none_while_running_then_length_at_max_tokens",
+        "test_async_and_batch_streams_end_at_stop_strings_and_say_why",
+    },
+    "TestEndsOnCancel": CANCEL_AND_DEADLINE - {"test_a_deadline_wakes_a_blocked_reader"},
     "TestBoolPriority": {"test_backend_satisfies_the_protocol"},
 }
 MODEL_FAILS = set().union(*(tests for name, tests in FAILS.items() if name != "TestBoolPriority"))

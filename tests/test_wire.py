@@ -67,7 +67,7 @@ SCALARS = (
     | st.integers(min_value=2**62, max_value=2**70)
     | st.floats()  # NaN and both infinities included, as Python's JSON reads them
     | st.text(st.characters(exclude_categories=()), max_size=8)  # lone surrogates too
-    | st.sampled_from(["exceed_context_size_error", *FIELDS])
+    | st.sampled_from(["exceed_context_size_error", "eos", "limit", *FIELDS])
 )
 JSON = st.recursive(
     SCALARS,
@@ -83,6 +83,7 @@ READERS: dict[str, Callable[[Any], object]] = {
     "text": wire.text,
     "count": lambda value: wire.count(value, "tokens_predicted"),
     "flag": lambda value: wire.flag(value, "stop"),
+    "finish_reason": wire.finish_reason,
     "token": lambda value: wire.token(value, value, value),
     "token, figures": lambda value: wire.token(5, "a", value),
     "figures": wire.figures,
@@ -135,6 +136,14 @@ def test_any_error_answer_becomes_an_inference_error(status: int, body: Any) -> 
 
 
 # -- what llama-server sends is read as it means ----------------------------------------
+
+
+def test_the_stop_type_of_the_last_event_is_read_as_a_finish_reason() -> None:
+    reasons = {value: wire.finish_reason(value) for value in ("eos", "word", "limit", "none")}
+    assert reasons == {"eos": "stop", "word": "stop", "limit": "length", "none": "length"}
+    for bad in (None, "EOS", "", 1, ["eos"]):
+        with pytest.raises(wire.BadAnswer, match="stop_type"):
+            wire.finish_reason(bad)
 
 
 def test_a_token_with_figures_carries_them() -> None:

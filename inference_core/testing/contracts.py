@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import math
 import random
@@ -62,6 +63,7 @@ from ..errors import (
 from ..protocols import AsyncTokenStream, Backend, BackendStatus, TextModel, TokenStream
 from ..types import (
     TOOL_FORMATS,
+    BatchResult,
     Capabilities,
     GenerateConfig,
     LoadConfig,
@@ -80,6 +82,7 @@ _SETTLE = 0.5  # seconds a reader is given to block before it is cancelled
 _WAITING_READ = 6.0  # seconds the default waiting prompt takes to read: > _SETTLE + _PROMPTLY
 _PROBE_WORDS = 64  # the prompt that measures how fast a model reads
 _TRIES = 5  # deadlines tried to find one that passes mid-stream
+_STOP_RUN = 16  # tokens of the greedy answer in which stop strings are tried
 # Common words, about a token each in most vocabularies: a long prompt of them fits.
 _WORDS = ("apple", "river", "stone", "green", "house", "water", "light", "night", "paper")
 PERSON: dict[str, Any] = {
@@ -150,6 +153,19 @@ def _honoured(option: str, run: Callable[[], Any]) -> Any:
     except UnsupportedOption as refused:
         assert refused.option == option, f"refused {refused.option!r} for {option!r}"
         pytest.skip(f"the backend refuses {option}: {refused}")
+
+
+def _stop_string(tokens: list[Token], *, inside: bool = False) -> tuple[int, str]:
+    """A stop string and the index of the token where it first begins in `tokens`' text:
+    the text of that token and the next (from the token's second character, `inside`)."""
+    text = "".join(token.text for token in tokens)
+    offset = 0
+    for where, (token, following) in enumerate(itertools.pairwise(tokens)):
+        stop = token.text[1:] + following.text if inside else token.text + following.text
+        if where and len(token.text) > 1 and text.find(stop) == offset + (1 if inside else 0):
+            return where, stop
+        offset += len(token.text)
+    pytest.fail(f"no stop string to try in {text!r}: its words all repeat")
 
 
 def _long_prompt(model: TextModel) -> str:
@@ -321,8 +337,9 @@ class TextModelContract:
         # The first id not seen before it, after the first token: the stop keeps the rest.
         where = next((n for n in range(1, len(ids)) if ids[n] not in ids[:n]), None)
         assert where is not None, f"the greedy tokens' ids {ids} never change"
-        got = [t.id for t in model.generate(_PROMPT, max_tokens=8, stop_tokens=[ids[where]])]
-        assert got == ids[:where]
+        stream = model.generate(_PROMPT, max_tokens=8, stop_tokens=[ids[where]])
+        assert [t.id for t in stream] == ids[:where]
+        assert stream.finish_reason == "stop"
 
     def test_seed_makes_sampling_reproducible(self, model: TextModel) -> None:
         if not self.supports_seed:
@@ -355,7 +372,17 @@ class TextModelContract:
         assert list(stream) == []
         assert isinstance(stream.err(), Cancelled)
         assert isinstance(model.err(), Cancelled)
+        assert stream.finish_reason == "cancelled"
         assert self._greedy(model, 3)
+
+    def test_a_stream_closed_before_its_end_was_cancelled(self, model: TextModel) -> None:
+        unread = model.generate(_PROMPT, max_tokens=200)
+        unread.close()
+        begun = model.generate(_PROMPT, max_tokens=200)
+        next(begun)
+        begun.close()
+        assert unread.finish_reason == begun.finish_reason == "cancelled"
+        assert isinstance(begun.err(), Cancelled)
 
     @pytest.mark.parametrize("how", ["signal", "call"])
     def test_cancel_wakes_a_reader_blocked_in_another_thread(
@@ -373,7 +400,7 @@ class TextModelContract:
             stream.cancel()
         assert reader.ended(_PROMPTLY), f"the reader still waits {_PROMPTLY:g} s after the cancel"
         assert reader.error is None and reader.tokens == []
-        assert isinstance(stream.err(), Cancelled)
+        assert isinstance(stream.err(), Cancelled) and stream.finish_reason == "cancelled"
         assert self._greedy(model, 3)
 
     def test_a_deadline_wakes_a_blocked_reader(
@@ -421,6 +448,7 @@ class TextModelContract:
         with pytest.raises(GenerationTimeout):
             list(stream)
         assert isinstance(model.err(), GenerationTimeout)
+        assert stream.finish_reason is None, "an error is no finish reason"
         assert self._greedy(model, 3)
 
     def test_err_is_per_thread(self, model: TextModel) -> None:
@@ -535,6 +563,7 @@ class TextModelContract:
         assert stream.tool_calls == (), "tool_calls must wait for the stream's end"
         stream.text()
         assert stream.err() is None and stream.tool_calls
+        assert stream.finish_reason == "tool_calls"
         for call in stream.tool_calls:
             assert isinstance(call, ToolCall) and call.id
             assert call.name in ("get_weather", "get_time")
@@ -553,6 +582,7 @@ class TextModelContract:
             "tools", lambda: model.chat(history, tools=TOOLS, tool_choice="none", max_tokens=24)
         )
         assert stream.text() and stream.err() is None and stream.tool_calls == ()
+        assert stream.finish_reason in ("stop", "length")
 
     def test_a_bad_tool_or_tool_choice_is_a_value_error(self, model: TextModel) -> None:
         if not self.supports_chat:
@@ -597,6 +627,74 @@ class TextModelContract:
         with pytest.raises(GenerationTimeout):
             list(start(timeout=1e-6))
         assert isinstance(model.err(), GenerationTimeout)
+
+    # -- why a stream ended, and stop strings ------------------------------------------------
+
+    def test_finish_reason_is_none_while_running_then_length_at_max_tokens(
+        self, model: TextModel
+    ) -> None:
+        stream = model.generate(_PROMPT, max_tokens=4)
+        assert stream.finish_reason is None
+        tokens = [next(stream)]
+        assert stream.finish_reason is None, "the stream has not ended yet"
+        tokens += stream
+        assert len(tokens) == 4, f"{_PROMPT!r} ended after {len(tokens)} of 4 tokens"
+        assert stream.finish_reason == "length"
+
+    def test_a_stop_string_ends_the_stream_before_it_in_whole_tokens(
+        self, model: TextModel
+    ) -> None:
+        """The tokens before the stop string, as they are without it (ids and text)."""
+        tokens = self._greedy(model, _STOP_RUN)
+        where, stop = _stop_string(tokens)
+        stream = model.generate(_PROMPT, max_tokens=_STOP_RUN, stop=[stop, "\x00never"])
+        got = list(stream)
+        assert stop not in "".join(token.text for token in got)
+        assert got == tokens[:where]
+        assert stream.finish_reason == "stop" and stream.err() is None
+
+    def test_a_stop_string_beginning_inside_a_token_leaves_that_token_out(
+        self, model: TextModel
+    ) -> None:
+        """No part of the stop string is delivered, and no token is cut to a part of it."""
+        tokens = self._greedy(model, _STOP_RUN)
+        where, stop = _stop_string(tokens, inside=True)
+        stream = model.generate(_PROMPT, max_tokens=_STOP_RUN, stop=stop)
+        assert list(stream) == tokens[:where]
+        assert stream.finish_reason == "stop"
+
+    def test_text_that_only_began_a_stop_string_is_delivered(self, model: TextModel) -> None:
+        stream = model.generate(_PROMPT, max_tokens=_STOP_RUN)
+        tokens = list(stream)
+        _, stop = _stop_string(tokens)
+        almost = model.generate(_PROMPT, max_tokens=_STOP_RUN, stop=stop + "\x00never")
+        assert list(almost) == tokens
+        assert almost.finish_reason == stream.finish_reason
+
+    def test_async_and_batch_streams_end_at_stop_strings_and_say_why(
+        self, model: TextModel
+    ) -> None:
+        tokens = self._greedy(model, _STOP_RUN)
+        where, stop = _stop_string(tokens)
+
+        async def run() -> tuple[list[Token], object, object, list[BatchResult]]:
+            stream = model.agenerate(_PROMPT, max_tokens=_STOP_RUN, stop=stop)
+            unended = stream.finish_reason
+            got = [token async for token in stream]
+            batch = await model.abatch_generate([_PROMPT, _PROMPT], max_tokens=_STOP_RUN, stop=stop)
+            return got, unended, stream.finish_reason, batch
+
+        got, unended, reason, batch = asyncio.run(run())
+        assert got == tokens[:where]
+        assert (unended, reason) == (None, "stop")
+        cut = (tokens[:where], "stop")
+        assert [(list(r.tokens), r.finish_reason) for r in batch] == [cut, cut]
+        results = model.batch_generate([_PROMPT, "One two three four"], max_tokens=4)
+        assert [(len(r.tokens), r.finish_reason) for r in results] == [(4, "length")] * 2
+        results = model.batch_generate([_PROMPT, _PROMPT], max_tokens=_STOP_RUN, stop=[stop])
+        assert [(list(r.tokens), r.finish_reason) for r in results] == [cut, cut]
+        [failed] = model.batch_generate([_PROMPT], max_tokens=10_000, timeout=1e-6)
+        assert isinstance(failed.error, GenerationTimeout) and failed.finish_reason is None
 
     # -- asyncio: the same tokens and errors, and a task's cancel stops the generation -----
 
@@ -665,6 +763,7 @@ class TextModelContract:
             end = loop.time() + _PROMPTLY
             while stream.err() is None and loop.time() < end:
                 await asyncio.sleep(_SETTLE / 10)
+            assert stream.finish_reason == ("cancelled" if stream.err() else None)
             return stream.err()
 
         error = asyncio.run(run())

@@ -6,9 +6,11 @@ or a stop token. With a temperature above 0 it draws words from the prompt
 at random, reproducibly for a given `seed`. Token ids are stable (a CRC of
 the word), so the same text always has the same ids.
 
-With a `json_schema` it writes the smallest instance of the schema instead (the
-first choice of every `anyOf`/`enum`, the minimum of every number), so tool
-calls work too; `logprobs` give every token made-up but well-formed figures.
+It reports why it ended: "length" at `max_tokens`, "stop" at a stop token (stop
+strings are the core's). With a `json_schema` it writes the smallest instance of the
+schema instead (the first choice of every `anyOf`/`enum`, the minimum of every
+number), so tool calls work too, and ends it with "stop" as a model's end of
+generation would; `logprobs` give every token made-up but well-formed figures.
 It refuses a `grammar` with `UnsupportedOption`, as a backend without one must.
 A `token_delay` passes before each token, cut short by cancel, abort and the
 deadline: a long one is the waiting model the conformance kit cancels.
@@ -30,13 +32,14 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any, final
 
 from ..errors import InvalidValue, ModelClosed
 from ..protocols import BackendStatus
 from ..streams import GenerationScope, StreamingModel, TokenSource, checked_texts
 from ..types import (
+    FinishReason,
     GenerateConfig,
     GenerateMetrics,
     LoadConfig,
@@ -204,11 +207,12 @@ class FakeModel(StreamingModel):
         wake = threading.Event()
         started = time.perf_counter()
         produced: list[int] = []
+        ended: list[FinishReason] = []
 
-        def counted() -> Iterator[Token]:
-            for token in self._echo(words or ["<empty>"], config, scope, wake):
-                produced.append(token.id)
-                yield token
+        def echoed() -> Iterator[Token]:
+            ended.append(
+                (yield from self._echo(words or ["<empty>"], config, scope, wake, produced))
+            )
 
         def metrics() -> GenerateMetrics:
             total = time.perf_counter() - started
@@ -223,7 +227,12 @@ class FakeModel(StreamingModel):
                 decode_tokens_per_second=count / total if total > 0 else 0.0,
             )
 
-        return TokenSource(counted(), abort=wake.set, metrics=metrics)
+        return TokenSource(
+            echoed(),
+            abort=wake.set,
+            metrics=metrics,
+            finish_reason=lambda: ended[0] if ended else None,
+        )
 
     def _echo(
         self,
@@ -231,7 +240,9 @@ class FakeModel(StreamingModel):
         config: GenerateConfig,
         scope: GenerationScope,
         wake: threading.Event,
-    ) -> Iterator[Token]:
+        produced: list[int],
+    ) -> Generator[Token, None, FinishReason]:
+        """The tokens, each id noted in `produced`; returns why they ended."""
         rng = random.Random(config.seed) if config.temperature > 0 else None
         schema = config.json_schema is not None
         candidates = [fake_token(word) for word in words[: config.logprobs]]
@@ -245,9 +256,11 @@ class FakeModel(StreamingModel):
             word = rng.choice(words) if rng and not schema else words[position % len(words)]
             token = fake_token(word if position == 0 or schema else " " + word)
             if token.id in config.stop_tokens:
-                return
+                return "stop"
             self._known(token)
+            produced.append(token.id)
             yield _with_figures(token, candidates, config.logprobs) if config.logprobs else token
+        return "stop" if schema and len(words) <= config.max_tokens else "length"
 
     def _tokenize(self, text: str, special: bool) -> list[Token]:
         return [self._known(fake_token(piece)) for piece in _pieces(text)]

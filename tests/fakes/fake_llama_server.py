@@ -46,6 +46,10 @@ def _event(obj: dict[str, object]) -> bytes:
     return _chunk(b"data: " + json.dumps(obj).encode() + b"\n\n")
 
 
+# The last event of a stream of three tokens that ended on an end-of-generation token.
+_END = {"content": "", "tokens": [], "stop": True, "stop_type": "eos", "tokens_predicted": 3}
+
+
 def _token(i: int) -> bytes:
     return _event(
         {"content": f" t{i}", "tokens": [100 + i], "stop": False, "tokens_predicted": i + 1}
@@ -134,7 +138,7 @@ def _serve(conn: socket.socket, key: str) -> None:
             last = 999 if prompt.endswith("mismatched") else 227
             conn.sendall(
                 _event({"content": "🎉", "tokens": [last], "stop": False, "tokens_predicted": 3})
-                + _event({"content": "", "tokens": [], "stop": True, "tokens_predicted": 3})
+                + _event(_END)
                 + b"0\r\n\r\n"
             )
             continue
@@ -148,11 +152,7 @@ def _serve(conn: socket.socket, key: str) -> None:
                 + _token(2)
                 + _event(
                     {
-                        "content": "",
-                        "tokens": [],
-                        "stop": True,
-                        "stop_type": "eos",
-                        "tokens_predicted": 3,
+                        **_END,
                         "timings": {
                             "prompt_n": 1,
                             "prompt_ms": 1.0,
