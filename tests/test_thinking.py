@@ -12,6 +12,7 @@ closing tag's included, in order), and the split against its own chat endpoint,
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from inference_rocm import rendering, thinking
 from inference_rocm.model import LlamaServerModel, request_body
 
 from .external import KEY, ExternalServer
+from .test_cli import assert_one_line_error, cli
 
 pytestmark = pytest.mark.server
 
@@ -287,3 +289,61 @@ def test_the_async_stream_splits_as_the_sync_one(model: ic.TextModel) -> None:
 
     tokens, text, reasoning = asyncio.run(run())
     assert tokens == expected and (text, reasoning) == (sync.text(), sync.reasoning_text())
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_run_shows_the_thinking_on_stderr_and_the_answer_on_stdout(local: ic.TextModel) -> None:
+    stream = local.chat(QUESTIONS[0], reasoning_budget=BUDGET, max_tokens=20)
+    stream.text()
+    result = cli(
+        "run", "--chat-template", str(TEMPLATE), "--reasoning-budget", "8", "-n", "20",
+        QUESTIONS[0][0].content,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == stream.text().lstrip() + "\n"
+    assert stream.reasoning_text() in result.stderr and "the answer was cut" in result.stderr
+    assert not any(tag in result.stdout for tag in TAGS)
+
+
+def test_run_json_lines_carry_each_tokens_channel(local: ic.TextModel) -> None:
+    expected = list(local.chat(QUESTIONS[0], reasoning_budget=BUDGET, max_tokens=12))
+    result = cli(
+        "run", "--chat-template", str(TEMPLATE), "--reasoning-budget", "8", "-n", "12",
+        "--json", QUESTIONS[0][0].content,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[-1] == {"finish_reason": "length"}
+    assert [(line["id"], line["channel"]) for line in lines[:-1]] == [
+        (token.id, token.channel) for token in expected
+    ]
+
+
+def test_chat_without_thinking_and_with_earlier_thinking_passed_back(local: ic.TextModel) -> None:
+    off = cli(
+        "chat", "--chat-template", str(TEMPLATE), "--no-think", "-n", "8",
+        stdin="Describe the sea.\n",
+    )  # fmt: skip
+    assert off.returncode == 0, off.stderr
+    assert off.stdout == local.chat(QUESTIONS[2][1:], think=False, max_tokens=8).text() + "\n"
+    assert "</think>" not in off.stderr
+    turns = cli(
+        "chat", "--chat-template", str(TEMPLATE), "--reasoning-budget", "8", "-n", "16",
+        "--stats", stdin="Describe the sea.\nAnd the sky?\n",
+    )  # fmt: skip
+    assert turns.returncode == 0, turns.stderr
+    first = local.chat(QUESTIONS[2][1:], reasoning_budget=BUDGET, max_tokens=16)
+    history = [
+        *QUESTIONS[2][1:],
+        ic.Message("assistant", first.text(), reasoning=first.reasoning_text()),
+        ic.Message("user", "And the sky?"),
+    ]
+    counted = local.count_tokens(history, reasoning_budget=BUDGET)
+    prompts = [line for line in turns.stderr.splitlines() if line.startswith("prompt: ")]
+    assert len(prompts) == 2 and prompts[1].startswith(f"prompt: {counted} tokens")
+
+
+def test_think_on_a_model_that_cannot_is_one_line_of_error() -> None:
+    assert_one_line_error(cli("run", "--think", "-n", "4", "Hi"), "think")
