@@ -572,6 +572,15 @@ def _read_turn(interactive: bool) -> str | None:
     return None if line == "" else line
 
 
+def _answered(answer: str, reasoning: str) -> Message:
+    """The assistant's turn for the history: with its thinking, for the template to
+    render, and its answer without the blank lines it began with after the thinking
+    (the template writes its own)."""
+    if not reasoning:
+        return Message("assistant", answer)
+    return Message("assistant", answer.strip(), reasoning=reasoning)
+
+
 def _cmd_chat(args: argparse.Namespace) -> int:
     config, load = _checked_configs(args)
     interactive = sys.stdin.isatty()
@@ -612,7 +621,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             history.append(
                 Message("assistant", "", tool_calls=stream.tool_calls)
                 if stream.tool_calls
-                else Message("assistant", answer, reasoning=stream.reasoning_text() or None)
+                else _answered(answer, stream.reasoning_text())
             )
             if args.stats:
                 _print_stats(stream)

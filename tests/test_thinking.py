@@ -337,7 +337,7 @@ def test_chat_without_thinking_and_with_earlier_thinking_passed_back(local: ic.T
     first = local.chat(QUESTIONS[2][1:], reasoning_budget=BUDGET, max_tokens=16)
     history = [
         *QUESTIONS[2][1:],
-        ic.Message("assistant", first.text(), reasoning=first.reasoning_text()),
+        ic.Message("assistant", first.text().strip(), reasoning=first.reasoning_text()),
         ic.Message("user", "And the sky?"),
     ]
     counted = local.count_tokens(history, reasoning_budget=BUDGET)
