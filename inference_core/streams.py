@@ -385,6 +385,19 @@ class TokenSource:
     tags: tuple[str, ...] = ()
 
 
+def _for_prompts(config: GenerateConfig) -> GenerateConfig:
+    """`config`, for prompts continued as they are: thinking is a chat's (its template
+    opens and closes it), so think=True and a budget are refused."""
+    if config.think or config.reasoning_budget >= 0:
+        option = "think" if config.think else "reasoning_budget"
+        raise UnsupportedOption(
+            option,
+            f"a prompt is continued as it is; {option} is a chat's (the chat template "
+            "opens and closes the thinking): use chat()",
+        )
+    return config
+
+
 def _cut_at_stops(source: TokenSource, stops: tuple[str, ...]) -> TokenSource:
     """The source's tokens up to the first of `stops` (see `_stops.py`)."""
     matcher = StopMatcher(stops)
@@ -445,14 +458,7 @@ class StreamingModel:
     ) -> IteratorTokenStream:
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-        generate_config = build_config(GenerateConfig, config, options)
-        if generate_config.think or generate_config.reasoning_budget >= 0:
-            option = "think" if generate_config.think else "reasoning_budget"
-            raise UnsupportedOption(
-                option,
-                f"generate() continues a prompt as it is; {option} is a chat's (the chat "
-                "template opens and closes the thinking): use chat()",
-            )
+        generate_config = _for_prompts(build_config(GenerateConfig, config, options))
         return self._open(prompt, generate_config, cancel, timeout)
 
     def chat(
@@ -597,7 +603,7 @@ class StreamingModel:
     ) -> list[BatchResult]:
         """Every prompt on a thread of its own, `batch_workers` at a time."""
         self._check_usable()
-        generate_config = build_config(GenerateConfig, config, options)
+        generate_config = _for_prompts(build_config(GenerateConfig, config, options))
         return run_batch(
             lambda prompt: self.generate(prompt, generate_config, cancel=cancel, timeout=timeout),
             prompts,

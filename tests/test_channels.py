@@ -88,6 +88,9 @@ def test_a_raw_prompt_takes_no_thinking_options(
     with pytest.raises(ic.UnsupportedOption) as refused:
         thinker.generate("a prompt", **{option: value})
     assert refused.value.option == option and "chat()" in str(refused.value)
+    with pytest.raises(ic.UnsupportedOption) as refused:
+        thinker.batch_generate(["a prompt"], **{option: value})  # at once, for the batch
+    assert refused.value.option == option
     assert channels(thinker.generate("a prompt", think=False, max_tokens=2)) == ["content"] * 2
 
 
