@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 
 import inference_core as ic
+from inference_core.testing import TextModelContract
+from inference_core.testing.contracts import TOOLS
 from inference_rocm import rendering, thinking
 from inference_rocm.model import LlamaServerModel, request_body
 
@@ -347,3 +349,15 @@ def test_chat_without_thinking_and_with_earlier_thinking_passed_back(local: ic.T
 
 def test_think_on_a_model_that_cannot_is_one_line_of_error() -> None:
     assert_one_line_error(cli("run", "--think", "-n", "4", "Hi"), "think")
+
+
+def test_the_kits_channel_contracts_hold(model: ic.TextModel) -> None:
+    kit = TextModelContract()
+    kit.test_declared_reasoning_is_kept_apart_from_the_answer(model)
+    kit.test_think_false_gives_no_reasoning_tokens(model)
+
+
+def test_generic_tools_turn_thinking_off(model: ic.TextModel) -> None:
+    stream = model.chat(QUESTIONS[1], tools=TOOLS, tool_choice="required", max_tokens=60)
+    assert set(channels(list(stream))) == {"content"} and stream.err() is None
+    assert stream.tool_calls and stream.finish_reason == "tool_calls"
