@@ -12,6 +12,11 @@ start of any of them), with one exception that keeps tokens whole: a token that 
 before that point and ends inside or after the stop string is left out as well (with
 the empty-text tokens before it that carry the first bytes of its character), so that
 no part of the stop string is ever delivered.
+
+Stop strings end the answer: they are looked for in the "content" channel only. Tokens
+of the thinking ("reasoning") pass on at once and never match, so a stop string the
+model thinks about does not end its answer before it begins. (A backend delivers its
+thinking before its answer, so that order is kept.)
 """
 
 from __future__ import annotations
@@ -107,6 +112,9 @@ def cut(
     (its generation would only be thrown away) and its generator closed."""
     try:
         for token in tokens:
+            if token.channel != "content":
+                yield token
+                continue
             released = matcher.feed(token)
             if matcher.matched:
                 abort()

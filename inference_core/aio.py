@@ -145,7 +145,8 @@ class ThreadTokenStream:
             if item.error is not None:
                 raise item.error
             raise StopAsyncIteration
-        self._pieces.append(item.text)
+        if item.channel == "content":
+            self._pieces.append(item.text)
         return item
 
     def __del__(self) -> None:
@@ -153,10 +154,17 @@ class ThreadTokenStream:
             self._stream.cancel()
 
     async def text(self) -> str:
-        """Run the stream to its end; all its text, tokens already read included."""
+        """Run the stream to its end; the answer's text, tokens already read included."""
         async for _ in self:
             pass
         return "".join(self._pieces)
+
+    async def reasoning_text(self) -> str:
+        """Run the stream to its end; the thinking. Once this iteration has ended, the
+        sync stream has delivered the very tokens it did: it says what they thought."""
+        async for _ in self:
+            pass
+        return self._stream.reasoning_text()
 
     def cancel(self) -> None:
         """Stop the generation, from any thread; the iteration then ends without error."""

@@ -130,6 +130,23 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         metavar="STR",
         help="end the answer where STR begins (repeatable)",
     )
+    thinking = parser.add_argument_group(
+        "thinking",
+        "for a model whose chat template thinks; its thinking goes to stderr (dimmed on a "
+        "terminal), the answer to stdout. run sends its prompt as a chat's user message "
+        "when one of these is given",
+    )
+    thinking.add_argument(
+        "--think",
+        action=argparse.BooleanOptionalAction,
+        help="think before answering, or not (default: the template's own)",
+    )
+    thinking.add_argument(
+        "--reasoning-budget",
+        type=int,
+        metavar="N",
+        help="the most tokens the thinking may take, its closing tag included (0: none)",
+    )
     parser.add_argument("--stats", action="store_true", help="print timings to stderr")
 
 
@@ -364,7 +381,7 @@ def _cmd_pull(args: argparse.Namespace) -> int:
 def _generate_config(args: argparse.Namespace) -> GenerateConfig:
     names = (
         "max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed",
-        "stop", "json_schema", "grammar", "logprobs",
+        "stop", "json_schema", "grammar", "logprobs", "think", "reasoning_budget",
     )  # fmt: skip
     given: dict[str, Any] = {name: getattr(args, name, None) for name in names}
     options = {name: value for name, value in given.items() if value is not None}
@@ -410,25 +427,45 @@ def _loaded(args: argparse.Namespace, load: LoadConfig) -> Iterator[TextModel]:
             signal.signal(signal.SIGINT, previous)
 
 
+def _dimmed() -> tuple[str, str]:
+    """The ANSI codes around thinking on stderr: dim on a terminal, unless NO_COLOR."""
+    if sys.stderr.isatty() and not os.environ.get("NO_COLOR"):
+        return "\x1b[2m", "\x1b[0m"
+    return "", ""
+
+
 def _stream_out(stream: TokenStream) -> list[Token]:
-    """Write tokens as they come; the tokens, for chat history and figures."""
+    """Write tokens as they come: the answer to stdout, the thinking to stderr (dimmed on
+    a terminal), and the blank lines between them once; the tokens, for chat history
+    and figures."""
     tokens: list[Token] = []
+    dim, undim = _dimmed()
+    thought = answered = False
     try:
         for token in stream:
-            sys.stdout.write(token.text)
-            sys.stdout.flush()
             tokens.append(token)
+            if token.channel != "content":
+                sys.stderr.write(f"{dim}{token.text}{undim}")
+                sys.stderr.flush()
+                thought = True
+                continue
+            text = token.text if answered or not thought else token.text.lstrip()
+            if thought and not answered and text:
+                sys.stderr.write("\n")
+            answered = answered or bool(text)
+            sys.stdout.write(text)
+            sys.stdout.flush()
     finally:
         stream.close()
         if tokens:
             with contextlib.suppress(OSError):
-                sys.stdout.write("\n")
+                (sys.stdout if answered or not thought else sys.stderr).write("\n")
                 sys.stdout.flush()
     return tokens
 
 
 def _token_json(token: Token) -> dict[str, Any]:
-    figures: dict[str, Any] = {"id": token.id, "text": token.text}
+    figures: dict[str, Any] = {"id": token.id, "text": token.text, "channel": token.channel}
     if token.logprob is not None:
         figures["logprob"] = token.logprob
     if token.top_logprobs:
@@ -492,8 +529,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     prompt: str = sys.stdin.read().rstrip("\n") if args.prompt == "-" else args.prompt
     if not prompt:
         raise _UsageError("the prompt is empty")
+    as_chat = args.think is not None or args.reasoning_budget is not None
     with _loaded(args, load) as model:
-        stream = model.generate(prompt, config)
+        stream = (
+            model.chat([Message("user", prompt)], config)
+            if as_chat
+            else model.generate(prompt, config)
+        )
         if args.json:
             tokens = _stream_json(stream)
         else:
@@ -530,6 +572,15 @@ def _read_turn(interactive: bool) -> str | None:
     return None if line == "" else line
 
 
+def _answered(answer: str, reasoning: str) -> Message:
+    """The assistant's turn for the history: with its thinking, for the template to
+    render, and its answer without the blank lines it began with after the thinking
+    (the template writes its own)."""
+    if not reasoning:
+        return Message("assistant", answer)
+    return Message("assistant", answer.strip(), reasoning=reasoning)
+
+
 def _cmd_chat(args: argparse.Namespace) -> int:
     config, load = _checked_configs(args)
     interactive = sys.stdin.isatty()
@@ -557,7 +608,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             try:
                 stream = model.chat(history, config, tools=args.tools, tool_choice=args.tool_choice)
                 tokens = _stream_out(stream)
-                answer = "".join(token.text for token in tokens)
+                answer = stream.text()
             except ContextOverflow as error:
                 if not interactive:
                     raise
@@ -570,7 +621,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             history.append(
                 Message("assistant", "", tool_calls=stream.tool_calls)
                 if stream.tool_calls
-                else Message("assistant", answer)
+                else _answered(answer, stream.reasoning_text())
             )
             if args.stats:
                 _print_stats(stream)

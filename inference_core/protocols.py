@@ -93,7 +93,14 @@ class TokenStream(Protocol):
         ...
 
     def text(self) -> str:
-        """Run the stream to its end and return all its text (tokens already read included)."""
+        """Run the stream to its end and return the answer: the text of all its "content"
+        tokens (tokens already read included), the thinking left out."""
+        ...
+
+    def reasoning_text(self) -> str:
+        """Run the stream to its end and return the thinking: the text of its "reasoning"
+        tokens without the tags that open and close it ("" for a model that did not
+        think)."""
         ...
 
     def cancel(self) -> None:
@@ -118,7 +125,12 @@ class AsyncTokenStream(Protocol):
     async def __anext__(self) -> Token: ...
 
     async def text(self) -> str:
-        """Run the stream to its end and return all its text."""
+        """Run the stream to its end and return the answer (as `TokenStream.text`)."""
+        ...
+
+    async def reasoning_text(self) -> str:
+        """Run the stream to its end and return the thinking (as
+        `TokenStream.reasoning_text`)."""
         ...
 
     def err(self) -> BaseException | None: ...

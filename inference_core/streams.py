@@ -3,7 +3,8 @@
 A backend supplies a generator of tokens that honours a `GenerationScope`
 (raising `Cancelled` or `GenerationTimeout` when the scope says so) and a way
 to abort it from another thread; `IteratorTokenStream` does the rest: the
-iterator protocol, `err()`, `text()`, `finish_reason`, cancellation, and telling
+iterator protocol, `err()`, `text()` (the answer, its "content" channel) and
+`reasoning_text()` (the thinking), `finish_reason`, cancellation, and telling
 the model how the generation ended so that `model.err()` works per thread.
 `StreamingModel` writes the public methods of a `TextModel` once (their options,
 checks, stop strings and threads), around that one generator.
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 
 import attrs
 
+from ._channels import thinking
 from ._stops import StopMatcher, cut
 from ._token_checks import checked_flag, checked_ids, checked_text
 from .errors import (
@@ -147,7 +149,8 @@ class IteratorTokenStream:
     `abort` must make a blocked `next(tokens)` return promptly from another
     thread (closing a socket, setting a flag); `metrics` is asked once, when the
     stream ends, and `finish_reason` once, when the tokens run out (None: judged by
-    their count against `max_tokens`).
+    their count against `max_tokens`). `tags` are the texts of the tags around the
+    model's thinking, which `reasoning_text()` leaves out.
     """
 
     def __init__(
@@ -162,8 +165,10 @@ class IteratorTokenStream:
         tool_calls: Callable[[], tuple[ToolCall, ...]] = tuple,
         finish_reason: Callable[[], FinishReason | None] = lambda: None,
         max_tokens: int | None = None,
+        tags: tuple[str, ...] = (),
     ) -> None:
         self._tokens = tokens
+        self._tags = tags
         self._tool_calls = tool_calls
         self._reason_source = finish_reason
         self._max_tokens = max_tokens
@@ -174,6 +179,8 @@ class IteratorTokenStream:
         self._outcome = outcome
         self._on_end = on_end
         self._pieces: list[str] = []
+        self._reasoning: list[str] = []
+        self._count = 0
         self._error: BaseException | None = None
         self._metrics: GenerateMetrics | None = None
         self._done = False
@@ -203,7 +210,8 @@ class IteratorTokenStream:
             raise
         finally:
             self._running = False
-        self._pieces.append(token.text)
+        self._count += 1
+        (self._pieces if token.channel == "content" else self._reasoning).append(token.text)
         return token
 
     def _end(self) -> None:
@@ -223,7 +231,7 @@ class IteratorTokenStream:
             return "tool_calls"
         reason = self._reason_source()
         if reason is None:
-            full = self._max_tokens is not None and len(self._pieces) >= self._max_tokens
+            full = self._max_tokens is not None and self._count >= self._max_tokens
             return "length" if full else "stop"
         if reason not in _ENDED:
             raise GenerationError(
@@ -268,9 +276,16 @@ class IteratorTokenStream:
         return self._finish_reason
 
     def text(self) -> str:
+        """The answer: the text of its "content" tokens, the thinking left out."""
         for _ in self:
             pass
         return "".join(self._pieces)
+
+    def reasoning_text(self) -> str:
+        """The thinking: the text of its "reasoning" tokens without the tags around it."""
+        for _ in self:
+            pass
+        return thinking(self._reasoning, self._tags)
 
     def cancel(self) -> None:
         """Safe from any thread: flag the scope, then unblock the reader."""
@@ -360,12 +375,27 @@ class TokenSource:
     work on the first `next()` and honours the scope), how to abort it from another
     thread, its metrics once it has ended, and why it ended ("stop": an end-of-generation
     or stop token; "length": max_tokens or a full context), asked once its tokens have
-    run out. A backend that says None is judged by its count of tokens."""
+    run out. A backend that says None is judged by its count of tokens. `tags` are
+    the texts of the tags it delivers around a model's thinking (see `Token.channel`)."""
 
     tokens: Iterator[Token]
     abort: Callable[[], None] = _never
     metrics: Callable[[], GenerateMetrics | None] = _no_metrics
     finish_reason: Callable[[], FinishReason | None] = _no_reason
+    tags: tuple[str, ...] = ()
+
+
+def _for_prompts(config: GenerateConfig) -> GenerateConfig:
+    """`config`, for prompts continued as they are: thinking is a chat's (its template
+    opens and closes it), so think=True and a budget are refused."""
+    if config.think or config.reasoning_budget >= 0:
+        option = "think" if config.think else "reasoning_budget"
+        raise UnsupportedOption(
+            option,
+            f"a prompt is continued as it is; {option} is a chat's (the chat template "
+            "opens and closes the thinking): use chat()",
+        )
+    return config
 
 
 def _cut_at_stops(source: TokenSource, stops: tuple[str, ...]) -> TokenSource:
@@ -428,7 +458,8 @@ class StreamingModel:
     ) -> IteratorTokenStream:
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-        return self._open(prompt, build_config(GenerateConfig, config, options), cancel, timeout)
+        generate_config = _for_prompts(build_config(GenerateConfig, config, options))
+        return self._open(prompt, generate_config, cancel, timeout)
 
     def chat(
         self,
@@ -486,6 +517,12 @@ class StreamingModel:
         for option in sorted(name for name, used in asked.items() if used):
             if option not in self.supported_options:
                 raise UnsupportedOption(option, f"{type(self).__name__} does not support {option}")
+        if config.think and not self.capabilities.reasoning:
+            raise UnsupportedOption(
+                "think",
+                f"the model {self.info.path} does not think (its chat template opens no "
+                "thinking); leave think unset",
+            )
         scope = GenerationScope(cancel, timeout)
         source = self._tokens(prompt, config, scope)
         if config.stop:
@@ -500,6 +537,7 @@ class StreamingModel:
             tool_calls=(lambda: plan.calls) if plan is not None else tuple,
             finish_reason=source.finish_reason,
             max_tokens=config.max_tokens,
+            tags=source.tags,
         )
 
     def agenerate(
@@ -565,7 +603,7 @@ class StreamingModel:
     ) -> list[BatchResult]:
         """Every prompt on a thread of its own, `batch_workers` at a time."""
         self._check_usable()
-        generate_config = build_config(GenerateConfig, config, options)
+        generate_config = _for_prompts(build_config(GenerateConfig, config, options))
         return run_batch(
             lambda prompt: self.generate(prompt, generate_config, cancel=cancel, timeout=timeout),
             prompts,

@@ -162,11 +162,13 @@ class ToolPlan:
         return attrs.evolve(config, json_schema=self.schema)
 
     def watch(self, tokens: Iterator[Token]) -> Iterator[Token]:
-        """Pass the tokens on; at the stream's end, read the tool calls from its text."""
+        """Pass the tokens on; at the stream's end, read the tool calls from its answer's
+        text (the thinking before it is no part of the JSON)."""
         pieces: list[str] = []
         try:
             for token in tokens:
-                pieces.append(token.text)
+                if token.channel == "content":
+                    pieces.append(token.text)
                 yield token
         finally:
             close = getattr(tokens, "close", None)

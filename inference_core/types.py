@@ -14,6 +14,7 @@ from ._nesting import gbnf_depth, gbnf_rules, json_depth
 from .errors import InvalidValue
 
 __all__ = [
+    "CHANNELS",
     "FINISH_REASONS",
     "MAX_DETOKENIZE_IDS",
     "MAX_GRAMMAR_DEPTH",
@@ -59,6 +60,9 @@ MAX_JSON_DEPTH = 256
 #: or a cancel, break or close ("cancelled").
 FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
 FINISH_REASONS: tuple[FinishReason, ...] = ("stop", "length", "tool_calls", "cancelled")
+#: What part of the output a token belongs to: the answer ("content") or the model's
+#: thinking ("reasoning", the tags that open and close it included).
+CHANNELS = ("content", "reasoning")
 
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 _Item = TypeVar("_Item")
@@ -156,6 +160,13 @@ def _logprob(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         )
 
 
+def _channel(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in CHANNELS:
+        raise InvalidValue(
+            attribute.name, f"channel must be one of {', '.join(CHANNELS)}, got {value!r}"
+        )
+
+
 def _tuple(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, tuple):
         raise InvalidValue(attribute.name, f"{attribute.name} must be a tuple, got {value!r}")
@@ -173,12 +184,17 @@ class Token:
     position, best first, each a `Token` with its own `logprob`. Otherwise they
     are None and empty, as they are where the backend has no figures (the
     docstring of the backend's model says where).
+
+    `channel` is "content" for the answer and "reasoning" for the model's thinking,
+    the tags that open and close it included (they keep their ids; `text()` leaves
+    them out, `reasoning_text()` gives the thinking without them).
     """
 
     id: int = attrs.field(validator=_int_in(0))
     text: str = attrs.field(validator=_str)
     logprob: float | None = attrs.field(default=None, validator=_logprob)
     top_logprobs: tuple[Token, ...] = attrs.field(default=(), validator=_tuple)
+    channel: str = attrs.field(default="content", validator=_channel)
 
 
 def _json_object(value: Any, field: str) -> dict[str, Any]:
@@ -228,15 +244,19 @@ def _tool_calls(value: Iterable[ToolCall]) -> tuple[ToolCall, ...]:
 class Message:
     """One chat message. Plain dicts are accepted too (see `to_message`).
 
-    An assistant message may carry the `tool_calls` the model made; a `"tool"`
-    message carries a tool's result as its content, and the `tool_call_id` of
-    the call it answers.
+    An assistant message may carry the `tool_calls` the model made, and the thinking
+    that came before its answer as `reasoning` (a stream's `reasoning_text()`), which
+    goes back to the chat template as the message's `reasoning_content`: a template
+    that renders earlier thinking gets it, one that drops it (many render only the
+    latest turn's) leaves it out of the prompt. A `"tool"` message carries a tool's
+    result as its content, and the `tool_call_id` of the call it answers.
     """
 
     role: str = attrs.field()
     content: str = attrs.field(validator=_str)
     tool_calls: tuple[ToolCall, ...] = attrs.field(default=(), converter=_tool_calls)
     tool_call_id: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))
+    reasoning: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))
 
     @role.validator
     def _check_role(self, attribute: attrs.Attribute[str], value: object) -> None:
@@ -252,10 +272,14 @@ class Message:
             raise InvalidValue(
                 "tool_call_id", f"only a 'tool' message answers a tool call, not {self.role!r}"
             )
+        if self.reasoning is not None and self.role != "assistant":
+            raise InvalidValue(
+                "reasoning", f"only an assistant message carries thinking, not {self.role!r}"
+            )
 
 
 MessageLike = Message | Mapping[str, Any]
-_MESSAGE_KEYS = {"role", "content", "tool_calls", "tool_call_id"}
+_MESSAGE_KEYS = {"role", "content", "tool_calls", "tool_call_id", "reasoning"}
 
 
 def _tool_call(value: ToolCall | Mapping[str, Any]) -> ToolCall:
@@ -279,7 +303,7 @@ def _tool_call(value: ToolCall | Mapping[str, Any]) -> ToolCall:
 
 def to_message(message: MessageLike) -> Message:
     """Accept a `Message` or a dict with `role` and `content`, and optionally
-    `tool_calls` (ToolCalls or the OpenAI shape) and `tool_call_id`."""
+    `tool_calls` (ToolCalls or the OpenAI shape), `tool_call_id` and `reasoning`."""
     if isinstance(message, Message):
         return message
     if not isinstance(message, Mapping):
@@ -287,8 +311,8 @@ def to_message(message: MessageLike) -> Message:
     unknown = set(message) - _MESSAGE_KEYS
     if unknown or "role" not in message or "content" not in message:
         raise ValueError(
-            "a message dict needs 'role' and 'content' (and may have 'tool_calls' and "
-            f"'tool_call_id'), got {dict(message)!r}"
+            "a message dict needs 'role' and 'content' (and may have 'tool_calls', "
+            f"'tool_call_id' and 'reasoning'), got {dict(message)!r}"
         )
     content, calls = message["content"], message.get("tool_calls") or ()
     return Message(
@@ -296,6 +320,7 @@ def to_message(message: MessageLike) -> Message:
         content="" if content is None and calls else content,
         tool_calls=tuple(map(_tool_call, calls)) if _is_sequence(calls) else calls,
         tool_call_id=message.get("tool_call_id"),
+        reasoning=message.get("reasoning"),
     )
 
 
@@ -369,7 +394,15 @@ class GenerateConfig:
     the output where the first of them begins: it and all after it are never delivered, and
     the stream ends with finish_reason "stop". Tokens stay whole, with their real ids: when
     a stop string begins inside a token (or inside a character spread over several), that
-    token is left out too, so the text ends a little before the stop string.
+    token is left out too, so the text ends a little before the stop string. Stop strings
+    are looked for in the answer only, never in the thinking.
+
+    think turns a chat's thinking on (True) or off (False) where the model's chat template
+    can (None: the template's default); True for a model that cannot think is an
+    `UnsupportedOption`. reasoning_budget (-1: none) is the most tokens a chat's thinking
+    may take, its closing tag included: then the thinking is closed and the answer
+    follows; 0 turns thinking off, as think=False. Both are a chat's: a raw prompt
+    (`generate`) is continued as it is.
     """
 
     max_tokens: int = attrs.field(default=256, validator=_int_in(1, MAX_TOKENS))
@@ -390,6 +423,8 @@ class GenerateConfig:
     grammar: str | None = attrs.field(default=None, validator=attrs.validators.optional(_grammar))
     logprobs: int = attrs.field(default=0, validator=_int_in(0, MAX_LOGPROBS))
     stop: tuple[str, ...] = attrs.field(default=(), converter=_stop_strings, validator=_stops)
+    think: bool | None = attrs.field(default=None, validator=attrs.validators.optional(_bool))
+    reasoning_budget: int = attrs.field(default=-1, validator=_int_in(-1, MAX_TOKENS))
 
     def __attrs_post_init__(self) -> None:
         if self.json_schema is not None and self.grammar is not None:
@@ -612,7 +647,8 @@ class Capabilities:
 @attrs.frozen
 class BatchResult:
     """One prompt's outcome in `batch_generate`: its tokens, or the error that ended it,
-    and why it ended (`finish_reason`, as a stream's: None after an error)."""
+    and why it ended (`finish_reason`, as a stream's: None after an error). `text` is
+    the answer's, as a stream's `text()`: tokens of the reasoning channel are left out."""
 
     prompt: str
     tokens: tuple[Token, ...]
@@ -622,7 +658,7 @@ class BatchResult:
 
     @property
     def text(self) -> str:
-        return "".join(token.text for token in self.tokens)
+        return "".join(token.text for token in self.tokens if token.channel == "content")
 
     @property
     def ok(self) -> bool:

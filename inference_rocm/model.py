@@ -2,7 +2,9 @@
 
 Tokens stream from the native `/completion` endpoint with `return_tokens`, so
 each carries its real id; `delivery.py` turns its events into tokens (recovering
-the ids of characters split across tokens) and says why the stream ended.
+the ids of characters split across tokens) and says why the stream ended. For a
+chat template that thinks (`thinking.py`), `channels.py` puts the thinking's tokens
+on the "reasoning" channel.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from inference_core.types import (
     build_config,
 )
 
-from . import rendering, tokenizer, wire
+from . import channels, rendering, thinking, tokenizer, wire
 from .client import RequestRejected, ServerClient
 from .delivery import UTF8_SLACK, Generation
 
@@ -128,6 +130,8 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         self.slots = self.batch_workers = slots  # a batch runs on the server's slots
         self._closed = threading.Event()
         self._crash: ServerCrashed | None = None
+        self._tags_lock = threading.Lock()
+        self._tags: list[thinking.Tags | None] = []  # found on first use
 
     def __repr__(self) -> str:
         return f"<LlamaServerModel {self.info.path!r} {self.server.where()}>"
@@ -183,15 +187,25 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
 
     # -- generation -------------------------------------------------------
 
+    def _thinking(self) -> thinking.Tags | None:
+        """The chat template's thinking tags, found once (None: it does not think)."""
+        with self._tags_lock:
+            if not self._tags:
+                with self._answers():
+                    self._tags.append(thinking.detect(self.server.client))
+            return self._tags[0]
+
     def _tokens(
         self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
     ) -> TokenSource:
         generation = Generation(self.server.client)
+        tags = None if isinstance(prompt, str) else self._thinking()
         return TokenSource(
-            self._generate(prompt, config, scope, generation),
+            self._generate(prompt, config, scope, generation, tags),
             abort=generation.abort,
             metrics=generation.metrics,
             finish_reason=generation.finish_reason,
+            tags=() if tags is None else (tags.open, tags.close),
         )
 
     def _generate(
@@ -200,19 +214,28 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         config: GenerateConfig,
         scope: GenerationScope,
         generation: Generation,
+        tags: thinking.Tags | None,
     ) -> Iterator[Token]:
         """The request starts on the first `next()`: errors raise from the iterator."""
         with self._answers():
             self._check_usable()
-            text = rendering.render(self.server.client, prompt, scope)
+            kwargs = thinking.template_kwargs(tags, config)
+            text = rendering.render(self.server.client, prompt, scope, kwargs)
             body = request_body(text, config, stream=True)
+            thought = tags if thinking.thinks(tags, config) else None
+            opened = thought is not None and thinking.opens(thought, text)
+            if thought is not None:
+                body.update(thinking.budget_fields(thought, config, opened))
             try:
                 events = self.server.client.stream("/completion", body, scope)
             except RequestRejected as rejected:
                 raise _constraint_error(rejected, config) or rejected from None
             generation.events = events
             try:
-                yield from generation.deliver(events, config, scope)
+                tokens = generation.deliver(events, config, scope)
+                if thought is not None:
+                    tokens = channels.split(tokens, thought.block, inside=opened, may_open=True)
+                yield from tokens
             finally:
                 events.close()
             wire.metrics(generation.timings)
@@ -316,15 +339,22 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
 
     def _count_tokens(self, prompt: str | Sequence[Message], config: GenerateConfig) -> int:
         client = self.server.client
+        tags = None if isinstance(prompt, str) else self._thinking()
+        kwargs = thinking.template_kwargs(tags, config)
         with self._answers():
-            return tokenizer.prompt_tokens(client, rendering.render(client, prompt))
+            return tokenizer.prompt_tokens(client, rendering.render(client, prompt, None, kwargs))
 
     @property
     def capabilities(self) -> Capabilities:
         """What this library does with the model. Tools stay "generic" until chat renders
         them in the template's own format (`props.template_tools`), and vision and audio
-        off until messages carry them (`props.modalities`)."""
-        return attrs.evolve(super().capabilities, embeddings=self.embed_batch is not None)
+        off until messages carry them (`props.modalities`); reasoning where the chat
+        template thinks between tags found by `thinking.detect`."""
+        return attrs.evolve(
+            super().capabilities,
+            embeddings=self.embed_batch is not None,
+            reasoning=self._thinking() is not None,
+        )
 
     # -- state ---------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from inference_core.streams import (
 )
 from inference_core.testing import BackendContract, FakeBackend, FakeModel, TextModelContract
 from inference_core.tools import ToolPlan
-from inference_core.types import GenerateConfig, Message, Token
+from inference_core.types import Capabilities, GenerateConfig, Message, Token
 
 __all__ = ["MODELS", "TestBoolPriority", "model_contract"]
 
@@ -40,9 +40,13 @@ class FaithfulModel(StreamingModel):
 
     def __init__(self, token_delay: float) -> None:
         super().__init__()
-        self.inner = FakeModel("fake.gguf", LoadConfig(), token_delay=token_delay)
+        self.inner = FakeModel("fake.gguf", LoadConfig(), token_delay=token_delay, thinking=True)
         self.info = self.inner.info
         self.supported_options = self.inner.supported_options
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return attrs.evolve(super().capabilities, reasoning=self.inner.capabilities.reasoning)
 
     @property
     def context_len(self) -> int:
@@ -284,6 +288,18 @@ class EndsOnCancel(FaithfulModel):
         return attrs.evolve(source, tokens=ended())
 
 
+class LeaksThinking(FaithfulModel):
+    """Declares reasoning, and delivers its thinking as part of the answer."""
+
+    def _tokens(
+        self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
+    ) -> TokenSource:
+        source = self.inner._tokens(prompt, config, scope)
+        return attrs.evolve(
+            source, tokens=(attrs.evolve(token, channel="content") for token in source.tokens)
+        )
+
+
 class _Contract(TextModelContract):
     """The kit against one broken model, which `broken` names."""
 
@@ -317,6 +333,7 @@ MODELS: dict[str, type[FaithfulModel]] = {
         RetextsAtStopStrings,
         StopAtMaxTokens,
         EndsOnCancel,
+        LeaksThinking,
     )
 }
 

@@ -128,6 +128,7 @@ _TEXTS = (  # ASCII, CJK, emoji: characters of one byte, three, four and joined 
     "party 🎉🎉 time 👩\u200d👩\u200d👧 done",
 )
 _MOST_SLOTS = 8  # streams opened at once to check the slots a model declares
+_BUDGET = 8  # reasoning tokens allowed where the kit asks a model to think
 
 
 def _is_person(value: Any) -> bool:
@@ -868,6 +869,42 @@ class TextModelContract:
         stream.text()
         assert stream.err() is None and stream.tool_calls, "declared tools, called none"
         assert {call.name for call in stream.tool_calls} <= {"get_weather", "get_time"}
+
+    def test_declared_reasoning_is_kept_apart_from_the_answer(self, model: TextModel) -> None:
+        """A model that declares reasoning thinks when asked, on the "reasoning" channel
+        before its answer, within its budget; `text()` holds the answer alone. One that
+        does not refuses think=True."""
+        if not self.supports_chat:
+            pytest.skip("backend does not support chat")
+        if not model.capabilities.reasoning:
+            with pytest.raises(UnsupportedOption) as refused:
+                model.chat(_QUESTION, think=True)
+            assert refused.value.option == "think"
+            return
+        stream = model.chat(
+            _QUESTION, think=True, reasoning_budget=_BUDGET, max_tokens=_BUDGET + 16
+        )
+        tokens = list(stream)
+        channels = [token.channel for token in tokens]
+        thought = channels.count("reasoning")
+        assert 1 <= thought <= _BUDGET, f"{thought} reasoning tokens for a budget of {_BUDGET}"
+        assert channels == ["reasoning"] * thought + ["content"] * (len(tokens) - thought), (
+            f"the thinking must come before the answer, and the answer follow it: {channels}"
+        )
+        answer = "".join(token.text for token in tokens if token.channel == "content")
+        assert stream.text() == answer and answer.strip(), (
+            f"no answer after the thinking: {answer!r}"
+        )
+        reasoning = stream.reasoning_text()
+        assert reasoning and reasoning not in answer
+
+    def test_think_false_gives_no_reasoning_tokens(self, model: TextModel) -> None:
+        if not self.supports_chat:
+            pytest.skip("backend does not support chat")
+        stream = model.chat(_QUESTION, think=False, max_tokens=8)
+        channels = [token.channel for token in stream]
+        assert channels and set(channels) == {"content"}, channels
+        assert stream.reasoning_text() == "" and stream.err() is None
 
     def test_declared_slots_run_at_once(self, model: TextModel) -> None:
         """As many long generations as the model has slots each give a token while all of

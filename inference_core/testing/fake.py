@@ -15,6 +15,14 @@ It refuses a `grammar` with `UnsupportedOption`, as a backend without one must.
 A `token_delay` passes before each token, cut short by cancel, abort and the
 deadline: a long one is the waiting model the conformance kit cancels.
 
+With `thinking=True` (a model like today's reasoning models) a chat begins with its
+thinking: the tokens "Thinking it over:" and the words of the last user message, then
+the closing tag `THINK_END`, all of the "reasoning" channel; then the answer as
+above. `reasoning_budget` N cuts the thinking to N tokens, the tag included;
+`think=False` or a budget of 0 leaves it out. The chat's text then ends in an open
+"<think>" (as a template's generation prompt would), and an earlier assistant
+message's `reasoning` is written back as "<think>...</think>" before its content.
+
 It reads a prompt as pieces (a word with the spaces before it, and any trailing
 spaces), a chat as its messages written "role: content" a line each and an
 "assistant:" line: `metrics.prompt_tokens` and `count_tokens` count those pieces,
@@ -25,6 +33,7 @@ tokens). Its vocabulary is the pieces it has tokenized or generated:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -35,10 +44,13 @@ import zlib
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any, final
 
+import attrs
+
 from ..errors import InvalidValue, ModelClosed
 from ..protocols import BackendStatus
 from ..streams import GenerationScope, StreamingModel, TokenSource, checked_texts
 from ..types import (
+    Capabilities,
     FinishReason,
     GenerateConfig,
     GenerateMetrics,
@@ -49,10 +61,12 @@ from ..types import (
     build_config,
 )
 
-__all__ = ["FakeBackend", "FakeModel", "fake_token"]
+__all__ = ["THINK_END", "FakeBackend", "FakeModel", "fake_token"]
 
 VOCAB_SIZE = 32_000
 EMBEDDING_LENGTH = 8
+THINK_START, THINK_END = "<think>", "</think>"
+_THOUGHT = ("Thinking", "it", "over:")
 
 
 _PIECES = re.compile(r"\s*\S+|\s+")
@@ -62,11 +76,18 @@ def _pieces(text: str) -> list[str]:
     return _PIECES.findall(text)
 
 
-def _written(prompt: str | Sequence[Message]) -> str:
-    """The text the model reads: a prompt, or the messages a line each."""
+def _written(prompt: str | Sequence[Message], thinks: bool = False) -> str:
+    """The text the model reads: a prompt, or the messages a line each (earlier thinking
+    included), ending in an open thinking block when the model is to think."""
     if isinstance(prompt, str):
         return prompt
-    return "".join(f"{message.role}: {message.content}\n" for message in prompt) + "assistant:"
+    lines = "".join(
+        f"{m.role}: {THINK_START}{m.reasoning}{THINK_END} {m.content}\n"
+        if m.reasoning is not None
+        else f"{m.role}: {m.content}\n"
+        for m in prompt
+    )
+    return lines + ("assistant: " + THINK_START if thinks else "assistant:")
 
 
 def fake_token(word: str) -> Token:
@@ -103,11 +124,19 @@ def smallest_instance(schema: Any) -> Any:
     return None
 
 
+def _thought(words: list[str], budget: int) -> list[Token]:
+    """The thinking: what it thinks over, cut to `budget` tokens with the closing tag."""
+    thinking = [*_THOUGHT, *words]
+    kept = thinking if budget < 0 else thinking[: budget - 1]
+    texts = [word if position == 0 else " " + word for position, word in enumerate(kept)]
+    return [attrs.evolve(fake_token(text), channel="reasoning") for text in (*texts, THINK_END)]
+
+
 def _with_figures(token: Token, candidates: list[Token], count: int) -> Token:
     """The token first at -0.25, then the other candidates, each 1 nat less likely."""
     ranked = [token, *(c for c in candidates if c.id != token.id)][:count]
     top = tuple(Token(c.id, c.text, logprob=-0.25 - n) for n, c in enumerate(ranked))
-    return Token(token.id, token.text, logprob=-0.25, top_logprobs=top)
+    return attrs.evolve(token, logprob=-0.25, top_logprobs=top)
 
 
 @final
@@ -122,8 +151,10 @@ class FakeBackend:
         available: bool = True,
         reasons: Sequence[str] = (),
         token_delay: float = 0.0,
+        thinking: bool = False,
     ) -> None:
         self.name = name
+        self.thinking = thinking
         self.priority = priority
         self._available = available
         self._reasons = tuple(reasons) or (() if available else ("FakeBackend(available=False)",))
@@ -139,11 +170,11 @@ class FakeBackend:
             priority=self.priority,
             available=self._available,
             reasons=() if self._available else self._reasons,
-            details=(f"token_delay={self.token_delay:g}s",),
+            details=(f"token_delay={self.token_delay:g}s", f"thinking={self.thinking}"),
         )
 
     def load_model(self, path: str, config: LoadConfig) -> FakeModel:
-        model = FakeModel(path, config, token_delay=self.token_delay)
+        model = FakeModel(path, config, token_delay=self.token_delay, thinking=self.thinking)
         self.loaded.append(model)
         return model
 
@@ -156,8 +187,11 @@ class FakeModel(StreamingModel):
     batch_workers = 8
     supported_options = frozenset({"json_schema", "logprobs"})
 
-    def __init__(self, path: str, config: LoadConfig, *, token_delay: float = 0.0) -> None:
+    def __init__(
+        self, path: str, config: LoadConfig, *, token_delay: float = 0.0, thinking: bool = False
+    ) -> None:
         super().__init__()
+        self.thinking = thinking
         self.path = path
         self.config = config
         self.token_delay = token_delay
@@ -196,11 +230,13 @@ class FakeModel(StreamingModel):
     def _tokens(
         self, prompt: str | Sequence[Message], config: GenerateConfig, scope: GenerationScope
     ) -> TokenSource:
-        read = len(_pieces(_written(prompt)))
+        thinks = self._thinks(prompt, config)
+        read = len(_pieces(_written(prompt, thinks)))
         if isinstance(prompt, str):
             words = prompt.split()
         else:  # chat: the last user message
             words = next((m.content for m in reversed(prompt) if m.role == "user"), "").split()
+        thought = _thought(words, config.reasoning_budget) if thinks else []
         if config.json_schema is not None:
             text = json.dumps(smallest_instance(config.json_schema))
             words = re.findall(r"\s*(?:\w+|[^\w\s])", text)
@@ -211,7 +247,11 @@ class FakeModel(StreamingModel):
 
         def echoed() -> Iterator[Token]:
             ended.append(
-                (yield from self._echo(words or ["<empty>"], config, scope, wake, produced))
+                (
+                    yield from self._echo(
+                        thought, words or ["<empty>"], config, scope, wake, produced
+                    )
+                )
             )
 
         def metrics() -> GenerateMetrics:
@@ -232,35 +272,53 @@ class FakeModel(StreamingModel):
             abort=wake.set,
             metrics=metrics,
             finish_reason=lambda: ended[0] if ended else None,
+            tags=(THINK_END,),
+        )
+
+    def _thinks(self, prompt: str | Sequence[Message], config: GenerateConfig) -> bool:
+        """A chat thinks in thinking mode, unless told not to."""
+        return (
+            self.thinking
+            and not isinstance(prompt, str)
+            and config.think is not False
+            and config.reasoning_budget != 0
         )
 
     def _echo(
         self,
+        thought: list[Token],
         words: list[str],
         config: GenerateConfig,
         scope: GenerationScope,
         wake: threading.Event,
         produced: list[int],
     ) -> Generator[Token, None, FinishReason]:
-        """The tokens, each id noted in `produced`; returns why they ended."""
+        """The thinking's tokens, then the answer's, each id noted in `produced`; returns
+        why they ended."""
         rng = random.Random(config.seed) if config.temperature > 0 else None
         schema = config.json_schema is not None
         candidates = [fake_token(word) for word in words[: config.logprobs]]
         count = min(len(words), config.max_tokens) if schema else config.max_tokens
-        for position in range(count):
+        answer = (
+            fake_token(rng.choice(words) if rng and not schema else words[position % len(words)])
+            for position in range(count)
+        )
+        for position, token in enumerate(itertools.chain(thought, answer)):
+            if position == config.max_tokens:
+                return "length"
             if self.token_delay:
                 scope.wait(self.token_delay, wake)
             scope.check()
             if self._closed.is_set():
                 raise ModelClosed(f"the model {self.path} was closed during the generation")
-            word = rng.choice(words) if rng and not schema else words[position % len(words)]
-            token = fake_token(word if position == 0 or schema else " " + word)
+            if position and not schema and token.channel == "content":
+                token = fake_token(" " + token.text)
             if token.id in config.stop_tokens:
                 return "stop"
             self._known(token)
             produced.append(token.id)
             yield _with_figures(token, candidates, config.logprobs) if config.logprobs else token
-        return "stop" if schema and len(words) <= config.max_tokens else "length"
+        return "stop" if schema and len(thought) + len(words) <= config.max_tokens else "length"
 
     def _tokenize(self, text: str, special: bool) -> list[Token]:
         return [self._known(fake_token(piece)) for piece in _pieces(text)]
@@ -274,7 +332,12 @@ class FakeModel(StreamingModel):
         return "".join(self._vocabulary[token_id] for token_id in ids)
 
     def _count_tokens(self, prompt: str | Sequence[Message], config: GenerateConfig) -> int:
-        return len(_pieces(_written(prompt)))
+        return len(_pieces(_written(prompt, self._thinks(prompt, config))))
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """As any StreamingModel's; reasoning in thinking mode."""
+        return attrs.evolve(super().capabilities, reasoning=self.thinking)
 
     def embed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
         """A vector per text from its words' ids: the same words, the same vector."""
