@@ -23,7 +23,7 @@ from inference_core.streams import (
     checked_texts,
 )
 from inference_core.testing import BackendContract, FakeBackend, FakeModel, TextModelContract
-from inference_core.tools import ToolPlan
+from inference_core.tools import ToolPlan, ToolRequest
 from inference_core.types import GenerateConfig, Message, Token
 
 __all__ = ["MODELS", "TestBoolPriority", "model_contract"]
@@ -284,6 +284,21 @@ class EndsOnCancel(FaithfulModel):
         return attrs.evolve(source, tokens=ended())
 
 
+class IgnoresNamedTool(FaithfulModel):
+    """Takes a tool named in tool_choice for "required": calls whichever tool it likes."""
+
+    def _tool_plan(self, request: ToolRequest) -> ToolPlan | None:
+        return super()._tool_plan(attrs.evolve(request, forced=None))
+
+
+class CallsWithoutArguments(FaithfulModel):
+    """Holds a call's arguments to any object, whatever its tool's parameters say."""
+
+    def _tool_plan(self, request: ToolRequest) -> ToolPlan | None:
+        loose = [dict(function, parameters={"type": "object"}) for function in request.functions]
+        return super()._tool_plan(attrs.evolve(request, functions=tuple(loose)))
+
+
 class _Contract(TextModelContract):
     """The kit against one broken model, which `broken` names."""
 
@@ -317,6 +332,8 @@ MODELS: dict[str, type[FaithfulModel]] = {
         RetextsAtStopStrings,
         StopAtMaxTokens,
         EndsOnCancel,
+        IgnoresNamedTool,
+        CallsWithoutArguments,
     )
 }
 
