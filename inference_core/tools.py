@@ -36,6 +36,7 @@ __all__ = [
     "ToolRequest",
     "generic_plan",
     "plan_tools",
+    "read_call",
     "refuse_constraints",
     "render_history",
     "tool_request",
@@ -241,24 +242,28 @@ class GenericToolPlan:
             raise GenerationError(
                 f"the answer nests deeper than JSON can be read here: {text[:200]!r}..."
             ) from None
-        calls = []
         listed = answer.get("tool_calls", []) if isinstance(answer, dict) else []
         if not isinstance(listed, list):
             raise GenerationError(f"the answer's tool_calls is not a list: {text[:200]!r}")
-        for call in listed:
-            name = call.get("name") if isinstance(call, dict) else None
-            if not isinstance(name, str) or name not in self.functions:
-                shown = repr(name[:100]) if isinstance(name, str) else "a call without a name"
-                raise GenerationError(f"the model called a tool it was not given: {shown}")
-            arguments = call.get("arguments", {})
-            try:
-                calls.append(ToolCall(f"call_{os.urandom(12).hex()}", name, arguments))
-            except InvalidValue:
-                raise GenerationError(
-                    f"the model called {name} with arguments that are not a JSON object nested "
-                    f"at most {MAX_JSON_DEPTH} deep"
-                ) from None
-        return tuple(calls)
+        return tuple(read_call(call, "arguments", self.functions) for call in listed)
+
+
+def read_call(call: object, arguments: str, functions: Mapping[str, Any]) -> ToolCall:
+    """A call the model wrote, `{"name": ..., arguments: {...}}`, as a `ToolCall` with an
+    id of its own; a `GenerationError` when it calls a tool not in `functions`, or with
+    arguments that are no JSON object (or nest too deep)."""
+    name = call.get("name") if isinstance(call, dict) else None
+    if not isinstance(name, str) or name not in functions:
+        shown = repr(name[:100]) if isinstance(name, str) else "a call without a name"
+        raise GenerationError(f"the model called a tool it was not given: {shown}")
+    assert isinstance(call, dict)
+    try:
+        return ToolCall(f"call_{os.urandom(12).hex()}", name, call.get(arguments, {}))
+    except InvalidValue:
+        raise GenerationError(
+            f"the model called {name} with arguments that are not a JSON object nested "
+            f"at most {MAX_JSON_DEPTH} deep"
+        ) from None
 
 
 def _forced(tool_choice: object) -> str | None:

@@ -25,6 +25,7 @@ from inference_core.errors import (
     UnsupportedOption,
 )
 from inference_core.streams import GenerationScope, StreamingModel, TokenSource, checked_texts
+from inference_core.tools import ToolPlan, ToolRequest
 from inference_core.types import (
     Capabilities,
     GenerateConfig,
@@ -37,6 +38,8 @@ from inference_core.types import (
 from . import rendering, tokenizer, wire
 from .client import RequestRejected, ServerClient
 from .delivery import UTF8_SLACK, Generation
+from .native_tools import FormatProbe, NativeToolPlan
+from .rendering import ToolChat
 
 __all__ = ["LlamaServerModel", "ServerHandle", "request_body"]
 
@@ -128,6 +131,7 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         self.slots = self.batch_workers = slots  # a batch runs on the server's slots
         self._closed = threading.Event()
         self._crash: ServerCrashed | None = None
+        self._tool_format = FormatProbe(server.client, props)
 
     def __repr__(self) -> str:
         return f"<LlamaServerModel {self.info.path!r} {self.server.where()}>"
@@ -206,6 +210,8 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
             self._check_usable()
             text = rendering.render(self.server.client, prompt, scope)
             body = request_body(text, config, stream=True)
+            if isinstance(prompt, ToolChat):
+                body.update(prompt.fields)
             try:
                 events = self.server.client.stream("/completion", body, scope)
             except RequestRejected as rejected:
@@ -319,12 +325,29 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         with self._answers():
             return tokenizer.prompt_tokens(client, rendering.render(client, prompt))
 
+    def _tool_plan(self, request: ToolRequest) -> ToolPlan | None:
+        """The template's own tool format where it has one known here, else the generic."""
+        with self._answers():
+            self._check_usable()
+            tool_format = self._tool_format.format()
+        if tool_format is None:
+            return super()._tool_plan(request)
+        return NativeToolPlan(request, tool_format)
+
     @property
     def capabilities(self) -> Capabilities:
-        """What this library does with the model. Tools stay "generic" until chat renders
-        them in the template's own format (`props.template_tools`), and vision and audio
-        off until messages carry them (`props.modalities`)."""
-        return attrs.evolve(super().capabilities, embeddings=self.embed_batch is not None)
+        """What this library does with the model: tools in the template's own format where
+        it has one known here (measured once, on first need), else generic; vision and
+        audio off until messages carry them (`props.modalities`)."""
+        declared = attrs.evolve(super().capabilities, embeddings=self.embed_batch is not None)
+        with self._answers():
+            self._check_usable()
+            tool_format = self._tool_format.format()
+        if tool_format is None:
+            return declared
+        return attrs.evolve(
+            declared, tools="native", parallel_tool_calls=tool_format.between is not None
+        )
 
     # -- state ---------------------------------------------------------------
 

@@ -3,13 +3,15 @@ llama-server with the model's chat template (its own, or `LoadConfig.chat_templa
 
 `chat()` and `count_tokens()` both render here, so that a count is of exactly what a
 chat sends; what else the template is given (tools, its keyword arguments) belongs
-in `template_request`.
+in `template_request`. Messages go to the template in OpenAI's shape: an assistant's
+calls as `tool_calls` (their arguments as objects) and a tool's result with its
+`tool_call_id`, for a template with a tool format of its own to render them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, final, overload
 
 from inference_core.errors import GenerationError
 from inference_core.streams import GenerationScope
@@ -18,25 +20,83 @@ from inference_core.types import Message
 from . import wire
 from .client import RequestRejected, ServerClient
 
-__all__ = ["render", "template_request"]
+__all__ = ["ToolChat", "apply_template", "render", "template_request"]
+
+
+@final
+class ToolChat(Sequence[Message]):
+    """A chat's messages, with the tools its template renders (OpenAI function tools) and
+    the fields the completion request adds for them (the grammar of the tool format)."""
+
+    __slots__ = ("_messages", "fields", "tools")
+
+    def __init__(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[Mapping[str, Any]],
+        fields: Mapping[str, Any],
+    ) -> None:
+        self._messages = tuple(messages)
+        self.tools = [dict(tool) for tool in tools]
+        self.fields = dict(fields)
+
+    @overload
+    def __getitem__(self, index: int) -> Message: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Message]: ...
+
+    def __getitem__(self, index: int | slice) -> Message | Sequence[Message]:
+        return self._messages[index]
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def __iter__(self) -> Iterator[Message]:
+        return iter(self._messages)
+
+
+def _message(message: Message) -> dict[str, Any]:
+    fields: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        fields["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        fields["tool_call_id"] = message.tool_call_id
+    return fields
 
 
 def template_request(messages: Sequence[Message]) -> dict[str, Any]:
-    """The `/apply-template` request for `messages`."""
-    return {"messages": [{"role": m.role, "content": m.content} for m in messages]}
+    """The `/apply-template` request for `messages` (and the tools of a `ToolChat`)."""
+    request: dict[str, Any] = {"messages": [_message(message) for message in messages]}
+    if isinstance(messages, ToolChat):
+        request["tools"] = messages.tools
+    return request
 
 
 def render(
     client: ServerClient, prompt: str | Sequence[Message], scope: GenerationScope | None = None
 ) -> str:
-    """The text to complete: the prompt, or the messages in the model's chat template.
-
-    A template that cannot render these messages (it raised, or the server could not
-    use it with them) is a `GenerationError` in its own words."""
+    """The text to complete: the prompt, or the messages in the model's chat template."""
     if isinstance(prompt, str):
         return prompt
+    return apply_template(client, template_request(prompt), scope)
+
+
+def apply_template(
+    client: ServerClient, request: Mapping[str, Any], scope: GenerationScope | None = None
+) -> str:
+    """What the chat template renders of an `/apply-template` request. A template that
+    cannot render it (it raised, or the server could not use it with these messages) is
+    a `GenerationError` in its own words."""
     try:
-        answer = client.request("POST", "/apply-template", template_request(prompt), scope=scope)
+        answer = client.request("POST", "/apply-template", dict(request), scope=scope)
     except RequestRejected as refused:
         if refused.status != 400:
             raise
