@@ -37,7 +37,7 @@ from inference_core.types import GenerateConfig, Message, Token, ToolCall
 
 from .client import ServerClient
 from .rendering import ToolChat, apply_template
-from .tool_formats import ToolFormat, measure, probe_turns
+from .tool_formats import ToolFormat, measure, probe_chats
 from .wire import Props
 
 __all__ = ["FormatProbe", "NativeToolPlan"]
@@ -82,8 +82,7 @@ class FormatProbe:
             }
             return apply_template(self._client, request, scope)
 
-        turns = probe_turns(render, self._props.template_parallel_calls)
-        return None if turns is None else measure(*turns)
+        return measure(probe_chats(render, self._props.template_parallel_calls))
 
 
 @final

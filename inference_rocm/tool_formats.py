@@ -34,7 +34,7 @@ from inference_core.types import ToolCall
 
 from .schema_grammar import SchemaGrammar, literal
 
-__all__ = ["LAYOUTS", "ToolFormat", "measure", "probe_turns"]
+__all__ = ["LAYOUTS", "ToolFormat", "measure", "probe_chats"]
 
 Shape = Literal["tagged", "listed", "bare"]
 LAYOUTS = ((", ", ": "), (",", ":"))  # Jinja's tojson, and JSON without spaces
@@ -137,51 +137,59 @@ class ToolFormat:
 Render = Callable[[list[dict[str, Any]], bool], str]
 
 
-def probe_turns(render: Render, parallel: bool) -> tuple[str, list[str]] | None:
-    """The assistant turn the template renders with a text, and with one probe call (and
-    two, `parallel`), each from the end of the generation prompt to the end of the chat
-    (a user's turn follows); None when a turn does not begin with that prompt."""
+def probe_chats(render: Render, parallel: bool) -> list[str]:
+    """A chat of a user's turn, the assistant's and another user's, as the template renders
+    it with the assistant's turn a text, then one probe call (then two, `parallel`). The
+    last turn is a user's: llama-server would continue a last assistant turn."""
     user = {"role": "user", "content": _USER}
-    prompt = render([user], True)
-    after = {"role": "user", "content": _USER}  # a last assistant turn would be continued
-    turns: list[list[dict[str, Any]]] = [[{"role": "assistant", "content": _TEXT}]]
+    turns: list[dict[str, Any]] = [{"role": "assistant", "content": _TEXT}]
     for count in (1, 2) if parallel else (1,):
         probes = [
             {"id": f"call_{n}", "type": "function", "function": {"name": name, "arguments": args}}
             for n, (name, args) in enumerate(_PROBES[:count])
         ]
-        turns.append([{"role": "assistant", "content": "", "tool_calls": probes}])
-    rendered = [render([user, *turn, after], False) for turn in turns]
-    if not all(text.startswith(prompt) for text in rendered):
-        return None
-    text, *calls = (turn[len(prompt) :] for turn in rendered)
-    return text, calls
+        turns.append({"role": "assistant", "content": "", "tool_calls": probes})
+    return [render([user, turn, user], False) for turn in turns]
 
 
-def measure(text_turn: str, call_turns: Sequence[str]) -> ToolFormat | None:
-    """The format of the calls in the probe turns (see `probe_turns`); None when they are
-    in no shape known here."""
-    if _TEXT not in text_turn:
-        return None
-    lead, _, end = text_turn.partition(_TEXT)  # what a turn begins with, and what follows it
-    found = [_find_calls(turn, len(_PROBES[: n + 1])) for n, turn in enumerate(call_turns)]
+def measure(chats: Sequence[str]) -> ToolFormat | None:
+    """The format of the calls in the probe chats (see `probe_chats`); None when they are
+    in no shape known here. The assistant's turn is where a chat with calls differs from
+    the one with a text: what is before and after is the same."""
+    text, *with_calls = chats
+    turns = [_turn(text, chat) for chat in with_calls]
+    found = [_find_calls(turn, count) for count, turn in enumerate(turns, start=1)]
     if not found or any(calls is None for calls in found):
         return None
     one = found[0]
     assert one is not None
-    (start, stop, arguments, name_first, layout), turn = one[0], call_turns[0]
-    if not turn.startswith(lead) or not turn.endswith(end) or start < len(lead):
-        return None
-    opening, closing = turn[len(lead) : start], turn[stop : len(turn) - len(end)]
+    start, stop, arguments, name_first, layout = one[0]
+    opening, closing = turns[0][:start], turns[0][stop:]
     between = None
     if len(found) > 1:
         two = found[1]
         assert two is not None
-        between = call_turns[1][two[0][1] : two[1][0]]
+        between = turns[1][two[0][1] : two[1][0]]
     if not opening.strip():  # bare: one call a turn, whatever the template renders
         return ToolFormat("bare", opening, None, closing, arguments, name_first, layout)
     shape: Shape = "tagged" if between in (None, closing + opening) else "listed"
     return ToolFormat(shape, opening, between, closing, arguments, name_first, layout)
+
+
+def _turn(text: str, chat: str) -> str:
+    """The part of `chat` where it differs from `text`: the assistant's turn with calls,
+    where the one in `text` has the probe text."""
+    head = _shared(text, chat)
+    tail = _shared(text[head:][::-1], chat[head:][::-1])
+    return chat[head : len(chat) - tail]
+
+
+def _shared(one: str, other: str) -> int:
+    """How many characters the two strings begin with alike."""
+    return next(
+        (n for n, (a, b) in enumerate(zip(one, other, strict=False)) if a != b),
+        min(len(one), len(other)),
+    )
 
 
 _Found = tuple[int, int, str, bool, tuple[str, str]]

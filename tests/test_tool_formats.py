@@ -14,8 +14,9 @@ from inference_core.tools import tool_request
 from inference_rocm.native_tools import NativeToolPlan
 from inference_rocm.tool_formats import ToolFormat, measure
 
-USER_NEXT = "<|im_end|>\n<|im_start|>user\nprobe text of the user<|im_end|>\n"
-TEXT_TURN = "probe text of the assistant" + USER_NEXT
+HEAD = "<|im_start|>user\nprobe text of the user<|im_end|>\n<|im_start|>assistant\n"
+TAIL = "<|im_end|>\n<|im_start|>user\nprobe text of the user<|im_end|>\n"
+TEXT = f"{HEAD}probe text of the assistant{TAIL}"
 ONE = '{"name": "probe_tool_one", "arguments": {"probe_argument": "probe value"}}'
 TWO = '{"name": "probe_tool_two", "arguments": {"probe_argument": "another value"}}'
 TAGGED = ToolFormat("tagged", "<tool_call>\n", "\n</tool_call>\n<tool_call>\n", "\n</tool_call>\n")
@@ -23,26 +24,27 @@ FUNCTIONS = {tool["function"]["name"]: tool["function"] for tool in TOOLS}
 
 
 def test_calls_in_tags_of_their_own_are_tagged() -> None:
-    one = f"<tool_call>\n{ONE}\n</tool_call>\n{USER_NEXT}"
-    two = f"<tool_call>\n{ONE}\n</tool_call>\n<tool_call>\n{TWO}\n</tool_call>\n{USER_NEXT}"
-    assert measure(TEXT_TURN, [one, two]) == TAGGED
-    single = measure(TEXT_TURN, [one])
+    one = f"{HEAD}<tool_call>\n{ONE}\n</tool_call>\n{TAIL}"
+    two = f"{HEAD}<tool_call>\n{ONE}\n</tool_call>\n<tool_call>\n{TWO}\n</tool_call>\n{TAIL}"
+    assert measure([TEXT, one, two]) == TAGGED
+    single = measure([TEXT, one])
     assert single == ToolFormat("tagged", "<tool_call>\n", None, "\n</tool_call>\n")
     assert single.trigger == "<tool_call>"
 
 
 def test_calls_in_one_list_after_a_marker_are_listed() -> None:
     compact = [c.replace(", ", ",").replace(": ", ":") for c in (ONE, TWO)]
-    one = f"[TOOL_CALLS][{compact[0]}]</s>"
-    two = f"[TOOL_CALLS][{compact[0]},{compact[1]}]</s>"
-    found = measure("probe text of the assistant</s>", [one, two])
+    head, tail = "[INST]probe text of the user[/INST]", "</s>[INST]probe text of the user[/INST]"
+    one = f"{head}[TOOL_CALLS][{compact[0]}]{tail}"
+    two = f"{head}[TOOL_CALLS][{compact[0]},{compact[1]}]{tail}"
+    found = measure([f"{head}probe text of the assistant{tail}", one, two])
     assert found == ToolFormat("listed", "[TOOL_CALLS][", ",", "]", layout=(",", ":"))
     assert found.trigger == "[TOOL_CALLS]["
 
 
 def test_a_call_alone_with_its_parameters_is_bare() -> None:
     call = '{"name": "probe_tool_one", "parameters": {"probe_argument": "probe value"}}'
-    found = measure(TEXT_TURN, [call + USER_NEXT])
+    found = measure([TEXT, HEAD + call + TAIL])
     assert found == ToolFormat("bare", "", None, "", arguments="parameters")
     assert found.trigger == '{"name"'
 
@@ -50,15 +52,15 @@ def test_a_call_alone_with_its_parameters_is_bare() -> None:
 @pytest.mark.parametrize(
     "turn",
     [
-        f"<tool_call>\n{ONE.replace(': ', ':  ')}\n</tool_call>\n{USER_NEXT}",  # spaced its own way
-        f'<tool_call>{ONE[:-1]}, "id": "call_0"}}</tool_call>{USER_NEXT}',  # a key more
-        f"<tool_call>probe_tool_one(probe_argument='probe value')</tool_call>{USER_NEXT}",
-        f"<tool_call>\n{ONE}\n</tool_call>\n",  # the turn does not end as a text turn does
+        f"<tool_call>\n{ONE.replace(': ', ':  ')}\n</tool_call>\n",  # spaced its own way
+        f'<tool_call>{ONE[:-1]}, "id": "call_0"}}</tool_call>',  # a key more
+        "<tool_call>probe_tool_one(probe_argument='probe value')</tool_call>",
+        "<tool_call></tool_call>",  # the call left out
     ],
-    ids=["spacing", "extra-key", "not-json", "turn-end"],
+    ids=["spacing", "extra-key", "not-json", "no-call"],
 )
 def test_calls_written_otherwise_have_no_format_known_here(turn: str) -> None:
-    assert measure(TEXT_TURN, [turn]) is None
+    assert measure([TEXT, HEAD + turn + TAIL]) is None
 
 
 def test_the_calls_are_read_back_from_exactly_the_format() -> None:
