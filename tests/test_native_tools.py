@@ -265,3 +265,48 @@ def test_the_remote_backend_calls_tools_in_the_servers_format(
             assert valid(stream.tool_calls[0]) and stream.finish_reason == "tool_calls"
     finally:
         server.stop()
+
+
+# Two more shapes of today's families, written here: Mistral's (a marker, then the calls
+# as one list; the tools listed before the last user turn, so that a chat with a turn
+# more renders them elsewhere) and Llama 3.x's (a call's JSON alone, with "parameters").
+LISTED = (
+    "{%- for m in messages -%}{%- if m.role == 'user' -%}"
+    "{% if tools and loop.last %}[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]{% endif %}"
+    "[INST]{{ m.content }}[/INST]"
+    "{%- elif m.role == 'tool' %}[TOOL_RESULTS]{{ m.content }}[/TOOL_RESULTS]"
+    "{%- elif m.tool_calls %}[TOOL_CALLS][{% for c in m.tool_calls %}"
+    '{"name": {{ c.function.name | tojson }}, "arguments": {{ c.function.arguments | tojson }}}'
+    '{{ ", " if not loop.last }}{% endfor %}]</s>'
+    "{%- else %}{{ m.content }}</s>{%- endif -%}{%- endfor -%}"
+)
+BARE = (
+    "{%- for m in messages -%}<|im_start|>{{ 'ipython' if m.role == 'tool' else m.role }}\n"
+    "{% if m.role == 'user' and loop.last and tools %}Answer with a call, as "
+    '{"name": ..., "parameters": ...}, of one of:\n'
+    "{% for t in tools %}{{ t | tojson }}\n{% endfor %}{% endif -%}"
+    "{%- if m.tool_calls %}{% set c = m.tool_calls[0] %}"
+    '{"name": {{ c.function.name | tojson }}, "parameters": {{ c.function.arguments | tojson }}}'
+    "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor -%}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif -%}"
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "opening", "parallel"),
+    [(LISTED, '[TOOL_CALLS][{"name": "get_time"', True), (BARE, '{"name": "get_time"', False)],
+    ids=["listed", "bare"],
+)
+def test_other_shapes_of_tool_calls_are_native_too(
+    smollm2_path: str, template: str, opening: str, parallel: bool
+) -> None:
+    with ic.load(
+        smollm2_path, backend="llama_cpp", context_len=1024, chat_template=template
+    ) as model:
+        assert model.capabilities.tools == "native"
+        assert model.capabilities.parallel_tool_calls is parallel
+        stream = model.chat(QUESTION, tools=TOOLS, tool_choice="get_time", max_tokens=60)
+        tokens = list(stream)
+        assert stream.finish_reason == "tool_calls" and stream.text() == ""
+        assert [c.name for c in stream.tool_calls] == ["get_time"] and valid(stream.tool_calls[0])
+        assert model.detokenize(ids(tokens)).startswith(opening)
