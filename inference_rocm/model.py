@@ -40,6 +40,7 @@ from .client import RequestRejected, ServerClient
 from .delivery import UTF8_SLACK, Generation
 from .native_tools import FormatProbe, NativeToolPlan
 from .rendering import ToolChat
+from .tool_formats import ToolFormat
 
 __all__ = ["LlamaServerModel", "ServerHandle", "request_body"]
 
@@ -327,12 +328,18 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
 
     def _tool_plan(self, request: ToolRequest) -> ToolPlan | None:
         """The template's own tool format where it has one known here, else the generic."""
-        with self._answers():
-            self._check_usable()
-            tool_format = self._tool_format.format()
+        tool_format = self._native_format()
         if tool_format is None:
             return super()._tool_plan(request)
         return NativeToolPlan(request, tool_format)
+
+    def _native_format(self) -> ToolFormat | None:
+        """The template's tool format, measured on the server the first time it is needed."""
+        if not self._tool_format.pending:
+            return self._tool_format.format()
+        with self._answers():
+            self._check_usable()
+            return self._tool_format.format()
 
     @property
     def capabilities(self) -> Capabilities:
@@ -340,9 +347,7 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         it has one known here (measured once, on first need), else generic; vision and
         audio off until messages carry them (`props.modalities`)."""
         declared = attrs.evolve(super().capabilities, embeddings=self.embed_batch is not None)
-        with self._answers():
-            self._check_usable()
-            tool_format = self._tool_format.format()
+        tool_format = self._native_format()
         if tool_format is None:
             return declared
         return attrs.evolve(

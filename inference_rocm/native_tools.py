@@ -58,6 +58,11 @@ class FormatProbe:
         self._measured = props is None or not props.template_tools
         self._format: ToolFormat | None = None
 
+    @property
+    def pending(self) -> bool:
+        """True until the format is known (asking for it then asks the server)."""
+        return not self._measured
+
     def format(self, scope: GenerationScope | None = None) -> ToolFormat | None:
         with self._lock:
             if not self._measured:
