@@ -43,6 +43,7 @@ _PROBES = (
     ("probe_tool_one", {"probe_argument": "probe value"}),
     ("probe_tool_two", {"probe_argument": "another value"}),
 )
+_MOST_TURN = 4096  # characters of a turn with probe calls that are searched for them
 _TEXT = "probe text of the assistant"
 _USER = "probe text of the user"
 
@@ -158,6 +159,8 @@ def measure(chats: Sequence[str]) -> ToolFormat | None:
     the one with a text: what is before and after is the same."""
     text, *with_calls = chats
     turns = [_turn(text, chat) for chat in with_calls]
+    if any(len(turn) > _MOST_TURN for turn in turns):
+        return None  # no template writes a probe call so long: no reading it either
     found = [_find_calls(turn, count) for count, turn in enumerate(turns, start=1)]
     if not found or any(calls is None for calls in found):
         return None

@@ -56,8 +56,9 @@ def test_a_call_alone_with_its_parameters_is_bare() -> None:
         f'<tool_call>{ONE[:-1]}, "id": "call_0"}}</tool_call>',  # a key more
         "<tool_call>probe_tool_one(probe_argument='probe value')</tool_call>",
         "<tool_call></tool_call>",  # the call left out
+        f"<tool_call>{' ' * 5000}{ONE}</tool_call>",  # too long a turn to search
     ],
-    ids=["spacing", "extra-key", "not-json", "no-call"],
+    ids=["spacing", "extra-key", "not-json", "no-call", "too-long"],
 )
 def test_calls_written_otherwise_have_no_format_known_here(turn: str) -> None:
     assert measure([TEXT, HEAD + turn + TAIL]) is None
