@@ -24,6 +24,7 @@ answer is text, and no calls are read from it. One call, or several with
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, final
@@ -31,19 +32,20 @@ from typing import Any, final
 import attrs
 
 from inference_core._stops import StopMatcher
-from inference_core.streams import GenerationScope
 from inference_core.tools import ToolRequest, refuse_constraints
 from inference_core.types import GenerateConfig, Message, Token, ToolCall
 
-from .client import ServerClient
-from .rendering import ToolChat, apply_template
-from .tool_formats import ToolFormat, measure, probe_chats
+from . import wire
+from .client import RequestRejected, ServerClient
+from .rendering import ToolChat
+from .tool_formats import PROBE_TOOLS, ToolFormat, measure, probe_chats
 from .wire import Props
 
 __all__ = ["FormatProbe", "NativeToolPlan"]
 
+logger = logging.getLogger(__name__)
+
 _WORD_TRIGGER = 1  # llama.cpp's COMMON_GRAMMAR_TRIGGER_TYPE_WORD, in a grammar trigger
-_PROBE_PARAMETERS = {"type": "object", "properties": {"probe_argument": {"type": "string"}}}
 
 
 @final
@@ -63,31 +65,28 @@ class FormatProbe:
         """True until the format is known (asking for it then asks the server)."""
         return not self._measured
 
-    def format(self, scope: GenerationScope | None = None) -> ToolFormat | None:
+    def format(self) -> ToolFormat | None:
         with self._lock:
             if not self._measured:
-                self._format = self._measure(scope)
+                self._format = self._measure()
                 self._measured = True
             return self._format
 
-    def _measure(self, scope: GenerationScope | None) -> ToolFormat | None:
+    def _measure(self) -> ToolFormat | None:
+        """The format, from the probe chats; None where the template cannot render them."""
         assert self._props is not None
-        tools = [
-            {
-                "type": "function",
-                "function": {"name": "probe_tool_one", "parameters": _PROBE_PARAMETERS},
-            }
-        ]
 
-        def render(messages: list[dict[str, Any]], generation_prompt: bool) -> str:
-            request = {
-                "messages": messages,
-                "tools": tools,
-                "add_generation_prompt": generation_prompt,
-            }
-            return apply_template(self._client, request, scope)
+        def render(messages: list[dict[str, Any]]) -> str:
+            request = {"messages": messages, "tools": PROBE_TOOLS, "add_generation_prompt": False}
+            return wire.prompt(self._client.request("POST", "/apply-template", request))
 
-        return measure(probe_chats(render, self._props.template_parallel_calls))
+        try:
+            return measure(probe_chats(render, self._props.template_parallel_calls))
+        except RequestRejected as refused:
+            if refused.status != 400:
+                raise
+            logger.info("the chat template renders no probe calls: %s", refused.server_message)
+            return None
 
 
 @final

@@ -20,7 +20,7 @@ from inference_core.types import Message
 from . import wire
 from .client import RequestRejected, ServerClient
 
-__all__ = ["ToolChat", "apply_template", "render", "template_request"]
+__all__ = ["ToolChat", "render", "template_request"]
 
 
 @final
@@ -83,20 +83,14 @@ def template_request(messages: Sequence[Message]) -> dict[str, Any]:
 def render(
     client: ServerClient, prompt: str | Sequence[Message], scope: GenerationScope | None = None
 ) -> str:
-    """The text to complete: the prompt, or the messages in the model's chat template."""
+    """The text to complete: the prompt, or the messages in the model's chat template.
+
+    A template that cannot render these messages (it raised, or the server could not
+    use it with them) is a `GenerationError` in its own words."""
     if isinstance(prompt, str):
         return prompt
-    return apply_template(client, template_request(prompt), scope)
-
-
-def apply_template(
-    client: ServerClient, request: Mapping[str, Any], scope: GenerationScope | None = None
-) -> str:
-    """What the chat template renders of an `/apply-template` request. A template that
-    cannot render it (it raised, or the server could not use it with these messages) is
-    a `GenerationError` in its own words."""
     try:
-        answer = client.request("POST", "/apply-template", dict(request), scope=scope)
+        answer = client.request("POST", "/apply-template", template_request(prompt), scope=scope)
     except RequestRejected as refused:
         if refused.status != 400:
             raise

@@ -10,14 +10,14 @@ its arguments in markup of the template's:
 - "bare": the call's JSON alone, one a turn, as Llama 3.x writes it:
   `{"name": ..., "parameters": {...}}`.
 
-How it is measured: llama-server renders (`/apply-template`) an assistant turn with a
-text (where a turn begins and ends), with one probe call and, where the template takes
-several (`chat_template_caps`), with two. The text around and between the probe calls'
-JSON is the format, to the character: the grammar of a chat with tools holds the model
-to it, and the calls are read back from exactly it. A template whose calls are not a JSON
-object of a name and its arguments (or parameters), written by Jinja's `tojson` (or
-without spaces), in one of these shapes, has no format known here: its chats use the
-generic format (`inference_core.tools`).
+How it is measured: llama-server renders (`/apply-template`) a chat whose assistant turn
+is a text, then one probe call and, where the template takes several
+(`chat_template_caps`), two. Where these chats differ is the assistant's turn; the text
+around and between the probe calls' JSON in it is the format, to the character: the
+grammar of a chat with tools holds the model to it, and the calls are read back from
+exactly it. A template whose calls are not a JSON object of a name and its arguments (or
+parameters), written by Jinja's `tojson` (or without spaces), in one of these shapes,
+has no format known here: its chats use the generic format (`inference_core.tools`).
 """
 
 from __future__ import annotations
@@ -34,15 +34,26 @@ from inference_core.types import ToolCall
 
 from .schema_grammar import SchemaGrammar, literal
 
-__all__ = ["LAYOUTS", "ToolFormat", "measure", "probe_chats"]
+__all__ = ["LAYOUTS", "PROBE_TOOLS", "ToolFormat", "measure", "probe_chats"]
 
 Shape = Literal["tagged", "listed", "bare"]
 LAYOUTS = ((", ", ": "), (",", ":"))  # Jinja's tojson, and JSON without spaces
 _ARGUMENT_KEYS = ("arguments", "parameters")
+# The probe calls: their names and arguments, and the tools the probe chats list.
 _PROBES = (
     ("probe_tool_one", {"probe_argument": "probe value"}),
     ("probe_tool_two", {"probe_argument": "another value"}),
 )
+PROBE_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": name,
+            "parameters": {"type": "object", "properties": {"probe_argument": {"type": "string"}}},
+        },
+    }
+    for name, _ in _PROBES
+]
 _MOST_TURN = 4096  # characters of a turn with probe calls that are searched for them
 _TEXT = "probe text of the assistant"
 _USER = "probe text of the user"
@@ -103,12 +114,6 @@ class ToolFormat:
             f"{name} ::= {body}" for name, body in {"root": root, **rules.rules}.items()
         )
 
-    def call_text(self, name: str, arguments: Mapping[str, Any]) -> str:
-        """A call's JSON, as the template writes it."""
-        pairs = [("name", name), (self.arguments, arguments)]
-        fields = dict(pairs if self.name_first else pairs[::-1])
-        return json.dumps(fields, ensure_ascii=False, separators=self.layout)
-
     def read(
         self, text: str, functions: Mapping[str, Any], *, from_trigger: bool
     ) -> tuple[ToolCall, ...]:
@@ -135,7 +140,7 @@ class ToolFormat:
         )
 
 
-Render = Callable[[list[dict[str, Any]], bool], str]
+Render = Callable[[list[dict[str, Any]]], str]  # a chat, with PROBE_TOOLS, as rendered
 
 
 def probe_chats(render: Render, parallel: bool) -> list[str]:
@@ -150,7 +155,7 @@ def probe_chats(render: Render, parallel: bool) -> list[str]:
             for n, (name, args) in enumerate(_PROBES[:count])
         ]
         turns.append({"role": "assistant", "content": "", "tool_calls": probes})
-    return [render([user, turn, user], False) for turn in turns]
+    return [render([user, turn, user]) for turn in turns]
 
 
 def measure(chats: Sequence[str]) -> ToolFormat | None:

@@ -5,14 +5,17 @@ the tokens of a stream split into content and the calls' markup; no server neede
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 
 import inference_core as ic
 from inference_core.testing.contracts import TOOLS
 from inference_core.tools import tool_request
-from inference_rocm.native_tools import NativeToolPlan
+from inference_rocm.client import RequestRejected, ServerClient
+from inference_rocm.native_tools import FormatProbe, NativeToolPlan
 from inference_rocm.tool_formats import ToolFormat, measure
+from inference_rocm.wire import Props
 
 HEAD = "<|im_start|>user\nprobe text of the user<|im_end|>\n<|im_start|>assistant\n"
 TAIL = "<|im_end|>\n<|im_start|>user\nprobe text of the user<|im_end|>\n"
@@ -135,3 +138,42 @@ def test_a_stream_that_ends_inside_a_call_is_a_generation_error() -> None:
 def test_with_tool_choice_none_the_tokens_pass_as_they_are() -> None:
     tokens, plan = watched("none", CALL)
     assert [t.text for t in tokens] == CALL and plan.calls == ()
+
+
+# -- asking the server: only where /props says the template renders calls ----------------
+
+
+class Refusing:
+    """Stands in for a llama-server whose template /props says renders calls, but which
+    refuses to render the probe chats with `status` (the real one cannot be made to)."""
+
+    def __init__(self, status: int) -> None:
+        self.status, self.asked = status, 0
+
+    def request(self, method: str, path: str, body: object = None, **_: object) -> object:
+        self.asked += 1
+        raise RequestRejected(self.status, "no probe here")
+
+
+def client(refusing: Refusing) -> ServerClient:
+    return cast(ServerClient, refusing)
+
+
+def props(template_tools: bool) -> Props:
+    return Props(2048, 4, "model.gguf", "Q4_1", template_tools=template_tools)
+
+
+def test_a_template_that_cannot_render_the_probe_keeps_the_generic_format() -> None:
+    refusing = Refusing(400)
+    probe = FormatProbe(client(refusing), props(True))
+    assert probe.pending and probe.format() is None and not probe.pending
+    assert probe.format() is None and refusing.asked == 1  # measured once
+    with pytest.raises(RequestRejected):  # any other refusal is the server's error
+        FormatProbe(client(Refusing(404)), props(True)).format()
+
+
+def test_a_template_without_calls_is_never_probed() -> None:
+    refusing = Refusing(400)
+    for probe in (FormatProbe(client(refusing), props(False)), FormatProbe(client(refusing), None)):
+        assert not probe.pending and probe.format() is None
+    assert refusing.asked == 0
