@@ -132,7 +132,7 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         self.slots = self.batch_workers = slots  # a batch runs on the server's slots
         self._closed = threading.Event()
         self._crash: ServerCrashed | None = None
-        self._tool_format = FormatProbe(server.client, props)
+        self._format_probe = FormatProbe(server.client, props)
 
     def __repr__(self) -> str:
         return f"<LlamaServerModel {self.info.path!r} {self.server.where()}>"
@@ -335,11 +335,11 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
 
     def _native_format(self) -> ToolFormat | None:
         """The template's tool format, measured on the server the first time it is needed."""
-        if not self._tool_format.pending:
-            return self._tool_format.format()
+        if not self._format_probe.pending:
+            return self._format_probe.format()
         with self._answers():
             self._check_usable()
-            return self._tool_format.format()
+            return self._format_probe.format()
 
     @property
     def capabilities(self) -> Capabilities:
