@@ -310,3 +310,27 @@ def test_other_shapes_of_tool_calls_are_native_too(
         assert stream.finish_reason == "tool_calls" and stream.text() == ""
         assert [c.name for c in stream.tool_calls] == ["get_time"] and valid(stream.tool_calls[0])
         assert model.detokenize(ids(tokens)).startswith(opening)
+
+
+# Calls whose markup is words SmolLM2 writes unasked (it never writes <tool_call> by
+# itself), so that "auto" is seen to let it write text, then wake the grammar at them.
+WORDS = (
+    "{% for m in messages %}<|im_start|>{{ 'user' if m.role == 'tool' else m.role }}\n"
+    "{% if m.tool_calls %}{% for c in m.tool_calls %}in Paris is "
+    '{"name": {{ c.function.name | tojson }}, "arguments": {{ c.function.arguments | tojson }}}'
+    "{% endfor %}{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_with_auto_text_comes_first_then_the_calls_it_begins(smollm2_path: str) -> None:
+    with ic.load(smollm2_path, backend="llama_cpp", context_len=1024, chat_template=WORDS) as model:
+        stream = model.chat(QUESTION, tools=TOOLS, max_tokens=100)
+        tokens = list(stream)
+        assert stream.finish_reason == "tool_calls" and len(stream.tool_calls) == 1
+        assert valid(stream.tool_calls[0])
+        text = stream.text()
+        assert text.endswith(". The weather ")  # the token " in" keeps its space as content
+        call = stream.tool_calls[0]
+        written = json.dumps({"name": call.name, "arguments": call.arguments})
+        assert model.detokenize(ids(tokens)) == f"{text}in Paris is {written}<|im_end|>"

@@ -83,6 +83,20 @@ def test_the_calls_are_read_back_from_exactly_the_format() -> None:
         TAGGED.read(text.replace("get_time", "rm"), FUNCTIONS, from_trigger=False)
 
 
+def test_calls_that_began_at_the_trigger_are_read_from_it() -> None:
+    """With "auto", the grammar and the reading begin where the model wrote the trigger,
+    not at the whitespace a template may put before it."""
+    spaced = ToolFormat("tagged", "\n\n<tool_call>\n", None, "\n</tool_call>")
+    text = '<tool_call>\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n</tool_call>'
+    assert [c.name for c in spaced.read(text, FUNCTIONS, from_trigger=True)] == ["get_time"]
+    with pytest.raises(ic.GenerationError):
+        spaced.read(text, FUNCTIONS, from_trigger=False)
+    grammar = spaced.grammar([FUNCTIONS["get_time"]], several=False, from_trigger=True)
+    assert grammar.startswith(r'root ::= "<tool_call>\n" call')
+    bare = ToolFormat("bare", "", None, "", arguments="parameters")
+    assert bare.trigger == '{"name"' and bare.start(from_trigger=True) == ""
+
+
 def test_a_grammar_holds_the_calls_to_the_format_and_the_tools_parameters() -> None:
     grammar = TAGGED.grammar([FUNCTIONS["get_time"]], several=False, from_trigger=False)
     rules = dict(line.split(" ::= ", 1) for line in grammar.splitlines())
