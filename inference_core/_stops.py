@@ -34,13 +34,14 @@ class StopMatcher:
     """Tokens in; out, the tokens known to come before every stop string, as soon as
     that is known. `matched` once a stop string has ended the text."""
 
-    __slots__ = ("_held", "_stops", "_text", "matched")
+    __slots__ = ("_held", "_stops", "_text", "matched", "rest")
 
     def __init__(self, stops: tuple[str, ...]) -> None:
         self._stops = stops
         self._held: list[Token] = []
         self._text = ""  # the held tokens' text; no stop string can begin before it
         self.matched = False
+        self.rest: list[Token] = []  # once matched: the held tokens not released, in order
 
     def feed(self, token: Token) -> list[Token]:
         """The tokens, `token` or earlier ones, that can now be delivered."""
@@ -59,6 +60,7 @@ class StopMatcher:
         if match is not None and (unsettled is None or match <= unsettled):
             self.matched = True  # no stop string can begin before `match` any more
             released = self._before(match)
+            self.rest = self._held[len(released) :]
             self._held, self._text = [], ""
             return released
         if final:

@@ -250,7 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--tools", type=_tools, metavar="FILE", help="a JSON list of tools the model may call"
     )
     sub.add_argument(
-        "--tool-choice", default="auto", choices=TOOL_CHOICES, help="default: %(default)s"
+        "--tool-choice",
+        default="auto",
+        metavar="|".join((*TOOL_CHOICES, "NAME")),
+        help="whether the model may, must or must not call a tool, or the name of the tool "
+        "it must call (default: %(default)s)",
     )
     _model_options(sub)
     sub.set_defaults(handler=_cmd_chat)

@@ -195,15 +195,18 @@ class TextModel(Protocol):
         config: GenerateConfig | None = None,
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str = "auto",
+        tool_choice: str | Mapping[str, Any] = "auto",
+        parallel_tool_calls: bool = False,
         cancel: CancelSignal | None = None,
         timeout: float | None = None,
         **options: Any,
     ) -> TokenStream:
         """Stream the assistant's answer, rendered with the model's own chat template.
 
-        `tools` are OpenAI function tools; `tool_choice` is "auto", "required" or
-        "none"; the calls the model makes are in `stream.tool_calls` once it ends.
+        `tools` are OpenAI function tools; `tool_choice` is "auto", "required", "none",
+        or a tool's name (or `{"type": "function", "function": {"name": ...}}`) to force a
+        call of that tool; `parallel_tool_calls` lets one answer make several calls. The
+        calls the model makes are in `stream.tool_calls` once it ends.
         """
         ...
 
@@ -225,7 +228,8 @@ class TextModel(Protocol):
         config: GenerateConfig | None = None,
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str = "auto",
+        tool_choice: str | Mapping[str, Any] = "auto",
+        parallel_tool_calls: bool = False,
         cancel: CancelSignal | None = None,
         timeout: float | None = None,
         **options: Any,
@@ -294,7 +298,7 @@ class TextModel(Protocol):
         config: GenerateConfig | None = None,
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str = "auto",
+        tool_choice: str | Mapping[str, Any] = "auto",
         **options: Any,
     ) -> int:
         """The prompt tokens `generate(prompt)` or `chat(messages, tools=...)` would send

@@ -35,7 +35,7 @@ from .protocols import CancelSignal, TokenStream
 
 if TYPE_CHECKING:
     from .aio import ThreadTokenStream
-from .tools import ToolPlan, plan_tools, render_history
+from .tools import ToolPlan, ToolRequest, generic_plan, render_history, tool_request
 from .types import (
     FINISH_REASONS,
     BatchResult,
@@ -467,38 +467,40 @@ class StreamingModel:
         config: GenerateConfig | None = None,
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str = "auto",
+        tool_choice: str | Mapping[str, Any] = "auto",
+        parallel_tool_calls: bool = False,
         cancel: CancelSignal | None = None,
         timeout: float | None = None,
         **options: Any,
     ) -> IteratorTokenStream:
         """The answer to `messages`; with `tools`, also `stream.tool_calls` (see `tools.py`)."""
         generate_config = build_config(GenerateConfig, config, options)
-        prompt, generate_config, plan = self._chat_prompt(
-            messages, generate_config, tools, tool_choice
-        )
+        request = tool_request(tools, tool_choice, parallel_tool_calls)
+        prompt, generate_config, plan = self._chat_prompt(messages, generate_config, request)
         return self._open(prompt, generate_config, cancel, timeout, plan)
 
     def _chat_prompt(
-        self,
-        messages: Sequence[MessageLike],
-        config: GenerateConfig,
-        tools: Sequence[Mapping[str, Any]] | None,
-        tool_choice: str,
-    ) -> tuple[list[Message], GenerateConfig, ToolPlan | None]:
+        self, messages: Sequence[MessageLike], config: GenerateConfig, request: ToolRequest | None
+    ) -> tuple[Sequence[Message], GenerateConfig, ToolPlan | None]:
         """The messages a chat sends, its config and its tools' plan: `chat` and
         `count_tokens` both come here, so that a count is of what a chat sends."""
         parsed = [to_message(message) for message in messages]
         if not parsed:
             raise ValueError("messages must not be empty")
-        plan = plan_tools(tools, tool_choice)
+        plan = None if request is None else self._tool_plan(request)
         if plan is None:
             return render_history(parsed), config, None
-        if "json_schema" not in self.supported_options:
+        return plan.messages(parsed), plan.config(config), plan
+
+    def _tool_plan(self, request: ToolRequest) -> ToolPlan | None:
+        """How this model runs a chat's tools; None when no tool may be called. By default
+        the generic format, held to a JSON schema; a backend whose model has a tool format of
+        its own returns its own plan (and says "native" in `capabilities`)."""
+        if request.choice != "none" and "json_schema" not in self.supported_options:
             raise UnsupportedOption(
                 "tools", f"{type(self).__name__} cannot call tools: they need json_schema"
             )
-        return plan.messages(parsed), plan.config(config), plan
+        return generic_plan(request)
 
     def _open(
         self,
@@ -561,7 +563,8 @@ class StreamingModel:
         config: GenerateConfig | None = None,
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str = "auto",
+        tool_choice: str | Mapping[str, Any] = "auto",
+        parallel_tool_calls: bool = False,
         cancel: CancelSignal | None = None,
         timeout: float | None = None,
         **options: Any,
@@ -574,6 +577,7 @@ class StreamingModel:
                 config,
                 tools=tools,
                 tool_choice=tool_choice,
+                parallel_tool_calls=parallel_tool_calls,
                 cancel=cancel,
                 timeout=timeout,
                 **options,
@@ -645,7 +649,7 @@ class StreamingModel:
         config: GenerateConfig | None = None,
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str = "auto",
+        tool_choice: str | Mapping[str, Any] = "auto",
         **options: Any,
     ) -> int:
         """How many prompt tokens `generate(prompt)` or `chat(messages, tools=...)` would
@@ -663,9 +667,8 @@ class StreamingModel:
                 "count_tokens takes a prompt (a string) or a list of messages, "
                 f"got {type(given).__name__}"
             )
-        prompt, generate_config, _ = self._chat_prompt(
-            prompt_or_messages, generate_config, tools, tool_choice
-        )
+        request = tool_request(tools, tool_choice)
+        prompt, generate_config, _ = self._chat_prompt(prompt_or_messages, generate_config, request)
         return self._count_tokens(prompt, generate_config)
 
     def _tokenize(self, text: str, special: bool) -> list[Token]:

@@ -27,6 +27,7 @@ from inference_core.errors import (
     UnsupportedOption,
 )
 from inference_core.streams import GenerationScope, StreamingModel, TokenSource, checked_texts
+from inference_core.tools import ToolPlan, ToolRequest
 from inference_core.types import (
     Capabilities,
     GenerateConfig,
@@ -39,6 +40,9 @@ from inference_core.types import (
 from . import channels, rendering, thinking, tokenizer, wire
 from .client import RequestRejected, ServerClient
 from .delivery import UTF8_SLACK, Generation
+from .native_tools import FormatProbe, NativeToolPlan
+from .rendering import ToolChat
+from .tool_formats import ToolFormat
 
 __all__ = ["LlamaServerModel", "ServerHandle", "request_body"]
 
@@ -132,6 +136,7 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         self._crash: ServerCrashed | None = None
         self._tags_lock = threading.Lock()
         self._tags: list[thinking.Tags | None] = []  # found on first use
+        self._format_probe = FormatProbe(server.client, props)
 
     def __repr__(self) -> str:
         return f"<LlamaServerModel {self.info.path!r} {self.server.where()}>"
@@ -226,6 +231,8 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
             opened = thought is not None and thinking.opens(thought, text)
             if thought is not None:
                 body.update(thinking.budget_fields(thought, config, opened))
+            if isinstance(prompt, ToolChat):
+                body.update(prompt.fields)
             try:
                 events = self.server.client.stream("/completion", body, scope)
             except RequestRejected as rejected:
@@ -344,16 +351,37 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         with self._answers():
             return tokenizer.prompt_tokens(client, rendering.render(client, prompt, None, kwargs))
 
+    def _tool_plan(self, request: ToolRequest) -> ToolPlan | None:
+        """The template's own tool format where it has one known here, else the generic."""
+        tool_format = self._native_format()
+        if tool_format is None:
+            return super()._tool_plan(request)
+        return NativeToolPlan(request, tool_format)
+
+    def _native_format(self) -> ToolFormat | None:
+        """The template's tool format, measured on the server the first time it is needed."""
+        if not self._format_probe.pending:
+            return self._format_probe.format()
+        with self._answers():
+            self._check_usable()
+            return self._format_probe.format()
+
     @property
     def capabilities(self) -> Capabilities:
-        """What this library does with the model. Tools stay "generic" until chat renders
-        them in the template's own format (`props.template_tools`), and vision and audio
-        off until messages carry them (`props.modalities`); reasoning where the chat
-        template thinks between tags found by `thinking.detect`."""
-        return attrs.evolve(
+        """What this library does with the model: tools in the template's own format where
+        it has one known here (measured once, on first need), else generic; reasoning where
+        the chat template thinks between tags found by `thinking.detect`; vision and audio
+        off until messages carry them (`props.modalities`)."""
+        declared = attrs.evolve(
             super().capabilities,
             embeddings=self.embed_batch is not None,
             reasoning=self._thinking() is not None,
+        )
+        tool_format = self._native_format()
+        if tool_format is None:
+            return declared
+        return attrs.evolve(
+            declared, tools="native", parallel_tool_calls=tool_format.between is not None
         )
 
     # -- state ---------------------------------------------------------------

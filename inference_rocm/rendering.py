@@ -3,16 +3,17 @@ llama-server with the model's chat template (its own, or `LoadConfig.chat_templa
 
 `chat()` and `count_tokens()` both render here, so that a count is of exactly what a
 chat sends; what else the template is given (tools, its keyword arguments) belongs
-in `template_request`. An assistant message's earlier thinking (`Message.reasoning`)
-goes to the template as its `reasoning_content`, which a template renders or drops as
-it was written to; `kwargs` are the template's keyword arguments
-(`chat_template_kwargs`, such as `enable_thinking`).
+in `template_request`. Messages go to the template in OpenAI's shape: an assistant's
+calls as `tool_calls` (their arguments as objects), a tool's result with its
+`tool_call_id`, and an assistant's earlier thinking (`Message.reasoning`) as its
+`reasoning_content`, which a template renders or drops as it was written to; `kwargs`
+are the template's keyword arguments (`chat_template_kwargs`, such as `enable_thinking`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, final, overload
 
 from inference_core.errors import GenerationError
 from inference_core.streams import GenerationScope
@@ -21,21 +22,68 @@ from inference_core.types import Message
 from . import wire
 from .client import RequestRejected, ServerClient
 
-__all__ = ["render", "template_request"]
+__all__ = ["ToolChat", "render", "template_request"]
+
+
+@final
+class ToolChat(Sequence[Message]):
+    """A chat's messages, with the tools its template renders (OpenAI function tools) and
+    the fields the completion request adds for them (the grammar of the tool format)."""
+
+    __slots__ = ("_messages", "fields", "tools")
+
+    def __init__(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[Mapping[str, Any]],
+        fields: Mapping[str, Any],
+    ) -> None:
+        self._messages = tuple(messages)
+        self.tools = [dict(tool) for tool in tools]
+        self.fields = dict(fields)
+
+    @overload
+    def __getitem__(self, index: int) -> Message: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Message]: ...
+
+    def __getitem__(self, index: int | slice) -> Message | Sequence[Message]:
+        return self._messages[index]
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def __iter__(self) -> Iterator[Message]:
+        return iter(self._messages)
 
 
 def _message(message: Message) -> dict[str, Any]:
-    rendered = {"role": message.role, "content": message.content}
+    fields: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        fields["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        fields["tool_call_id"] = message.tool_call_id
     if message.reasoning is not None:
-        rendered["reasoning_content"] = message.reasoning
-    return rendered
+        fields["reasoning_content"] = message.reasoning
+    return fields
 
 
 def template_request(
     messages: Sequence[Message], kwargs: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The `/apply-template` request for `messages`, with the template's keyword arguments."""
+    """The `/apply-template` request for `messages` (and the tools of a `ToolChat`), with
+    the template's keyword arguments."""
     request: dict[str, Any] = {"messages": [_message(message) for message in messages]}
+    if isinstance(messages, ToolChat):
+        request["tools"] = messages.tools
     if kwargs:
         request["chat_template_kwargs"] = dict(kwargs)
     return request

@@ -23,7 +23,7 @@ from inference_core.streams import (
     checked_texts,
 )
 from inference_core.testing import BackendContract, FakeBackend, FakeModel, TextModelContract
-from inference_core.tools import ToolPlan
+from inference_core.tools import ToolPlan, ToolRequest
 from inference_core.types import Capabilities, GenerateConfig, Message, Token
 
 __all__ = ["MODELS", "TestBoolPriority", "model_contract"]
@@ -300,6 +300,21 @@ class LeaksThinking(FaithfulModel):
         )
 
 
+class IgnoresNamedTool(FaithfulModel):
+    """Takes a tool named in tool_choice for "required": calls whichever tool it likes."""
+
+    def _tool_plan(self, request: ToolRequest) -> ToolPlan | None:
+        return super()._tool_plan(attrs.evolve(request, forced=None))
+
+
+class CallsWithoutArguments(FaithfulModel):
+    """Holds a call's arguments to any object, whatever its tool's parameters say."""
+
+    def _tool_plan(self, request: ToolRequest) -> ToolPlan | None:
+        loose = [dict(function, parameters={"type": "object"}) for function in request.functions]
+        return super()._tool_plan(attrs.evolve(request, functions=tuple(loose)))
+
+
 class _Contract(TextModelContract):
     """The kit against one broken model, which `broken` names."""
 
@@ -334,6 +349,8 @@ MODELS: dict[str, type[FaithfulModel]] = {
         StopAtMaxTokens,
         EndsOnCancel,
         LeaksThinking,
+        IgnoresNamedTool,
+        CallsWithoutArguments,
     )
 }
 

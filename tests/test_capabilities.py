@@ -17,7 +17,7 @@ from .test_cli import cli
 pytestmark = pytest.mark.server
 
 # A template that renders tools and calls in the Hermes shape, written here: llama-server
-# then reports that the template takes tools; chat still uses the generic format.
+# then reports that the template takes tools, and chat uses its format.
 TOOL_TEMPLATE = (
     "{% if tools %}<|im_start|>system\n<tools>{{ tools | tojson }}</tools><|im_end|>\n"
     "{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}\n"
@@ -59,17 +59,16 @@ def test_the_remote_backend_declares_what_the_server_runs(external_server: Exter
         assert model.capabilities == smollm2()
 
 
-def test_a_template_with_its_own_tool_format_still_gets_generic_tools(
-    smollm2_path: str,
-) -> None:
-    """Declared is what chat does: until it renders the template's own tool format, tools
-    stay generic, whatever the template supports."""
+def test_a_template_with_its_own_tool_format_gets_native_tools(smollm2_path: str) -> None:
+    """Declared is what chat does: the template's own format, measured from what it renders
+    (several calls a turn: its Jinja loops over them)."""
     with ic.load(
         smollm2_path, backend="llama_cpp", context_len=512, chat_template=TOOL_TEMPLATE
     ) as model:
         assert isinstance(model, LlamaServerModel) and model.props is not None
         assert model.props.template_tools  # llama-server saw a template that takes tools
-        assert model.capabilities.tools == "generic"
+        assert model.capabilities.tools == "native"
+        assert model.capabilities.parallel_tool_calls
 
 
 def test_capabilities_are_a_frozen_value_checked_on_construction() -> None:

@@ -604,15 +604,20 @@ def test_a_schema_the_server_refuses_is_a_usage_error_naming_the_option() -> Non
 
 
 @server
-def test_chat_with_tools_prints_the_calls_it_received(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("choice", "names"), [("required", {"get_weather", "get_time"}), ("get_time", {"get_time"})]
+)
+def test_chat_with_tools_prints_the_calls_it_received(
+    tmp_path: Path, choice: str, names: set[str]
+) -> None:
     (tmp_path / "tools.json").write_text(json.dumps(TOOLS))
     result = cli(
-        "chat", "--tools", str(tmp_path / "tools.json"), "--tool-choice", "required",
+        "chat", "--tools", str(tmp_path / "tools.json"), "--tool-choice", choice,
         "-n", "200", stdin="What is the weather in Paris?\n",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     calls = [line for line in result.stdout.splitlines() if line.startswith("tool call call_")]
-    assert calls and all(": get_weather {" in c or ": get_time {" in c for c in calls), calls
+    assert calls and {c.split(": ")[1].split(" {")[0] for c in calls} <= names, calls
 
 
 # -- embed ------------------------------------------------------------------------------

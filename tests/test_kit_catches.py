@@ -29,6 +29,8 @@ OPTIONS = {
     "test_grammar_limits_the_output",
     "test_logprobs_rank_each_token_first_among_its_candidates",
     "test_required_tool_choice_calls_one_of_the_tools",
+    "test_a_tool_named_in_tool_choice_is_the_one_called[name]",
+    "test_a_tool_named_in_tool_choice_is_the_one_called[openai]",
     "test_constrained_streams_cancel_time_out_and_share_threads[json_schema]",
     "test_constrained_streams_cancel_time_out_and_share_threads[logprobs]",
     "test_constrained_streams_cancel_time_out_and_share_threads[tools]",
@@ -66,6 +68,16 @@ FAILS: dict[str, set[str]] = {
     },
     "TestEndsOnCancel": CANCEL_AND_DEADLINE - {"test_a_deadline_wakes_a_blocked_reader"},
     "TestLeaksThinking": {"test_declared_reasoning_is_kept_apart_from_the_answer"},
+    "TestIgnoresNamedTool": {
+        "test_a_tool_named_in_tool_choice_is_the_one_called[name]",
+        "test_a_tool_named_in_tool_choice_is_the_one_called[openai]",
+    },
+    "TestCallsWithoutArguments": {
+        "test_required_tool_choice_calls_one_of_the_tools",
+        "test_a_tool_named_in_tool_choice_is_the_one_called[name]",
+        "test_a_tool_named_in_tool_choice_is_the_one_called[openai]",
+        "test_declared_tools_are_called_and_none_refused",
+    },
     "TestBoolPriority": {"test_backend_satisfies_the_protocol"},
 }
 MODEL_FAILS = set().union(*(tests for name, tests in FAILS.items() if name != "TestBoolPriority"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -112,3 +113,48 @@ def test_an_answer_that_cannot_be_read_is_a_generation_error(answer: str, words:
     assert next(tokens).text == answer
     with pytest.raises(ic.GenerationError, match=words):
         next(tokens)
+
+
+@pytest.mark.parametrize(
+    "choice", ["get_time", {"type": "function", "function": {"name": "get_time"}}]
+)
+def test_a_named_tool_choice_holds_the_answer_to_calls_of_that_tool(choice: object) -> None:
+    plan = plan_tools(TOOLS, choice)  # type: ignore[arg-type]
+    assert plan is not None and list(plan.functions) == ["get_time"]
+    calls = plan.schema["properties"]["tool_calls"]  # a call is required: no text answer
+    assert [c["properties"]["name"] for c in calls["items"]["anyOf"]] == [{"const": "get_time"}]
+    assert "get_weather" not in plan.instructions
+
+
+def test_the_fake_backend_calls_the_tool_named_by_tool_choice() -> None:
+    model = FakeBackend().load_model("fake", ic.LoadConfig())
+    first = model.chat(HISTORY[1:2], tools=TOOLS, tool_choice="required")
+    named = model.chat(HISTORY[1:2], tools=TOOLS, tool_choice="get_time")
+    first.text(), named.text()
+    assert [c.name for c in first.tool_calls] == ["get_weather"]
+    assert [c.name for c in named.tool_calls] == ["get_time"]
+    assert named.finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize(
+    ("choice", "words"),
+    [
+        ("get_date", "or the name of one of the tools ['get_weather', 'get_time'], got 'get_date'"),
+        ({"type": "function", "function": {"name": 3}}, "a tool's name or"),
+        ({"type": "retrieval"}, "a tool's name or"),
+        (None, "a tool's name or"),
+    ],
+)
+def test_a_tool_choice_naming_no_tool_is_an_invalid_value(choice: object, words: str) -> None:
+    with pytest.raises(ic.InvalidValue, match=re.escape(words)) as caught:
+        plan_tools(TOOLS, choice)  # type: ignore[arg-type]
+    assert caught.value.field == "tool_choice"
+
+
+def test_one_call_unless_parallel_calls_are_asked_for() -> None:
+    single, several = plan_tools(TOOLS, "required"), plan_tools(TOOLS, "required", True)
+    assert single is not None and several is not None
+    assert single.schema["properties"]["tool_calls"]["maxItems"] == 1
+    assert "maxItems" not in several.schema["properties"]["tool_calls"]
+    with pytest.raises(ic.InvalidValue, match="parallel_tool_calls must be True or False"):
+        plan_tools(TOOLS, "auto", 1)  # type: ignore[arg-type]

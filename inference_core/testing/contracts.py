@@ -146,6 +146,18 @@ def _is_person(value: Any) -> bool:
     )
 
 
+def _is_valid_call(call: ToolCall) -> bool:
+    """A call of one of `TOOLS` whose arguments keep to its parameters, checked by hand."""
+    if call.name == "get_weather":
+        city = call.arguments.get("city")
+        return set(call.arguments) == {"city"} and isinstance(city, str) and len(city) <= 40
+    return (
+        call.name == "get_time"
+        and call.arguments == {"zone": call.arguments.get("zone")}
+        and (call.arguments["zone"] in ("UTC", "CET", "EST"))
+    )
+
+
 def _honoured(option: str, run: Callable[[], Any]) -> Any:
     """What `run` returns; the test is skipped, saying why, when the backend refuses
     `option` the way it must: `UnsupportedOption` naming it, from the call or the stream."""
@@ -567,8 +579,24 @@ class TextModelContract:
         assert stream.finish_reason == "tool_calls"
         for call in stream.tool_calls:
             assert isinstance(call, ToolCall) and call.id
-            assert call.name in ("get_weather", "get_time")
-            assert set(call.arguments) == {"city" if call.name == "get_weather" else "zone"}
+            assert _is_valid_call(call), f"{call} does not keep to its tool's parameters"
+
+    @pytest.mark.parametrize(
+        "choice",
+        ["get_time", {"type": "function", "function": {"name": "get_time"}}],
+        ids=["name", "openai"],
+    )
+    def test_a_tool_named_in_tool_choice_is_the_one_called(
+        self, model: TextModel, choice: str | dict[str, Any]
+    ) -> None:
+        """The second tool, so that a backend that calls the first one it is given fails."""
+        if not self.supports_chat:
+            pytest.skip("backend does not support chat")
+        stream = _honoured("tools", lambda: model.chat(_QUESTION, tools=TOOLS, tool_choice=choice))
+        stream.text()
+        assert stream.err() is None and stream.finish_reason == "tool_calls"
+        assert stream.tool_calls and {call.name for call in stream.tool_calls} == {"get_time"}
+        assert all(_is_valid_call(call) for call in stream.tool_calls)
 
     def test_a_tool_round_trip_ends_in_a_text_answer(self, model: TextModel) -> None:
         if not self.supports_chat:
@@ -868,7 +896,14 @@ class TextModelContract:
         stream = model.chat(_QUESTION, tools=TOOLS, tool_choice="required")
         stream.text()
         assert stream.err() is None and stream.tool_calls, "declared tools, called none"
-        assert {call.name for call in stream.tool_calls} <= {"get_weather", "get_time"}
+        assert all(_is_valid_call(call) for call in stream.tool_calls)
+        if model.capabilities.parallel_tool_calls:
+            return
+        several = model.chat(
+            _QUESTION, tools=TOOLS, tool_choice="required", parallel_tool_calls=True
+        )
+        several.text()
+        assert len(several.tool_calls) == 1, "declared no parallel calls, made several"
 
     def test_declared_reasoning_is_kept_apart_from_the_answer(self, model: TextModel) -> None:
         """A model that declares reasoning thinks when asked, on the "reasoning" channel
