@@ -28,7 +28,13 @@ from inference_core.types import LoadConfig
 from . import gguf_meta, rpc, vram, wire
 from .binaries import BUILD_ADVICE, BinaryLookup, Candidates, candidates, record_crash
 from .devices import SELECTORS, GpuDevice, discover
-from .flags import chat_template_error, server_args, user_sets
+from .flags import (
+    chat_template_error,
+    explains_refusal,
+    refused_template,
+    server_args,
+    user_sets,
+)
 from .model import LlamaServerModel
 from .server import LlamaServer, ServerOptions
 
@@ -162,10 +168,12 @@ def load_with_server(
     try:
         server = rpc.start_with_workers(options, config.rpc_servers)
     except ServerStartError as error:
-        refused = chat_template_error(config, error.log)
-        if refused is None:
+        if not refused_template(config, error.log):
             raise
-        raise refused from error
+        logs = [error.log]
+        if not explains_refusal(error.log):  # its reason was lost at exit: ask once more
+            logs.append(_start_failure_log(options, config))
+        raise chat_template_error(config, logs) from error
     try:
         props = _settings(server, config.load_timeout)
     except BaseException:
@@ -180,6 +188,15 @@ def load_with_server(
         embed_batch=min(_embed_batch(config), props.context_len) if config.embeddings else None,
         props=props,
     )
+
+
+def _start_failure_log(options: ServerOptions, config: LoadConfig) -> str:
+    """The log of one more start of a server that ended at start (empty if this one runs)."""
+    try:
+        rpc.start_with_workers(options, config.rpc_servers).stop()
+    except ServerStartError as error:
+        return error.log
+    return ""
 
 
 def start_first_that_runs(

@@ -18,7 +18,14 @@ from inference_core.types import LoadConfig, refuse_options
 
 from . import cpus
 
-__all__ = ["SERVER_FIELDS", "chat_template_error", "server_args", "user_sets"]
+__all__ = [
+    "SERVER_FIELDS",
+    "chat_template_error",
+    "explains_refusal",
+    "refused_template",
+    "server_args",
+    "user_sets",
+]
 
 _ALL_LAYERS = "999"  # llama-server clamps this to the model's layer count
 # Linux takes no longer argument on a command line (MAX_ARG_STRLEN, its NUL included).
@@ -161,16 +168,33 @@ _PROBLEM_LINES = 12
 _PROBLEM_WIDTH = 300
 
 
-def chat_template_error(config: LoadConfig, log: str) -> InvalidChatTemplate | None:
-    """The `InvalidChatTemplate` of a server that refused `config.chat_template` at start,
-    in the template engine's own words from its log; None when it refused none."""
+def refused_template(config: LoadConfig, log: str) -> bool:
+    """Whether a server that ended at start refused `config.chat_template`."""
+    return config.chat_template is not None and _REFUSED in log
+
+
+def _engine_words(log: str) -> list[str]:
+    """The template engine's lines in a refusing server's log, its generic ones last."""
     lines = log.splitlines()
-    if config.chat_template is None or not any(_REFUSED in line for line in lines):
-        return None
     start = next((n for n, line in enumerate(lines) if _TEMPLATE_ERROR.match(line)), len(lines))
     said = [_LOG_PREFIX.sub("", line).rstrip() for line in lines[start:]]
     kept = [line for line in said if line.strip() and _REFUSED not in line]
-    kept = [line for line in kept if not line.strip().startswith(_GENERIC)] or kept
+    return [line for line in kept if not line.strip().startswith(_GENERIC)] or kept
+
+
+def explains_refusal(log: str) -> bool:
+    """Whether the log holds the engine's reason, not only its generic lines: llama-server
+    can exit before its logging thread writes the reason (upstream leaves that thread
+    unflushed at exit), measured as 1 start in 6 to 40 here."""
+    return any(not line.strip().startswith(_GENERIC) for line in _engine_words(log))
+
+
+def chat_template_error(config: LoadConfig, logs: Sequence[str]) -> InvalidChatTemplate:
+    """The `InvalidChatTemplate` of a server that refused `config.chat_template` at start,
+    in the template engine's own words from the first of its `logs` that gives them."""
+    assert config.chat_template is not None
+    log = next((log for log in logs if explains_refusal(log)), logs[0])
+    kept = _engine_words(log)
     problem = "\n".join(line[:_PROBLEM_WIDTH] for line in kept[:_PROBLEM_LINES])
     template = config.chat_template
     where = "given as text" if _is_template_text(template) else template

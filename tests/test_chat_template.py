@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 import inference_core as ic
-from inference_rocm.backends import server_args
+from inference_rocm.backends import LlamaCppBackend, server_args
 
-from .procs import children
+from .procs import children, make_executable
 from .test_cli import assert_one_line_error, cli
 
 server = pytest.mark.server
@@ -194,3 +194,40 @@ def test_a_template_option_naming_no_file_is_a_usage_error(tmp_path: Path) -> No
     result = cli("run", "--chat-template", str(tmp_path / "missing.jinja"), "Hi")
     assert result.returncode == 2
     assert "--chat-template" in result.stderr and "is not a file" in result.stderr
+
+
+# llama-server's refusal as the pinned build logs it; its logging thread can lose the
+# engine's reason at exit (one start in 6 to 40 here), leaving only the generic lines.
+_REFUSAL = [
+    "error: the supplied chat template is not supported: {{ m.content ",
+    "",
+    "0.00.004.093 E common_chat_templates_init: error: parser: Parser Error: Expected }} (Got )",
+    "0.00.004.101 E common_chat_templates_init: failed to initialize chat template",
+    "0.00.004.114 E common_chat_verify_template: failed to apply template: std::exception",
+]
+_LOSES_THE_REASON = """
+import pathlib, sys
+count = pathlib.Path({count!r})
+n = int(count.read_text())
+count.write_text(str(n + 1))
+lines = {lines!r}
+print("\\n".join(lines if n >= {lost} else [l for l in lines if "Expected" not in l]))
+sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize(("lost", "starts"), [(1, 2), (0, 1)], ids=["lost", "kept"])
+def test_a_refusal_whose_reason_was_lost_at_exit_is_asked_once_more(
+    tmp_path: Path, smollm2_path: str, lost: int, starts: int
+) -> None:
+    """The first start loses the reason (`lost` 1) or keeps it: the error names it either
+    way, starting the server a second time only when it was lost."""
+    count = tmp_path / "starts"
+    count.write_text("0")
+    source = _LOSES_THE_REASON.format(count=str(count), lines=_REFUSAL, lost=lost)
+    binary = make_executable(tmp_path / "llama-server", source)
+    backend = LlamaCppBackend(environ={"LLAMA_SERVER_PATH": str(binary)})
+    with pytest.raises(ic.InvalidChatTemplate) as caught:
+        backend.load_model(smollm2_path, ic.LoadConfig(chat_template=UNPARSED))
+    assert "Expected }} (Got )" in caught.value.problem
+    assert count.read_text() == str(starts)
