@@ -52,8 +52,12 @@ def _ask(server: ExternalServer, path: str, body: dict[str, Any] | None = None) 
         return json.load(answer)
 
 
+def _base64(image: bytes) -> str:
+    return base64.b64encode(image).decode()
+
+
 def _image_part(image: bytes) -> dict[str, Any]:
-    url = "data:image/png;base64," + base64.b64encode(image).decode()
+    url = "data:image/png;base64," + _base64(image)
     return {"type": "image_url", "image_url": {"url": url}}
 
 
@@ -70,6 +74,27 @@ def _chat(server: ExternalServer, *images: bytes) -> dict[str, Any]:
         },
     )
     return answer
+
+
+def _ids(server: ExternalServer, image: bytes) -> list[int]:
+    """The greedy ids after `image` and a few words, through /completion's own image field,
+    each prompt read afresh: a prefix restored from the prompt cache is computed in other
+    batches, which can turn a later greedy pick (measured after 11 tokens, text alike)."""
+    marker = _ask(server, "/props")["media_marker"]
+    prompt = {"prompt_string": marker + "This image shows", "multimodal_data": [_base64(image)]}
+    answer = _ask(
+        server,
+        "/completion",
+        {
+            "prompt": prompt,
+            "n_predict": 8,
+            "temperature": 0,
+            "return_tokens": True,
+            "cache_prompt": False,
+        },
+    )
+    ids: list[int] = answer["tokens"]
+    return ids
 
 
 def _gradient(width: int, height: int) -> bytes:
@@ -102,3 +127,11 @@ def test_two_images_take_twice_the_count(vision_server: ExternalServer) -> None:
     without = _chat(vision_server)["usage"]
     with_two = _chat(vision_server, _gradient(20, 12), _gradient(7, 30))["usage"]
     assert with_two["prompt_tokens"] - without["prompt_tokens"] == 2 * IMAGE_TOKENS
+
+
+@pytest.mark.server
+def test_what_the_model_says_follows_the_image(vision_server: ExternalServer) -> None:
+    first = _ids(vision_server, _gradient(20, 12))
+    assert len(first) == 8
+    assert _ids(vision_server, png(7, 30, lambda x, y: (0, 40, 255 - 8 * y))) != first
+    assert _ids(vision_server, _gradient(20, 12)) == first
