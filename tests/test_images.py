@@ -1,0 +1,129 @@
+"""Images in chat, through the library, with the real llama-server, SmolLM2 and the tiny
+test projector (tests/projector.py): 16 prompt tokens an image, greedy ids that follow
+the image, and the typed errors of what cannot be sent."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import inference_core as ic
+
+from .projector import IMAGE_TOKENS, png, write_projector
+
+pytestmark = pytest.mark.server
+
+RED = png(8, 8, lambda x, y: (220, 30, 30))
+BLUE = png(8, 8, lambda x, y: (20, 40, 230))
+QUESTION = "What is in this picture?"
+
+
+@pytest.fixture(scope="module")
+def projector(smollm2_path: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_projector(tmp_path_factory.mktemp("projector") / "mmproj.gguf", smollm2_path)
+
+
+@pytest.fixture(scope="module")
+def seeing(smollm2_path: str, projector: Path) -> Iterator[ic.TextModel]:
+    with ic.load(
+        smollm2_path, backend="llama_cpp", context_len=512, parallel_slots=2, mmproj=projector
+    ) as model:
+        yield model
+
+
+def asking(*images: bytes | str | Path) -> list[ic.Message]:
+    parts = [{"type": "text", "text": QUESTION}, *(ic.image(i) for i in images)]
+    return [ic.Message("user", parts)]
+
+
+def ids(model: ic.TextModel, messages: list[ic.Message]) -> list[int]:
+    stream = model.chat(messages, max_tokens=12)
+    found = [token.id for token in stream]
+    assert stream.err() is None
+    return found
+
+
+def test_a_model_with_its_projector_sees(seeing: ic.TextModel) -> None:
+    assert seeing.capabilities.vision and not seeing.capabilities.audio
+
+
+def test_each_image_costs_the_projectors_tokens(seeing: ic.TextModel) -> None:
+    counts = [seeing.count_tokens(asking(*pictures)) for pictures in [(), (RED,), (RED, BLUE)]]
+    assert counts[1] - counts[0] == IMAGE_TOKENS and counts[2] - counts[1] == IMAGE_TOKENS
+    for pictures, counted in zip([(), (RED,), (RED, BLUE)], counts, strict=True):
+        stream = seeing.chat(asking(*pictures), max_tokens=2)
+        stream.text()
+        assert stream.metrics is not None and stream.metrics.prompt_tokens == counted
+
+
+def test_the_ids_follow_the_image(seeing: ic.TextModel) -> None:
+    red = ids(seeing, asking(RED))
+    assert red != ids(seeing, asking(BLUE))
+    assert red == ids(seeing, asking(RED))
+
+
+def test_a_path_bytes_and_urls_of_one_file_are_one_image(
+    seeing: ic.TextModel, tmp_path: Path
+) -> None:
+    path = tmp_path / "red.png"
+    path.write_bytes(RED)
+    data_url = "data:image/png;base64," + base64.b64encode(RED).decode()
+    forms: list[bytes | str | Path] = [RED, path, str(path), path.as_uri(), data_url]
+    found = [ids(seeing, asking(form)) for form in forms]
+    assert all(each == found[0] for each in found)
+
+
+def test_an_image_without_a_projector_is_refused_before_anything_is_sent(
+    shared_model: ic.TextModel,
+) -> None:
+    assert not shared_model.capabilities.vision
+    with pytest.raises(ic.UnsupportedOption) as refused:
+        shared_model.chat(asking(RED), max_tokens=4)
+    assert refused.value.option == "image" and "mmproj" in str(refused.value)
+    with pytest.raises(ic.UnsupportedOption):
+        shared_model.count_tokens(asking(RED))
+    assert ids(shared_model, [ic.Message("user", QUESTION)])  # it serves on
+
+
+def test_an_image_the_server_cannot_decode_is_named(seeing: ic.TextModel) -> None:
+    truncated = RED[: len(RED) // 2]  # a PNG's signature, then half of it
+    messages = asking(BLUE, truncated)
+    stream = seeing.chat(messages, max_tokens=4)
+    with pytest.raises(ic.InvalidValue) as refused:
+        list(stream)
+    assert "message 0, content part 2" in str(refused.value)
+    assert ids(seeing, asking(BLUE))  # it serves on
+
+
+def test_an_image_beyond_the_context_is_a_context_overflow(seeing: ic.TextModel) -> None:
+    too_many = asking(*[RED] * (512 // IMAGE_TOKENS + 1))
+    with pytest.raises(ic.ContextOverflow):
+        list(seeing.chat(too_many, max_tokens=4))
+    assert ids(seeing, asking(RED))
+
+
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        (b"", "is empty"),
+        (b"not an image at all", "not an image"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "WebP"),
+        ("https://example.invalid/cat.png", "download it first"),
+        ("/nonexistent/cat.png", "cannot read"),
+        ("data:image/png;base64,@@@", "not valid base64"),
+    ],
+)
+def test_what_cannot_be_an_image_is_refused_when_the_message_is_made(
+    source: bytes | str, said: str
+) -> None:
+    with pytest.raises(ic.InvalidValue, match=said) as refused:
+        ic.Message("user", [{"type": "text", "text": "hi"}, ic.image(source)])
+    assert refused.value.field == "content"
+
+
+def test_only_a_user_message_carries_images() -> None:
+    with pytest.raises(ic.InvalidValue, match="only a user message"):
+        ic.Message("assistant", [ic.image(RED)])
