@@ -4,6 +4,7 @@ the image, and the typed errors of what cannot be sent."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 import inference_core as ic
 
+from .external import KEY, ExternalServer
 from .projector import IMAGE_TOKENS, png, write_projector
 
 pytestmark = pytest.mark.server
@@ -127,3 +129,56 @@ def test_what_cannot_be_an_image_is_refused_when_the_message_is_made(
 def test_only_a_user_message_carries_images() -> None:
     with pytest.raises(ic.InvalidValue, match="only a user message"):
         ic.Message("assistant", [ic.image(RED)])
+
+
+def test_a_chat_that_keeps_the_first_of_two_adjacent_images_is_answered(
+    seeing: ic.TextModel,
+) -> None:
+    """The pinned server's prompt cache fails ("Chunk not found") when a cached prompt
+    parts from the next one between two adjacent images: the chat is sent again without
+    the cache, and gives the ids it gives uncached."""
+    ids(seeing, asking(RED, BLUE))
+    kept = ids(seeing, asking(RED))
+    ids(seeing, asking(BLUE, RED))  # another prompt in the slot, sharing no image
+    assert kept == ids(seeing, asking(RED))
+
+
+def test_an_async_chat_gives_the_sync_ids(seeing: ic.TextModel) -> None:
+    expected = ids(seeing, asking(BLUE))
+
+    async def run() -> list[int]:
+        stream = seeing.achat(asking(BLUE), max_tokens=12)
+        return [token.id async for token in stream]
+
+    assert asyncio.run(run()) == expected
+
+
+@pytest.fixture(scope="module")
+def seeing_remotely(
+    llama_server_binary: str,
+    smollm2_path: str,
+    projector: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ic.TextModel]:
+    log = tmp_path_factory.mktemp("remote-vision") / "server.log"
+    server = ExternalServer(
+        llama_server_binary, smollm2_path, KEY, "--mmproj", str(projector),
+        "--ctx-size", "1024", "--parallel", "2", log=log,
+    )  # fmt: skip
+    try:
+        with ic.load(server.url, api_key=KEY) as model:
+            yield model
+    finally:
+        server.stop()
+
+
+def test_the_remote_backend_sends_the_images_bytes(
+    seeing: ic.TextModel, seeing_remotely: ic.TextModel, tmp_path: Path
+) -> None:
+    path = tmp_path / "red.png"
+    path.write_bytes(RED)
+    message = asking(path)
+    path.unlink()  # the message holds the bytes: nothing reads the path again
+    assert seeing_remotely.capabilities.vision
+    assert ids(seeing_remotely, message) == ids(seeing, message)
+    assert seeing_remotely.count_tokens(message) == seeing.count_tokens(message)
