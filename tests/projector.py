@@ -1,4 +1,4 @@
-"""Stand-ins for a vision model's parts: a projector GGUF for SmolLM2 and PNG images.
+"""A stand-in for a vision model's part: a projector GGUF for SmolLM2.
 
 No vision model ships in a package the tests can install, so they build a projector:
 llama.cpp's simplest kind, LLaVA's "mlp" (a ViT of one block whose output two linear
@@ -12,9 +12,6 @@ reads; shapes are given in numpy's order, the reverse of ggml's.
 from __future__ import annotations
 
 import math
-import struct
-import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 import gguf
@@ -23,7 +20,7 @@ import numpy.typing as npt
 
 from inference_rocm import gguf_meta
 
-__all__ = ["IMAGE_SIZE", "IMAGE_TOKENS", "PATCH_SIZE", "SEED", "png", "write_projector"]
+__all__ = ["IMAGE_SIZE", "IMAGE_TOKENS", "PATCH_SIZE", "SEED", "write_projector"]
 
 SEED = 23
 # Every image is resized to IMAGE_SIZE pixels square and cut into patches of PATCH_SIZE:
@@ -120,22 +117,3 @@ def write_projector(path: Path, text_model: str, *, seed: int = SEED) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png(width: int, height: int, pixel: Callable[[int, int], tuple[int, int, int]]) -> bytes:
-    """An 8-bit RGB PNG whose pixel at (x, y) is `pixel(x, y)`."""
-    rows = b"".join(
-        b"\0" + bytes(channel for x in range(width) for channel in pixel(x, y))
-        for y in range(height)
-    )  # each row starts with its filter type, 0: none
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # depth 8, RGB
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(rows))
-        + _chunk(b"IEND", b"")
-    )

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 import inference_core as ic
+from inference_core.testing import TextModelContract
+from inference_core.testing.pictures import png
 
 from .external import KEY, ExternalServer
-from .projector import IMAGE_TOKENS, png, write_projector
+from .projector import IMAGE_TOKENS, write_projector
 
 pytestmark = pytest.mark.server
 
@@ -182,3 +184,7 @@ def test_the_remote_backend_sends_the_images_bytes(
     assert seeing_remotely.capabilities.vision
     assert ids(seeing_remotely, message) == ids(seeing, message)
     assert seeing_remotely.count_tokens(message) == seeing.count_tokens(message)
+
+
+def test_the_kits_vision_contract_holds(seeing: ic.TextModel) -> None:
+    TextModelContract().test_declared_vision_reads_images_and_none_refuses_them(seeing)

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from inference_core.testing.pictures import png
 from tests.external import KEY, ExternalServer
-from tests.projector import IMAGE_TOKENS, png, write_projector
+from tests.projector import IMAGE_TOKENS, write_projector
 
 QUESTION = "What is in this picture?"
 
