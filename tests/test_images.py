@@ -17,6 +17,7 @@ from inference_core.testing.pictures import png
 
 from .external import KEY, ExternalServer
 from .projector import IMAGE_TOKENS, write_projector
+from .test_cli import assert_one_line_error, cli
 
 pytestmark = pytest.mark.server
 
@@ -188,3 +189,53 @@ def test_the_remote_backend_sends_the_images_bytes(
 
 def test_the_kits_vision_contract_holds(seeing: ic.TextModel) -> None:
     TextModelContract().test_declared_vision_reads_images_and_none_refuses_them(seeing)
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def red_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("pictures") / "red.png"
+    path.write_bytes(RED)
+    return path
+
+
+def test_run_with_an_image_answers_as_the_library_does(
+    seeing: ic.TextModel, projector: Path, red_file: Path
+) -> None:
+    expected = seeing.chat(asking(red_file), max_tokens=12, temperature=0).text()
+    result = cli(
+        "run", "--mmproj", str(projector), "--ctx", "512", "-n", "12", "-t", "0",
+        "--image", str(red_file), QUESTION,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected.lstrip() + "\n"
+
+
+def test_chat_takes_an_image_command_for_the_next_message(
+    seeing: ic.TextModel, projector: Path, red_file: Path
+) -> None:
+    expected = seeing.chat(asking(red_file), max_tokens=12, temperature=0).text()
+    result = cli(
+        "chat", "--mmproj", str(projector), "--ctx", "512", "-n", "12", "-t", "0",
+        stdin=f"/image {red_file}\n{QUESTION}\n",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected.lstrip() + "\n"
+
+
+def test_run_with_an_image_and_no_projector_is_one_line_naming_mmproj(red_file: Path) -> None:
+    result = cli("run", "-n", "4", "--image", str(red_file), QUESTION)
+    assert_one_line_error(result, "sees no images", "mmproj")
+
+
+@pytest.mark.parametrize("command", ["run", "chat"])
+def test_an_image_that_is_no_image_is_a_usage_error_before_loading(
+    command: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("not a picture")
+    result = cli(command, "--image", str(path), *(["hi"] if command == "run" else []))
+    assert result.returncode == 2 and "argument --image" in result.stderr
+    assert "not an image" in result.stderr and "loading" not in result.stderr
