@@ -398,7 +398,16 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     if not hub.is_hub_name(args.name):
         raise _UsageError(f"pull takes an hf://OWNER/REPO/FILE.gguf name, not {args.name!r}")
     path = hub.fetch(args.name)  # the library draws its progress bar on a terminal's stderr
-    print(json.dumps(pulled(args.name, path), indent=2) if args.json else path)
+    projector = hub.projector(args.name, path)
+    if args.json:
+        found = pulled(args.name, path)
+        if projector is not None:
+            found["projector"] = {k: v for k, v in pulled("", projector).items() if k != "name"}
+        print(json.dumps(found, indent=2))
+    else:
+        print(path)
+        if projector is not None:  # stdout stays the model's path alone, for scripts
+            print(f"and its projector, to see images: {projector}", file=sys.stderr)
     return 0
 
 
@@ -441,7 +450,9 @@ def _loaded(args: argparse.Namespace, load: LoadConfig) -> Iterator[TextModel]:
     path = args.model or demo_model_path()
     if hub.is_hub_name(path):  # before the spinner: a download draws its own progress bar
         registry.choose_backend(path, args.backend)  # and a wrong backend downloads nothing
-        path = hub.fetch(path)
+        name, path = path, hub.fetch(path)
+        if load.mmproj is None:  # the projector beside it, as load() fetches it
+            load = attrs.evolve(load, mmproj=hub.projector(name, path))
     show = _spinner_wanted(args.debug)
     with Spinner(sys.stderr, f"loading {os.path.basename(redacted(path))}", enabled=show):
         model = registry.load(path, backend=args.backend, config=load)
