@@ -428,5 +428,7 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         self.server.stop()
 
     def __del__(self) -> None:
-        if not getattr(self, "_closed", threading.Event()).is_set():
+        # nothing here may need a module global: at interpreter exit they may be None
+        closed = getattr(self, "_closed", None)
+        if closed is not None and not closed.is_set():
             self.close()
