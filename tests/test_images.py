@@ -14,8 +14,11 @@ import pytest
 import inference_core as ic
 from inference_core.testing import TextModelContract
 from inference_core.testing.pictures import png
+from inference_rocm import rendering
+from inference_rocm.model import LlamaServerModel
 
 from .external import KEY, ExternalServer
+from .jpeg import jpeg
 from .projector import IMAGE_TOKENS, write_projector
 from .test_cli import assert_one_line_error, cli
 
@@ -70,15 +73,43 @@ def test_the_ids_follow_the_image(seeing: ic.TextModel) -> None:
     assert red == ids(seeing, asking(RED))
 
 
-def test_a_path_bytes_and_urls_of_one_file_are_one_image(
-    seeing: ic.TextModel, tmp_path: Path
+def grey(x: int, y: int) -> int:
+    return (x * 16 + y * 3) % 256
+
+
+PICTURES = {
+    "png": png(16, 16, lambda x, y: (grey(x, y),) * 3),
+    "jpeg": jpeg(16, 16, grey),  # the same pixels' source, through a lossy format
+}
+
+
+def servers_own_ids(model: ic.TextModel, messages: list[ic.Message], picture: bytes) -> list[int]:
+    """The greedy ids llama-server gives for the chat with `picture`, asked directly."""
+    assert isinstance(model, LlamaServerModel)
+    client = model.server.client
+    text = rendering.render(client, messages)
+    body = {
+        "prompt": {"prompt_string": text, "multimodal_data": [base64.b64encode(picture).decode()]},
+        "n_predict": 8, "temperature": 0, "return_tokens": True, "cache_prompt": False,
+    }  # fmt: skip
+    answer = client.request("POST", "/completion", body)
+    return [int(token) for token in answer["tokens"]]
+
+
+@pytest.mark.parametrize("kind", PICTURES)
+def test_a_path_bytes_and_urls_of_one_file_give_the_servers_own_ids(
+    seeing: ic.TextModel, tmp_path: Path, kind: str
 ) -> None:
-    path = tmp_path / "red.png"
-    path.write_bytes(RED)
-    data_url = "data:image/png;base64," + base64.b64encode(RED).decode()
-    forms: list[bytes | str | Path] = [RED, path, str(path), path.as_uri(), data_url]
-    found = [ids(seeing, asking(form)) for form in forms]
-    assert all(each == found[0] for each in found)
+    picture = PICTURES[kind]
+    path = tmp_path / f"picture.{kind}"
+    path.write_bytes(picture)
+    data_url = f"data:image/{kind};base64," + base64.b64encode(picture).decode()
+    forms: list[bytes | str | Path] = [picture, path, str(path), path.as_uri(), data_url]
+    expected = servers_own_ids(seeing, asking(picture), picture)
+    for form in forms:
+        stream = seeing.chat(asking(form), max_tokens=8)
+        assert [token.id for token in stream] == expected, form
+    assert ic.image(path)["image_url"]["url"].startswith(f"data:image/{kind};base64,")
 
 
 def test_an_image_without_a_projector_is_refused_before_anything_is_sent(
