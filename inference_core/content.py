@@ -33,6 +33,7 @@ __all__ = [
     "content_images",
     "content_text",
     "image",
+    "shown_content",
 ]
 
 MAX_IMAGE_BYTES = 16 * 2**20  # beyond any picture a projector resizes; llama-server's own
@@ -195,6 +196,23 @@ def checked_content(value: object) -> Content:
             "content", f"a message holds at most {MAX_PARTS} parts, got {len(value)}"
         )
     return tuple(_part(part, f"content part {index}") for index, part in enumerate(value))
+
+
+def shown_content(value: Content) -> str:
+    """The content for a repr: an image as its media type and size, never its bytes."""
+    if isinstance(value, str):
+        return repr(value)
+    parts = []
+    for part in value:
+        if part["type"] == "text":
+            parts.append(repr(part))
+        else:
+            header, _, payload = part["image_url"]["url"].partition(",")
+            size = len(payload) * 3 // 4 - payload.count("=")
+            parts.append(
+                f"<image {header.removeprefix('data:').removesuffix(';base64')}, {size} bytes>"
+            )
+    return f"({', '.join(parts)}{',' if len(parts) == 1 else ''})"
 
 
 def content_text(value: Content) -> str:

@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 import attrs
 
 from ._nesting import gbnf_depth, gbnf_rules, json_depth
-from .content import Content, checked_content, content_images
+from .content import Content, checked_content, content_images, shown_content
 from .errors import InvalidValue
 
 __all__ = [
@@ -257,7 +257,7 @@ class Message:
     """
 
     role: str = attrs.field()
-    content: Content = attrs.field(converter=checked_content, hash=False)
+    content: Content = attrs.field(converter=checked_content, hash=False, repr=shown_content)
     tool_calls: tuple[ToolCall, ...] = attrs.field(default=(), converter=_tool_calls)
     tool_call_id: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))
     reasoning: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))

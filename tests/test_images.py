@@ -270,3 +270,10 @@ def test_an_image_that_is_no_image_is_a_usage_error_before_loading(
     result = cli(command, "--image", str(path), *(["hi"] if command == "run" else []))
     assert result.returncode == 2 and "argument --image" in result.stderr
     assert "not an image" in result.stderr and "loading" not in result.stderr
+
+
+def test_a_messages_repr_shows_an_image_by_its_type_and_size_not_its_bytes() -> None:
+    message = ic.Message("user", [{"type": "text", "text": QUESTION}, ic.image(RED)])
+    shown = repr(message)
+    assert f"<image image/png, {len(RED)} bytes>" in shown and QUESTION in shown
+    assert base64.b64encode(RED).decode()[:20] not in shown
