@@ -10,8 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import inference_core as ic
+from inference_core.content import content_text
 from inference_core.testing import TextModelContract
 from inference_core.testing.pictures import png
 from inference_rocm import rendering
@@ -277,3 +280,28 @@ def test_a_messages_repr_shows_an_image_by_its_type_and_size_not_its_bytes() -> 
     shown = repr(message)
     assert f"<image image/png, {len(RED)} bytes>" in shown and QUESTION in shown
     assert base64.b64encode(RED).decode()[:20] not in shown
+
+
+@given(st.binary(max_size=64))
+def test_any_bytes_are_an_image_part_holding_them_or_an_invalid_value(data: bytes) -> None:
+    try:
+        part = ic.image(data)
+    except ic.InvalidValue as refused:
+        assert refused.field == "content"
+        return
+    header, _, payload = part["image_url"]["url"].partition(",")
+    assert header.startswith("data:image/") and base64.b64decode(payload) == data
+
+
+@given(st.lists(st.text(max_size=20), max_size=5))
+def test_text_parts_keep_their_text_joined_as_the_server_joins_them(texts: list[str]) -> None:
+    message = ic.Message("system", [{"type": "text", "text": text} for text in texts])
+    assert content_text(message.content) == "\n".join(texts)
+
+
+@given(
+    st.one_of(st.integers(), st.none(), st.dictionaries(st.text(max_size=5), st.text(max_size=5)))
+)
+def test_a_part_that_is_no_part_is_an_invalid_value(part: object) -> None:
+    with pytest.raises(ic.InvalidValue):
+        ic.Message("user", [part])
