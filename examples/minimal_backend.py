@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 
 import inference_core as ic
+from inference_core.content import content_text
 from inference_core.streams import GenerationScope, StreamingModel, TokenSource
 
 VOCAB_SIZE = 50_000
@@ -48,7 +49,8 @@ class ShoutModel(StreamingModel):
     def _tokens(
         self, prompt: str | Sequence[ic.Message], config: ic.GenerateConfig, scope: GenerationScope
     ) -> TokenSource:
-        text = prompt if isinstance(prompt, str) else prompt[-1].content  # chat: the last message
+        # chat: the last message's text (an image part is refused before it gets here)
+        text = prompt if isinstance(prompt, str) else content_text(prompt[-1].content)
         words = text.split()
         woken = threading.Event()  # abort() sets it, from the thread that cancels
         started = time.perf_counter()

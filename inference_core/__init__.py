@@ -8,6 +8,7 @@ with ic.load("model.gguf", context_len=4096) as model:
 
 from __future__ import annotations
 
+from .content import image
 from .errors import (
     BackendNotFound,
     BackendUnavailable,
@@ -124,6 +125,7 @@ __all__ = [
     "default_backend",
     "get_backend",
     "hookimpl",
+    "image",
     "inspect_model",
     "load",
     "register",

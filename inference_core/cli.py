@@ -34,6 +34,7 @@ from ._cli_models import (
 )
 from ._cli_progress import LATEST, Spinner
 from ._locations import redacted, url_scheme
+from .content import image
 from .demo import demo_model_path
 from .errors import (
     ContextOverflow,
@@ -55,7 +56,8 @@ _PROG = "inference"
 _INTERRUPTED = 130
 _BROKEN_PIPE = 141
 # GenerateConfig/LoadConfig field -> the option that sets it, to name it in errors.
-_OPTION_OF = {"context_len": "--ctx", "gpu_layers": "--gpu-layers"}
+# a message's content is only ever the CLI's images (an undecodable one, from the server)
+_OPTION_OF = {"context_len": "--ctx", "gpu_layers": "--gpu-layers", "content": "--image"}
 
 
 class _UsageError(Exception):
@@ -115,7 +117,7 @@ def _tools(value: str) -> Any:
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    _template_option(_load_options(parser))
+    _model_file_options(_load_options(parser))
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--max-tokens", "-n", type=int, metavar="N", help="default 256")
     sampling.add_argument("--temperature", "-t", type=float, metavar="T", help="0 = greedy")
@@ -147,16 +149,37 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="the most tokens the thinking may take, its closing tag included (0: none)",
     )
+    parser.add_argument(
+        "--image",
+        action="append",
+        type=_image,
+        metavar="FILE",
+        help="an image for the model to see, after the prompt (repeatable; needs a "
+        "projector: --mmproj)",
+    )
     parser.add_argument("--stats", action="store_true", help="print timings to stderr")
 
 
-def _template_option(group: argparse._ArgumentGroup) -> None:
+def _model_file_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--chat-template",
         type=_file,
         metavar="FILE",
         help="a Jinja chat template to use instead of the model's own",
     )
+    group.add_argument(
+        "--mmproj",
+        metavar="FILE",
+        help="the model's multimodal projector (a GGUF path or hf:// name), to see images",
+    )
+
+
+def _image(path: str) -> dict[str, Any]:
+    """An image part, read and checked before anything loads."""
+    try:
+        return image(path)
+    except InvalidValue as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _load_options(
@@ -276,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also load the model and show what it runs with: context, slots, capabilities "
         "(always, for a server URL)",
     )
-    _template_option(_load_options(sub, model=False))
+    _model_file_options(_load_options(sub, model=False))
     sub.set_defaults(handler=_cmd_info)
 
     sub = commands.add_parser(
@@ -375,7 +398,16 @@ def _cmd_pull(args: argparse.Namespace) -> int:
     if not hub.is_hub_name(args.name):
         raise _UsageError(f"pull takes an hf://OWNER/REPO/FILE.gguf name, not {args.name!r}")
     path = hub.fetch(args.name)  # the library draws its progress bar on a terminal's stderr
-    print(json.dumps(pulled(args.name, path), indent=2) if args.json else path)
+    projector = hub.projector(args.name, path)
+    if args.json:
+        found = pulled(args.name, path)
+        if projector is not None:
+            found["projector"] = {k: v for k, v in pulled("", projector).items() if k != "name"}
+        print(json.dumps(found, indent=2))
+    else:
+        print(path)
+        if projector is not None:  # stdout stays the model's path alone, for scripts
+            print(f"and its projector, to see images: {projector}", file=sys.stderr)
     return 0
 
 
@@ -403,6 +435,7 @@ def _load_config(args: argparse.Namespace, *, embeddings: bool = False) -> LoadC
         verify_tls=args.verify_tls,
         load_timeout=args.load_timeout,
         chat_template=getattr(args, "chat_template", None),
+        mmproj=getattr(args, "mmproj", None),
     )
 
 
@@ -417,7 +450,9 @@ def _loaded(args: argparse.Namespace, load: LoadConfig) -> Iterator[TextModel]:
     path = args.model or demo_model_path()
     if hub.is_hub_name(path):  # before the spinner: a download draws its own progress bar
         registry.choose_backend(path, args.backend)  # and a wrong backend downloads nothing
-        path = hub.fetch(path)
+        name, path = path, hub.fetch(path)
+        if load.mmproj is None:  # the projector beside it, as load() fetches it
+            load = attrs.evolve(load, mmproj=hub.projector(name, path))
     show = _spinner_wanted(args.debug)
     with Spinner(sys.stderr, f"loading {os.path.basename(redacted(path))}", enabled=show):
         model = registry.load(path, backend=args.backend, config=load)
@@ -533,10 +568,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     prompt: str = sys.stdin.read().rstrip("\n") if args.prompt == "-" else args.prompt
     if not prompt:
         raise _UsageError("the prompt is empty")
-    as_chat = args.think is not None or args.reasoning_budget is not None
+    as_chat = args.think is not None or args.reasoning_budget is not None or args.image
     with _loaded(args, load) as model:
         stream = (
-            model.chat([Message("user", prompt)], config)
+            model.chat([Message("user", _with_images(prompt, args.image))], config)
             if as_chat
             else model.generate(prompt, config)
         )
@@ -576,6 +611,26 @@ def _read_turn(interactive: bool) -> str | None:
     return None if line == "" else line
 
 
+def _with_images(text: str, images: list[dict[str, Any]] | None) -> str | list[dict[str, Any]]:
+    """A user turn's content: the text, then the images, if any."""
+    return [{"type": "text", "text": text}, *images] if images else text
+
+
+def _added_image(path: str, interactive: bool) -> list[dict[str, Any]]:
+    """`/image FILE`: the image for the next message; at a terminal, a bad file is said
+    and the chat goes on (from a pipe, it ends the chat as any bad input does)."""
+    try:
+        part = image(path)
+    except InvalidValue as error:
+        if not interactive:
+            raise _UsageError(f"/image: {error}") from None
+        print(f"{_PROG}: /image: {error}", file=sys.stderr)
+        return []
+    if interactive:
+        print(f"(image {path} added to your next message)", file=sys.stderr)
+    return [part]
+
+
 def _answered(answer: str, reasoning: str) -> Message:
     """The assistant's turn for the history: with its thinking, for the template to
     render, and its answer without the blank lines it began with after the thinking
@@ -593,10 +648,11 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         if interactive:
             print(
                 f"chatting with {model.info.name} (context {model.context_len}); "
-                "/reset clears the history, /exit or Ctrl-D quits",
+                "/image FILE adds an image to your next message, /reset clears the "
+                "history, /exit or Ctrl-D quits",
                 file=sys.stderr,
             )
-        history = list(start)
+        history, pending = list(start), list(args.image or [])
         while (line := _read_turn(interactive)) is not None:
             text = line.strip()
             if not text:
@@ -604,11 +660,16 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             if text == "/exit":
                 break
             if text == "/reset":
-                history = list(start)
+                history, pending = list(start), []
                 if interactive:
                     print("(history cleared)", file=sys.stderr)
                 continue
-            history.append(Message("user", text))
+            if text.startswith("/image "):
+                added = _added_image(text.removeprefix("/image ").strip(), interactive)
+                pending += added
+                continue
+            history.append(Message("user", _with_images(text, pending)))
+            pending = []
             try:
                 stream = model.chat(history, config, tools=args.tools, tool_choice=args.tool_choice)
                 tokens = _stream_out(stream)

@@ -41,6 +41,7 @@ __all__ = [
     "fetch",
     "is_hub_name",
     "parse",
+    "projector",
 ]
 
 logger = logging.getLogger(__name__)
@@ -324,17 +325,60 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _gguf_files(file: HubFile) -> tuple[str, ...] | None:
-    """The GGUF models the repository has (first parts of split ones), or None when the hub
-    cannot say: the listing is a courtesy, and its failure must not hide the real error."""
+def _listing(file: HubFile) -> list[str] | None:
+    """The repository's files at the file's revision, or None when the hub cannot say."""
     from huggingface_hub import HfApi
 
     try:
-        names = HfApi().list_repo_files(file.repo_id, revision=file.revision)
+        return list(HfApi().list_repo_files(file.repo_id, revision=file.revision))
     except _request_errors() as error:
         logger.debug("could not list the files of %s: %r", file.repo_id, error)
         return None
+
+
+def _gguf_files(file: HubFile) -> tuple[str, ...] | None:
+    """The GGUF models the repository has (first parts of split ones), or None when the hub
+    cannot say: the listing is a courtesy, and its failure must not hide the real error."""
+    names = _listing(file)
+    if names is None:
+        return None
     return tuple(sorted(n for n in names if n.lower().endswith(".gguf") and split_parts(n)[0] == n))
+
+
+def _is_projector(filename: str) -> bool:
+    base = filename.rsplit("/", 1)[-1].lower()
+    return base.startswith("mmproj") and base.endswith(".gguf")
+
+
+def projector(name: str, model_path: str, *, local_only: bool = False) -> str | None:
+    """The local path of the projector beside an hf:// model fetched to `model_path`: the
+    one `mmproj*.gguf` its repository holds at the model's commit, fetched from there;
+    None when it holds none, or several (the user then names one as `mmproj`).
+    Offline, or with `local_only`, the cached snapshot is looked in instead."""
+    wanted = parse(name)
+    if _is_projector(wanted.filename):
+        return None  # the projector itself, loaded as a model: nothing beside it
+    snapshot = model_path[: -len(wanted.filename) - 1]  # snapshots/<commit>
+    at_commit = HubFile(wanted.repo_id, wanted.filename, os.path.basename(snapshot))
+    names = None if local_only else _listing(at_commit)
+    if names is None:
+        names = [
+            os.path.relpath(os.path.join(folder, entry), snapshot)
+            for folder, _, entries in os.walk(snapshot)
+            for entry in entries
+        ]
+    found = sorted(n for n in names if _is_projector(n))
+    if len(found) != 1:
+        if found:
+            logger.info(
+                "%s holds %d projectors (%s): pass one as mmproj",
+                name,
+                len(found),
+                ", ".join(found),
+            )
+        return None
+    logger.info("fetching %s's projector %s", name, found[0])
+    return _fetch_one(attrs.evolve(at_commit, filename=found[0]), name, local_only)
 
 
 @attrs.frozen

@@ -289,15 +289,21 @@ def load(
 
     Options are `LoadConfig` fields as keywords (`context_len=4096`); an
     unknown one is a `TypeError` listing the known ones. `hf://OWNER/REPO/FILE.gguf`
-    is fetched into the Hugging Face cache first (see `inference_core.hub`).
+    is fetched into the Hugging Face cache first (see `inference_core.hub`), with the
+    projector beside it (`hub.projector`) unless `mmproj` names another or is "".
     """
     load_config = build_config(LoadConfig, config, load_options)
     name = backend if backend not in ("", "auto") else load_config.backend or "auto"
     location = os.fspath(path)
     chosen = choose_backend(location, name)
+    mmproj = load_config.mmproj
+    if mmproj and hub.is_hub_name(mmproj):
+        mmproj = hub.fetch(mmproj)
     if hub.is_hub_name(location):  # fetched once the backend is known: no download in vain
-        location = hub.fetch(location)
-    load_config = attrs.evolve(load_config, backend=chosen.name)
+        name, location = location, hub.fetch(location)
+        if mmproj is None:  # "" turns the projector beside it off
+            mmproj = hub.projector(name, location)
+    load_config = attrs.evolve(load_config, backend=chosen.name, mmproj=mmproj)
     logger.debug("loading %s with backend %r", redacted(location), chosen.name)
     model = chosen.load_model(location, load_config)
     if hasattr(model, "agenerate"):

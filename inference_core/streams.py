@@ -23,6 +23,7 @@ import attrs
 from ._channels import thinking
 from ._stops import StopMatcher, cut
 from ._token_checks import checked_flag, checked_ids, checked_text
+from .content import content_images
 from .errors import (
     Cancelled,
     GenerationError,
@@ -487,10 +488,21 @@ class StreamingModel:
         parsed = [to_message(message) for message in messages]
         if not parsed:
             raise ValueError("messages must not be empty")
+        if any(content_images(message.content) for message in parsed):
+            self._refuse_images()
         plan = None if request is None else self._tool_plan(request)
         if plan is None:
             return render_history(parsed), config, None
         return plan.messages(parsed), plan.config(config), plan
+
+    def _refuse_images(self) -> None:
+        """Images reach a model that sees them, or raise: never dropped on the way."""
+        if not self.capabilities.vision:
+            raise UnsupportedOption(
+                "image",
+                f"{type(self).__name__} does not see images ({self.info.path}): send text "
+                "only, or load a model that sees them (capabilities.vision)",
+            )
 
     def _tool_plan(self, request: ToolRequest) -> ToolPlan | None:
         """How this model runs a chat's tools; None when no tool may be called. By default

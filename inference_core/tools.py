@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol, final
 import attrs
 
 from ._nesting import json_depth
+from .content import content_text
 from .errors import GenerationError, InvalidValue
 from .types import MAX_JSON_DEPTH, GenerateConfig, Message, Token, ToolCall
 
@@ -129,7 +130,7 @@ def render_history(messages: Sequence[Message], *, calls_as_json: bool = False) 
             rendered.append(Message("assistant", said))
         elif message.role == "tool":
             name = names.get(message.tool_call_id or "", "the tool")
-            rendered.append(Message("user", f"{name} returned: {message.content}"))
+            rendered.append(Message("user", f"{name} returned: {content_text(message.content)}"))
         else:
             rendered.append(message)
     return rendered
@@ -210,7 +211,9 @@ class GenericToolPlan:
         """The history in our format, the instructions added to (or as) the system message."""
         rendered = render_history(messages, calls_as_json=True)
         if rendered and rendered[0].role == "system":
-            system = Message("system", f"{rendered[0].content}\n\n{self.instructions}")
+            system = Message(
+                "system", f"{content_text(rendered[0].content)}\n\n{self.instructions}"
+            )
             return [system, *rendered[1:]]
         return [Message("system", self.instructions), *rendered]
 

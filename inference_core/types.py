@@ -11,6 +11,7 @@ from typing import Any, Literal, TypeVar
 import attrs
 
 from ._nesting import gbnf_depth, gbnf_rules, json_depth
+from .content import Content, checked_content, content_images, shown_content
 from .errors import InvalidValue
 
 __all__ = [
@@ -250,10 +251,13 @@ class Message:
     that renders earlier thinking gets it, one that drops it (many render only the
     latest turn's) leaves it out of the prompt. A `"tool"` message carries a tool's
     result as its content, and the `tool_call_id` of the call it answers.
+
+    `content` is a string or a sequence of parts in OpenAI's shapes, text and (in a user
+    message) images: see `inference_core.content`; images are read and checked here.
     """
 
     role: str = attrs.field()
-    content: str = attrs.field(validator=_str)
+    content: Content = attrs.field(converter=checked_content, hash=False, repr=shown_content)
     tool_calls: tuple[ToolCall, ...] = attrs.field(default=(), converter=_tool_calls)
     tool_call_id: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))
     reasoning: str | None = attrs.field(default=None, validator=attrs.validators.optional(_str))
@@ -272,6 +276,8 @@ class Message:
             raise InvalidValue(
                 "tool_call_id", f"only a 'tool' message answers a tool call, not {self.role!r}"
             )
+        if self.role != "user" and content_images(self.content):
+            raise InvalidValue("content", f"only a user message carries images, not {self.role!r}")
         if self.reasoning is not None and self.role != "assistant":
             raise InvalidValue(
                 "reasoning", f"only an assistant message carries thinking, not {self.role!r}"
@@ -517,6 +523,9 @@ class LoadConfig:
     the template's text (anything holding "{{" or "{%"), or the path of a file holding
     it. A template the backend cannot parse or render fails the load.
 
+    mmproj is the multimodal projector that lets the model see images: a GGUF file's
+    path (or an hf:// name); "" loads none even where one would be found with the model.
+
     rpc_servers ("host:port" each) splits the model's layers over llama.cpp RPC
     workers. api_key, ca_bundle and verify_tls are for a server reached over the
     network (the `remote` backend): the key is sent as a bearer token and never
@@ -550,6 +559,9 @@ class LoadConfig:
     )
     chat_template: str | None = attrs.field(
         default=None, converter=_optional_path, validator=attrs.validators.optional(_text)
+    )
+    mmproj: str | None = attrs.field(
+        default=None, converter=_optional_path, validator=attrs.validators.optional(_str)
     )
 
     @gpu_layers.validator

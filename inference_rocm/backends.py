@@ -156,6 +156,11 @@ def load_with_server(
             raise InvalidModelFile(
                 config.adapter_path, f"(the LoRA adapter) {error.problem}"
             ) from None
+    if config.mmproj:
+        try:
+            gguf_meta.read_header(config.mmproj)
+        except InvalidModelFile as error:
+            raise InvalidModelFile(config.mmproj, f"(the projector) {error.problem}") from None
     embedding = _embedding_args(config, header) if config.embeddings else []
     options = ServerOptions(
         binary=binary,

@@ -82,6 +82,11 @@ def _lora(config: LoadConfig) -> list[str]:
     return [] if config.adapter_path is None else ["--lora", config.adapter_path]
 
 
+def _mmproj(config: LoadConfig) -> list[str]:
+    """--mmproj: the projector that turns images into the model's embeddings."""
+    return ["--mmproj", os.path.abspath(config.mmproj)] if config.mmproj else []
+
+
 def _is_template_text(value: str) -> bool:
     """A template's text, not a path: every chat template has a `{{` or a `{%`."""
     return "{{" in value or "{%" in value
@@ -126,6 +131,7 @@ _FLAGS: tuple[tuple[str, Callable[[LoadConfig], list[str]]], ...] = (
     ("parallel_slots", _parallel),
     ("adapter_path", _lora),
     ("chat_template", _chat_template),
+    ("mmproj", _mmproj),
 )
 # gpu_layers and devices are planned against the GPUs (--n-gpu-layers, the GPU variables).
 SERVER_FIELDS = (*(field for field, _ in _FLAGS), "gpu_layers", "devices", "extra_args")

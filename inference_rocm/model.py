@@ -10,6 +10,7 @@ on the "reasoning" channel.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,14 +38,16 @@ from inference_core.types import (
     build_config,
 )
 
-from . import channels, rendering, thinking, tokenizer, wire
-from .client import RequestRejected, ServerClient
+from . import channels, images, rendering, thinking, tokenizer, wire
+from .client import EventStream, RequestRejected, ServerClient
 from .delivery import UTF8_SLACK, Generation
 from .native_tools import FormatProbe, NativeToolPlan
 from .rendering import ToolChat
 from .tool_formats import ToolFormat
 
 __all__ = ["LlamaServerModel", "ServerHandle", "request_body"]
+
+logger = logging.getLogger(__name__)
 
 # An /embedding answer takes about 21 bytes per dimension of each vector (measured):
 # texts are sent in groups whose answers stay far below the client's cap on a body.
@@ -54,7 +57,7 @@ _UNKNOWN_WIDTH = 16384  # a remote server that does not say how wide its vectors
 
 
 def request_body(
-    prompt: str | list[int], config: GenerateConfig, *, stream: bool
+    prompt: str | list[int] | dict[str, Any], config: GenerateConfig, *, stream: bool
 ) -> dict[str, Any]:
     """The `/completion` request for a prompt and a GenerateConfig (0 = off, as in ours)."""
     body: dict[str, Any] = {
@@ -226,7 +229,8 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
             self._check_usable()
             kwargs = thinking.template_kwargs(tags, config)
             text = rendering.render(self.server.client, prompt, scope, kwargs)
-            body = request_body(text, config, stream=True)
+            pictures = images.chat_images(prompt)
+            body = request_body(images.completion_prompt(text, pictures), config, stream=True)
             thought = tags if thinking.thinks(tags, config) else None
             opened = thought is not None and thinking.opens(thought, text)
             if thought is not None:
@@ -234,8 +238,12 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
             if isinstance(prompt, ToolChat):
                 body.update(prompt.fields)
             try:
-                events = self.server.client.stream("/completion", body, scope)
+                events = self._start(body, scope, pictures)
             except RequestRejected as rejected:
+                if pictures and not isinstance(prompt, str):
+                    undecodable = images.undecodable(self.server.client, prompt, rejected)
+                    if undecodable is not None:
+                        raise undecodable from None
                 raise _constraint_error(rejected, config) or rejected from None
             generation.events = events
             try:
@@ -246,6 +254,19 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
             finally:
                 events.close()
             wire.metrics(generation.timings)
+
+    def _start(
+        self, body: dict[str, Any], scope: GenerationScope, pictures: list[str]
+    ) -> EventStream:
+        """The `/completion` stream; once more without the prompt cache where the server's
+        cache failed on the images (`images.cache_failed`)."""
+        try:
+            return self.server.client.stream("/completion", body, scope)
+        except GenerationError as error:
+            if not pictures or not images.cache_failed(error):
+                raise
+        logger.info("llama-server's prompt cache failed on a chat's images; sending it anew")
+        return self.server.client.stream("/completion", {**body, "cache_prompt": False}, scope)
 
     # -- embeddings ---------------------------------------------------------
 
@@ -349,6 +370,8 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         tags = None if isinstance(prompt, str) else self._thinking()
         kwargs = thinking.template_kwargs(tags, config)
         with self._answers():
+            if images.chat_images(prompt) and not isinstance(prompt, str):
+                return images.count(client, prompt, kwargs)
             return tokenizer.prompt_tokens(client, rendering.render(client, prompt, None, kwargs))
 
     def _tool_plan(self, request: ToolRequest) -> ToolPlan | None:
@@ -370,12 +393,15 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
     def capabilities(self) -> Capabilities:
         """What this library does with the model: tools in the template's own format where
         it has one known here (measured once, on first need), else generic; reasoning where
-        the chat template thinks between tags found by `thinking.detect`; vision and audio
-        off until messages carry them (`props.modalities`)."""
+        the chat template thinks between tags found by `thinking.detect`; vision where the
+        server reads images (`props.modalities`, with a projector); audio off until
+        messages carry it."""
+        modalities = frozenset() if self.props is None else self.props.modalities
         declared = attrs.evolve(
             super().capabilities,
             embeddings=self.embed_batch is not None,
             reasoning=self._thinking() is not None,
+            vision="vision" in modalities,
         )
         tool_format = self._native_format()
         if tool_format is None:
@@ -383,6 +409,14 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         return attrs.evolve(
             declared, tools="native", parallel_tool_calls=tool_format.between is not None
         )
+
+    def _refuse_images(self) -> None:
+        if not self.capabilities.vision:
+            raise UnsupportedOption(
+                "image",
+                f"{self.info.path} sees no images: load it with its projector "
+                "(mmproj=...; a server started by hand, with --mmproj), or send text only",
+            )
 
     # -- state ---------------------------------------------------------------
 
@@ -394,5 +428,7 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         self.server.stop()
 
     def __del__(self) -> None:
-        if not getattr(self, "_closed", threading.Event()).is_set():
+        # nothing here may need a module global: at interpreter exit they may be None
+        closed = getattr(self, "_closed", None)
+        if closed is not None and not closed.is_set():
             self.close()

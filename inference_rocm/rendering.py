@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, final, overload
 
+from inference_core.content import Content
 from inference_core.errors import GenerationError
 from inference_core.streams import GenerationScope
 from inference_core.types import Message
@@ -58,8 +59,20 @@ class ToolChat(Sequence[Message]):
         return iter(self._messages)
 
 
-def _message(message: Message) -> dict[str, Any]:
-    fields: dict[str, Any] = {"role": message.role, "content": message.content}
+# /apply-template puts the server's media marker for an image part without decoding it:
+# the bytes go once, with the completion (measured on the pinned build).
+_PLACEHOLDER = {"type": "image_url", "image_url": {"url": "data:image/png;base64,"}}
+
+
+def _content(content: Content, images: bool) -> str | list[dict[str, Any]]:
+    """The content for the template: its images as placeholders unless `images`."""
+    if isinstance(content, str):
+        return content
+    return [part if images or part["type"] == "text" else _PLACEHOLDER for part in content]
+
+
+def _message(message: Message, images: bool) -> dict[str, Any]:
+    fields: dict[str, Any] = {"role": message.role, "content": _content(message.content, images)}
     if message.tool_calls:
         fields["tool_calls"] = [
             {
@@ -77,11 +90,12 @@ def _message(message: Message) -> dict[str, Any]:
 
 
 def template_request(
-    messages: Sequence[Message], kwargs: Mapping[str, Any] | None = None
+    messages: Sequence[Message], kwargs: Mapping[str, Any] | None = None, *, images: bool = False
 ) -> dict[str, Any]:
     """The `/apply-template` request for `messages` (and the tools of a `ToolChat`), with
-    the template's keyword arguments."""
-    request: dict[str, Any] = {"messages": [_message(message) for message in messages]}
+    the template's keyword arguments; with `images`, the images' bytes too (for a server
+    that reads them, as its token count does)."""
+    request: dict[str, Any] = {"messages": [_message(message, images) for message in messages]}
     if isinstance(messages, ToolChat):
         request["tools"] = messages.tools
     if kwargs:

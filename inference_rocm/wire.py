@@ -38,6 +38,7 @@ __all__ = [
     "first_token",
     "flag",
     "ids",
+    "input_tokens",
     "metrics",
     "model_meta",
     "overflow_counts",
@@ -348,6 +349,18 @@ def token_count(answer: Any) -> int:
     for index, value in enumerate(listed):
         _int(value, "/tokenize", f"tokens[{index}]")
     return len(listed)
+
+
+_INPUT_TOKENS = "/v1/chat/completions/input_tokens"
+
+
+def input_tokens(answer: Any) -> int:
+    """How many tokens a chat reads, its images' included (`input_tokens`)."""
+    return _int(
+        _object(answer, _INPUT_TOKENS, "the answer").get("input_tokens"),
+        _INPUT_TOKENS,
+        "input_tokens",
+    )
 
 
 def detokenized(answer: Any) -> str:

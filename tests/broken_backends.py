@@ -315,6 +315,24 @@ class CallsWithoutArguments(FaithfulModel):
         return super()._tool_plan(attrs.evolve(request, functions=tuple(loose)))
 
 
+class DropsImages(FaithfulModel):
+    """Sees no images, and takes a chat with one anyway, dropping the image."""
+
+    def _refuse_images(self) -> None:
+        pass
+
+
+class ClaimsVision(FaithfulModel):
+    """Declares vision, and reads none of an image."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return attrs.evolve(super().capabilities, vision=True)
+
+    def _refuse_images(self) -> None:
+        pass
+
+
 class _Contract(TextModelContract):
     """The kit against one broken model, which `broken` names."""
 
@@ -349,6 +367,8 @@ MODELS: dict[str, type[FaithfulModel]] = {
         StopAtMaxTokens,
         EndsOnCancel,
         LeaksThinking,
+        DropsImages,
+        ClaimsVision,
         IgnoresNamedTool,
         CallsWithoutArguments,
     )

@@ -4,7 +4,8 @@ huggingface_hub reads HF_ENDPOINT, HF_HOME, HF_TOKEN and HF_HUB_OFFLINE once, wh
 first imported, as it does in a user's program: each environment a test sets up
 needs a fresh process. Prints one JSON object: what was loaded, or the error.
 
-ACTION: `load` (through FakeBackend: the path the backend was given), `generate`
+ACTION: `load` (through FakeBackend: the path the backend was given, and the projector's),
+`load-without-projector` (the same, with mmproj=""), `generate`
 (the real llama_cpp backend: four greedy tokens), `inspect` (`ic.inspect_model`),
 `misnamed` (a backend name that no plugin registers).
 """
@@ -16,7 +17,7 @@ import sys
 from typing import Any
 
 import inference_core as ic
-from inference_core.testing import FakeBackend
+from inference_core.testing import FakeBackend, FakeModel
 
 
 def run(action: str, name: str) -> dict[str, Any]:
@@ -24,8 +25,11 @@ def run(action: str, name: str) -> dict[str, Any]:
         return {"path": ic.inspect_model(name).path}
     backend = {"generate": "llama_cpp", "misnamed": "no-such-backend"}.get(action, "fake")
     ic.register(FakeBackend())
-    with ic.load(name, backend=backend, context_len=512) as model:
+    mmproj = "" if action == "load-without-projector" else None
+    with ic.load(name, backend=backend, context_len=512, mmproj=mmproj) as model:
         result: dict[str, Any] = {"path": model.info.path}
+        if isinstance(model, FakeModel):
+            result["mmproj"] = model.config.mmproj
         if action == "generate":
             result["text"] = model.generate("The capital of France is", max_tokens=4).text()
     return result

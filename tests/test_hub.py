@@ -35,6 +35,7 @@ ROOT = Path(__file__).parent.parent
 SMOL = "hf://owner/smol/smol.gguf"
 TOKEN = "hf_standin_secret_4f2a9c"
 PART = b"GGUF" + bytes(100_000)  # split parts FakeBackend never reads
+PROJECTOR = b"GGUF" + bytes(1000) + b"projector"  # nor projectors
 # A revision a hostile mirror answers: refs/<it> is, from the repository's cache folder
 # (HF_HOME/hub/models--owner--smol), the file `escaped` beside HF_HOME.
 ESCAPE = "../../../../escaped"
@@ -59,6 +60,10 @@ def standin(smollm2_bytes: bytes) -> Iterator[StandIn]:
                 branches=("main", "v1", ESCAPE),
             ),
             "owner/gated": Repo({"smol.gguf": smollm2_bytes}, token=TOKEN),
+            "owner/seeing": Repo({"smol.gguf": smollm2_bytes, "mmproj-smol-f16.gguf": PROJECTOR}),
+            "owner/two": Repo(
+                {"smol.gguf": smollm2_bytes, "mmproj-a.gguf": PROJECTOR, "mmproj-b.gguf": PART}
+            ),
             # The hub announces one file's sha256 (and size) and the CDN serves other bytes.
             "owner/altered": Repo(
                 {"model.gguf": PART + b"announced"}, served={"model.gguf": PART + b"different"}
@@ -221,10 +226,15 @@ def test_a_second_load_downloads_nothing_and_a_pinned_commit_asks_nothing(
     standin.requests.clear()
     assert child("load", SMOL, env)["path"] == first
     # A branch is looked up again (one HEAD: it may have moved on); its file is not fetched.
-    assert [(r.method, r.origin) for r in standin.requests] == [("HEAD", "hub")]
+    # The listing of the model's commit says whether a projector is beside it.
+    listing = ("GET", "hub", f"/api/models/owner/smol/tree/{COMMIT}")
+    assert [(r.method, r.origin, r.path) for r in standin.requests] == [
+        ("HEAD", "hub", "/owner/smol/resolve/main/smol.gguf"),
+        listing,
+    ]
     standin.requests.clear()
     assert child("load", f"hf://owner/smol@{COMMIT}/smol.gguf", env)["path"] == first
-    assert standin.requests == []
+    assert [(r.method, r.origin, r.path) for r in standin.requests] == [listing]
 
 
 def test_a_backend_that_cannot_load_it_downloads_nothing(
@@ -248,6 +258,40 @@ def test_offline_loads_come_from_the_cache_with_the_hub_gone(
     standin.stop()
     assert child("load", SMOL, env, HF_HUB_OFFLINE="1")["path"] == path
     assert child("load", SMOL, env)["path"] == path  # no network: the cached file still loads
+
+
+def test_a_projector_beside_the_model_is_fetched_with_it(env: dict[str, str]) -> None:
+    loaded = child("load", "hf://owner/seeing/smol.gguf", env)
+    assert loaded["mmproj"] is not None and loaded["mmproj"].endswith("/mmproj-smol-f16.gguf")
+    assert Path(loaded["mmproj"]).read_bytes() == PROJECTOR
+    assert Path(loaded["mmproj"]).parent == Path(loaded["path"]).parent  # the same commit
+
+
+def test_mmproj_empty_fetches_no_projector(env: dict[str, str], standin: StandIn) -> None:
+    loaded = child("load-without-projector", "hf://owner/seeing/smol.gguf", env)
+    assert loaded["mmproj"] == "" and not any("mmproj" in r.path for r in standin.requests)
+
+
+def test_a_repository_with_several_projectors_gets_none_chosen(env: dict[str, str]) -> None:
+    assert child("load", "hf://owner/two/smol.gguf", env)["mmproj"] is None
+
+
+def test_offline_the_cached_projector_is_found(env: dict[str, str], standin: StandIn) -> None:
+    first = child("load", "hf://owner/seeing/smol.gguf", env)
+    standin.stop()
+    again = child("load", "hf://owner/seeing/smol.gguf", env, HF_HUB_OFFLINE="1")
+    assert again["mmproj"] == first["mmproj"]
+
+
+def test_pull_fetches_the_projector_too_and_says_so(env: dict[str, str]) -> None:
+    result = cli("pull", "hf://owner/seeing/smol.gguf", env=env)
+    assert result.returncode == 0, result.stderr
+    projector = result.stderr.strip().splitlines()[-1].rsplit(": ", 1)[-1]
+    assert "its projector" in result.stderr and Path(projector).read_bytes() == PROJECTOR
+    assert result.stdout.strip().endswith("/smol.gguf")  # stdout: the model's path alone
+    described = json.loads(cli("pull", "--json", "hf://owner/seeing/smol.gguf", env=env).stdout)
+    assert described["projector"]["path"] == projector
+    assert described["projector"]["sha256"] == sha256_of(PROJECTOR)
 
 
 def test_a_split_model_fetches_every_part_and_loads_the_first(

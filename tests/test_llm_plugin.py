@@ -102,3 +102,25 @@ def test_the_async_api_streams_through_achat(
 
     sync = llm.get_model("inference").prompt("The capital of France is", max_tokens=8).text()
     assert asyncio.run(run()) == sync and sync.strip()
+
+
+def test_an_image_attachment_reaches_a_model_with_its_projector(
+    tmp_path: Path, smollm2_path: str
+) -> None:
+    import inference_core as ic
+    from inference_core.testing.pictures import png
+    from tests.projector import write_projector
+
+    projector = write_projector(tmp_path / "mmproj.gguf", smollm2_path)
+    picture = tmp_path / "red.png"
+    picture.write_bytes(png(8, 8, lambda x, y: (220, 30, 30)))
+    question = "What is in this picture?"
+    with ic.load(smollm2_path, mmproj=projector) as model:
+        parts = [{"type": "text", "text": question}, ic.image(picture)]
+        expected = model.chat([ic.Message("user", parts)], max_tokens=10).text()
+    args = ("-m", "inference", "-o", "max_tokens", "10", "-a", str(picture), question)
+    seen = llm_cli(tmp_path, *args[:2], "-o", "mmproj", str(projector), *args[2:])
+    assert seen.returncode == 0, seen.stderr
+    assert seen.stdout.strip() == expected.strip()
+    blind = llm_cli(tmp_path, *args)
+    assert blind.returncode != 0 and "-o mmproj FILE" in blind.stderr, blind.stderr

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 import inference_core as ic
+from inference_core.content import content_text
 from inference_core.testing import TextModelContract
 from inference_core.testing.contracts import TOOLS
 from inference_rocm import rendering, thinking
@@ -301,7 +302,7 @@ def test_run_shows_the_thinking_on_stderr_and_the_answer_on_stdout(local: ic.Tex
     stream.text()
     result = cli(
         "run", "--chat-template", str(TEMPLATE), "--reasoning-budget", "8", "-n", "20",
-        QUESTIONS[0][0].content,
+        content_text(QUESTIONS[0][0].content),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout == stream.text().lstrip() + "\n"
@@ -313,7 +314,7 @@ def test_run_json_lines_carry_each_tokens_channel(local: ic.TextModel) -> None:
     expected = list(local.chat(QUESTIONS[0], reasoning_budget=BUDGET, max_tokens=12))
     result = cli(
         "run", "--chat-template", str(TEMPLATE), "--reasoning-budget", "8", "-n", "12",
-        "--json", QUESTIONS[0][0].content,
+        "--json", content_text(QUESTIONS[0][0].content),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]

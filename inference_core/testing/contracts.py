@@ -52,6 +52,7 @@ from typing import Any, ClassVar, final
 
 import pytest
 
+from ..content import image
 from ..errors import (
     Cancelled,
     GenerationTimeout,
@@ -72,6 +73,7 @@ from ..types import (
     Token,
     ToolCall,
 )
+from .pictures import png
 
 __all__ = ["PERSON", "TOOLS", "BackendContract", "TextModelContract"]
 
@@ -129,6 +131,7 @@ _TEXTS = (  # ASCII, CJK, emoji: characters of one byte, three, four and joined 
 )
 _MOST_SLOTS = 8  # streams opened at once to check the slots a model declares
 _BUDGET = 8  # reasoning tokens allowed where the kit asks a model to think
+_PICTURE = png(8, 8, lambda x, y: (32 * x, 32 * y, 128))
 
 
 def _is_person(value: Any) -> bool:
@@ -940,6 +943,30 @@ class TextModelContract:
         channels = [token.channel for token in stream]
         assert channels and set(channels) == {"content"}, channels
         assert stream.reasoning_text() == "" and stream.err() is None
+
+    def test_declared_vision_reads_images_and_none_refuses_them(self, model: TextModel) -> None:
+        """A model that declares vision reads an image (its chat reads more tokens than the
+        same chat without it, and is answered); one that does not refuses an image with
+        `UnsupportedOption` ("image") when the chat is asked for, never dropping it."""
+        if not self.supports_chat:
+            pytest.skip("backend does not support chat")
+        question = {"type": "text", "text": "What is in this picture?"}
+        seen = [Message("user", [question, image(_PICTURE)])]
+        if not model.capabilities.vision:
+            with pytest.raises(UnsupportedOption) as refused:
+                model.chat(seen, max_tokens=4)
+            assert refused.value.option == "image", refused.value
+            return
+        with_image, without = (
+            model.chat(seen, max_tokens=4),
+            model.chat([Message("user", [question])], max_tokens=4),
+        )
+        assert list(with_image) and with_image.err() is None, with_image.err()
+        list(without)
+        assert with_image.metrics is not None and without.metrics is not None
+        assert with_image.metrics.prompt_tokens > without.metrics.prompt_tokens, (
+            "a chat with an image must read the image's tokens too"
+        )
 
     def test_declared_slots_run_at_once(self, model: TextModel) -> None:
         """As many long generations as the model has slots each give a token while all of

@@ -46,6 +46,7 @@ from typing import Any, final
 
 import attrs
 
+from ..content import content_text
 from ..errors import InvalidValue, ModelClosed
 from ..protocols import BackendStatus
 from ..streams import GenerationScope, StreamingModel, TokenSource, checked_texts
@@ -82,9 +83,9 @@ def _written(prompt: str | Sequence[Message], thinks: bool = False) -> str:
     if isinstance(prompt, str):
         return prompt
     lines = "".join(
-        f"{m.role}: {THINK_START}{m.reasoning}{THINK_END} {m.content}\n"
+        f"{m.role}: {THINK_START}{m.reasoning}{THINK_END} {content_text(m.content)}\n"
         if m.reasoning is not None
-        else f"{m.role}: {m.content}\n"
+        else f"{m.role}: {content_text(m.content)}\n"
         for m in prompt
     )
     return lines + ("assistant: " + THINK_START if thinks else "assistant:")
@@ -235,7 +236,8 @@ class FakeModel(StreamingModel):
         if isinstance(prompt, str):
             words = prompt.split()
         else:  # chat: the last user message
-            words = next((m.content for m in reversed(prompt) if m.role == "user"), "").split()
+            user = next((m.content for m in reversed(prompt) if m.role == "user"), "")
+            words = content_text(user).split()
         thought = _thought(words, config.reasoning_budget) if thinks else []
         if config.json_schema is not None:
             text = json.dumps(smallest_instance(config.json_schema))
