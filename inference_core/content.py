@@ -51,11 +51,11 @@ _SIGNATURES = (
     (b"P5", "image/x-portable-graymap"),
     (b"P6", "image/x-portable-pixmap"),
 )
-_UNDECODED = (  # formats people have that llama-server does not read
-    (b"RIFF", "WebP"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-    (b"\x00\x00\x00", "HEIF/AVIF"),
+_UNDECODED = (  # formats people have that llama-server does not read: where, what, name
+    (8, b"WEBP", "WebP"),  # after "RIFF" and a size
+    (0, b"II*\x00", "TIFF"),
+    (0, b"MM\x00*", "TIFF"),
+    (4, b"ftyp", "HEIF/AVIF"),  # after a box size
 )
 _FORMATS = "PNG, JPEG, GIF, BMP or binary PPM/PGM"
 
@@ -67,8 +67,8 @@ def _media_type(data: bytes, where: str) -> str:
     for signature, media_type in _SIGNATURES:
         if data.startswith(signature):
             return media_type
-    for signature, name in _UNDECODED:
-        if data.startswith(signature):
+    for offset, signature, name in _UNDECODED:
+        if data.startswith(signature, offset):
             raise InvalidValue(
                 "content", f"{where} looks like {name}, which llama-server does not decode: "
                 f"convert it to {_FORMATS}",

@@ -150,6 +150,9 @@ def test_an_image_beyond_the_context_is_a_context_overflow(seeing: ic.TextModel)
         (b"", "is empty"),
         (b"not an image at all", "not an image"),
         (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "WebP"),
+        (b"\x00\x00\x00\x1cftypheic", "HEIF/AVIF"),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt ", "not an image"),  # audio, not WebP
+        (b"\x00\x00\x00\x00 zeros", "not an image"),
         ("https://example.invalid/cat.png", "download it first"),
         ("/nonexistent/cat.png", "cannot read"),
         ("data:image/png;base64,@@@", "not valid base64"),
