@@ -300,9 +300,9 @@ def load(
     if mmproj and hub.is_hub_name(mmproj):
         mmproj = hub.fetch(mmproj)
     if hub.is_hub_name(location):  # fetched once the backend is known: no download in vain
-        name, location = location, hub.fetch(location)
+        hub_name, location = location, hub.fetch(location)
         if mmproj is None:  # "" turns the projector beside it off
-            mmproj = hub.projector(name, location)
+            mmproj = hub.projector(hub_name, location)
     load_config = attrs.evolve(load_config, backend=chosen.name, mmproj=mmproj)
     logger.debug("loading %s with backend %r", redacted(location), chosen.name)
     model = chosen.load_model(location, load_config)
