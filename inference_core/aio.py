@@ -42,6 +42,13 @@ class _Generates(Protocol):
         self, prompt: str, config: GenerateConfig | None = None, **options: Any
     ) -> TokenStream: ...
 
+    def chat(
+        self,
+        messages: Sequence[MessageLike],
+        config: GenerateConfig | None = None,
+        **options: Any,
+    ) -> TokenStream: ...
+
 
 @final
 class _End:
@@ -227,15 +234,21 @@ def achat(
 
 async def abatch_generate(
     model: _Generates,
-    prompts: Sequence[str],
+    prompts: Sequence[str | Sequence[MessageLike]],
     config: GenerateConfig | None = None,
     **options: Any,
 ) -> list[BatchResult]:
-    """Every prompt as a stream of its own, side by side; one result per prompt, in order,
-    each with its tokens or its own error."""
+    """Every prompt (a text to continue, or a chat's messages) as a stream of its own, side
+    by side; one result per prompt, in order, each with its tokens or its own error."""
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list; wrap a single prompt in a list")
 
-    async def one(prompt: str) -> BatchResult:
-        stream = agenerate(model, prompt, config, **options)
+    async def one(prompt: str | Sequence[MessageLike]) -> BatchResult:
+        stream = (
+            agenerate(model, prompt, config, **options)
+            if isinstance(prompt, str)
+            else ThreadTokenStream(model.chat(prompt, config, **options))
+        )
         tokens: list[Token] = []
         try:
             async for token in stream:
@@ -274,7 +287,10 @@ class AsyncBridge:
         return achat(self.model, messages, config, **options)
 
     async def abatch_generate(
-        self, prompts: Sequence[str], config: GenerateConfig | None = None, **options: Any
+        self,
+        prompts: Sequence[str | Sequence[MessageLike]],
+        config: GenerateConfig | None = None,
+        **options: Any,
     ) -> list[BatchResult]:
         return await abatch_generate(self.model, prompts, config, **options)
 

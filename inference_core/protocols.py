@@ -239,7 +239,7 @@ class TextModel(Protocol):
 
     async def abatch_generate(
         self,
-        prompts: Sequence[str],
+        prompts: Sequence[str | Sequence[MessageLike]],
         config: GenerateConfig | None = None,
         *,
         timeout: float | None = None,
@@ -250,14 +250,16 @@ class TextModel(Protocol):
 
     def batch_generate(
         self,
-        prompts: Sequence[str],
+        prompts: Sequence[str | Sequence[MessageLike]],
         config: GenerateConfig | None = None,
         *,
         cancel: CancelSignal | None = None,
         timeout: float | None = None,
         **options: Any,
     ) -> list[BatchResult]:
-        """Generate for every prompt, side by side where the backend can.
+        """Generate for every prompt, side by side where the backend can: a text is
+        continued as `generate` continues it, a list of messages answered as `chat`
+        answers it (images and all).
 
         One result per prompt, in order; a failed prompt carries its error.
         """

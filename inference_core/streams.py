@@ -317,18 +317,21 @@ class IteratorTokenStream:
 
 
 def run_batch(
-    start: Callable[[str], TokenStream], prompts: Sequence[str], workers: int
+    start: Callable[[int], TokenStream],
+    prompts: Sequence[str | Sequence[MessageLike]],
+    workers: int,
 ) -> list[BatchResult]:
-    """Run `start(prompt)` streams on up to `workers` threads; one result per prompt, in order.
+    """Run `start(index)` streams, one per prompt, on up to `workers` threads; one result
+    per prompt, in order, carrying the prompt as given.
 
     A failed prompt keeps the tokens it produced and carries its error; the
     others are unaffected.
     """
 
-    def collect(prompt: str) -> BatchResult:
-        tokens: list[Token] = []
+    def collect(index: int) -> BatchResult:
+        prompt, tokens = prompts[index], list[Token]()
         try:
-            stream = start(prompt)
+            stream = start(index)
         except InferenceError as error:  # the model closed or died before this one began
             return BatchResult(prompt, (), error, None)
         try:
@@ -342,7 +345,7 @@ def run_batch(
     if not prompts:
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(len(prompts), workers))) as pool:
-        return list(pool.map(collect, prompts))
+        return list(pool.map(collect, range(len(prompts))))
 
 
 def checked_texts(texts: Sequence[str]) -> list[str]:
@@ -598,7 +601,7 @@ class StreamingModel:
 
     async def abatch_generate(
         self,
-        prompts: Sequence[str],
+        prompts: Sequence[str | Sequence[MessageLike]],
         config: GenerateConfig | None = None,
         *,
         timeout: float | None = None,
@@ -610,21 +613,34 @@ class StreamingModel:
 
     def batch_generate(
         self,
-        prompts: Sequence[str],
+        prompts: Sequence[str | Sequence[MessageLike]],
         config: GenerateConfig | None = None,
         *,
         cancel: CancelSignal | None = None,
         timeout: float | None = None,
         **options: Any,
     ) -> list[BatchResult]:
-        """Every prompt on a thread of its own, `batch_workers` at a time."""
+        """Every prompt on a thread of its own, `batch_workers` at a time; a chat's
+        messages are checked (and its images read) before any prompt starts."""
         self._check_usable()
-        generate_config = _for_prompts(build_config(GenerateConfig, config, options))
-        return run_batch(
-            lambda prompt: self.generate(prompt, generate_config, cancel=cancel, timeout=timeout),
-            prompts,
-            workers=self.batch_workers,
-        )
+        generate_config = build_config(GenerateConfig, config, options)
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a list; wrap a single prompt in a list")
+        if any(isinstance(prompt, str) for prompt in prompts):
+            _for_prompts(generate_config)
+        started = {
+            index: self._chat_prompt(prompt, generate_config, None)[:2]
+            for index, prompt in enumerate(prompts)
+            if not isinstance(prompt, str)
+        }
+
+        def start(index: int) -> TokenStream:
+            prompt = prompts[index]
+            if isinstance(prompt, str):
+                return self._open(prompt, generate_config, cancel, timeout)
+            return self._open(*started[index], cancel, timeout)
+
+        return run_batch(start, prompts, workers=self.batch_workers)
 
     def classify(
         self,

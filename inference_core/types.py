@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import attrs
@@ -658,11 +658,12 @@ class Capabilities:
 
 @attrs.frozen
 class BatchResult:
-    """One prompt's outcome in `batch_generate`: its tokens, or the error that ended it,
+    """One prompt's outcome in `batch_generate` (a text, or a chat's messages, as given):
+    its tokens, or the error that ended it,
     and why it ended (`finish_reason`, as a stream's: None after an error). `text` is
     the answer's, as a stream's `text()`: tokens of the reasoning channel are left out."""
 
-    prompt: str
+    prompt: str | Sequence[MessageLike]
     tokens: tuple[Token, ...]
     error: BaseException | None = None
     metrics: GenerateMetrics | None = None

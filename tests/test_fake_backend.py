@@ -72,12 +72,14 @@ def test_close_from_another_thread_ends_a_running_stream() -> None:
 def test_run_batch_gives_each_prompt_its_own_result_whatever_fails() -> None:
     model = FakeModel("fake.gguf", LoadConfig())
 
-    def start(prompt: str) -> TokenStream:
-        if prompt == "refused":
-            raise ModelClosed("closed before this prompt began")
-        return model.generate(prompt, max_tokens=3)
+    prompts = ["a b c", "refused", "d e f"]
 
-    results = run_batch(start, ["a b c", "refused", "d e f"], workers=1)
+    def start(index: int) -> TokenStream:
+        if prompts[index] == "refused":
+            raise ModelClosed("closed before this prompt began")
+        return model.generate(prompts[index], max_tokens=3)
+
+    results = run_batch(start, prompts, workers=1)
     assert [result.prompt for result in results] == ["a b c", "refused", "d e f"]
     assert [result.ok for result in results] == [True, False, True]
     assert isinstance(results[1].error, ModelClosed) and results[1].tokens == ()

@@ -308,3 +308,27 @@ def test_text_parts_keep_their_text_joined_as_the_server_joins_them(texts: list[
 def test_a_part_that_is_no_part_is_an_invalid_value(part: object) -> None:
     with pytest.raises(ic.InvalidValue):
         ic.Message("user", [part])
+
+
+def test_a_batch_answers_chats_with_images_as_chat_does(seeing: ic.TextModel) -> None:
+    prompts: list[str | list[ic.Message]] = [asking(RED), asking(BLUE), QUESTION]
+    results = seeing.batch_generate(prompts, max_tokens=12)
+    assert [result.prompt for result in results] == prompts
+    assert all(result.ok for result in results)
+    got = [[token.id for token in result.tokens] for result in results]
+    assert got[:2] == [ids(seeing, asking(RED)), ids(seeing, asking(BLUE))]
+    assert got[2] == [token.id for token in seeing.generate(QUESTION, max_tokens=12)]
+
+    async def run() -> list[list[int]]:
+        done = await seeing.abatch_generate(prompts[:2], max_tokens=12)
+        return [[token.id for token in result.tokens] for result in done]
+
+    assert asyncio.run(run()) == got[:2]
+
+
+def test_a_batch_with_an_image_for_a_blind_model_is_refused_before_it_starts(
+    shared_model: ic.TextModel,
+) -> None:
+    with pytest.raises(ic.UnsupportedOption) as refused:
+        shared_model.batch_generate([QUESTION, asking(RED)], max_tokens=4)
+    assert refused.value.option == "image"

@@ -166,11 +166,9 @@ def test_batch_generate_runs_prompts_side_by_side(shared_model: ic.TextModel) ->
     prompts = [PROMPTS[kind] for kind in sorted(PROMPTS)]
     results = shared_model.batch_generate(prompts, max_tokens=16)
     assert [r.prompt for r in results] == prompts
-    for result in results:
+    for prompt, result in zip(prompts, results, strict=True):
         assert result.ok and len(result.tokens) == 16
-        assert [t.id for t in result.tokens] == server_answer(shared_model, result.prompt, 16)[
-            "tokens"
-        ]
+        assert [t.id for t in result.tokens] == server_answer(shared_model, prompt, 16)["tokens"]
 
 
 def test_a_batch_cut_by_close_keeps_one_result_per_prompt(smollm2_path: str) -> None:

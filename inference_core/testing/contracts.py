@@ -501,12 +501,19 @@ class TextModelContract:
     def test_batch_matches_one_by_one(self, model: TextModel) -> None:
         if not self.supports_batch:
             pytest.skip("backend does not support batches")
-        prompts = [_PROMPT, "One two three four", "Hello there"]
+        prompts: list[str | list[Message]] = [_PROMPT, "One two three four", "Hello there"]
+        if self.supports_chat:  # a chat's messages answered as chat() answers them
+            prompts.append([Message("system", "Be brief."), Message("user", "Name a colour.")])
         results = model.batch_generate(prompts, max_tokens=5)
         assert [r.prompt for r in results] == prompts
         for prompt, result in zip(prompts, results, strict=True):
             assert result.error is None
-            assert list(result.tokens) == list(model.generate(prompt, max_tokens=5))
+            one = (
+                model.generate(prompt, max_tokens=5)
+                if isinstance(prompt, str)
+                else model.chat(prompt, max_tokens=5)
+            )
+            assert list(result.tokens) == list(one), prompt
 
     def test_classify_gives_the_first_greedy_token(self, model: TextModel) -> None:
         if not self.supports_classify:
@@ -753,7 +760,9 @@ class TextModelContract:
         assert asyncio.run(all_at_once()) == expected
 
     def test_async_text_chat_and_batch_match_the_sync_ones(self, model: TextModel) -> None:
-        prompts = [_PROMPT, "One two three four"]
+        prompts: list[str | list[Message]] = [_PROMPT, "One two three four"]
+        if self.supports_chat:
+            prompts.append([Message("user", "Hi")])
 
         async def run() -> tuple[str, list[Token], list[list[Token]]]:
             text = await model.agenerate(_PROMPT, max_tokens=5).text()
@@ -769,7 +778,14 @@ class TextModelContract:
         assert text == "".join(token.text for token in self._greedy(model, 5))
         if self.supports_chat:
             assert chat == list(model.chat([Message("user", "Hi")], max_tokens=4))
-        assert batch == [list(model.generate(p, max_tokens=5)) for p in prompts]
+        assert batch == [
+            list(
+                model.generate(p, max_tokens=5)
+                if isinstance(p, str)
+                else model.chat(p, max_tokens=5)
+            )
+            for p in prompts
+        ]
 
     def test_cancelling_the_task_alone_stops_the_stream(
         self, model: TextModel, waiting_model: TextModel, waiting_prompt: str
