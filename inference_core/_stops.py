@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import final
 
+from ._relay import closing
 from .types import Token
 
 __all__ = ["StopMatcher", "cut"]
@@ -112,7 +113,7 @@ def cut(
 ) -> Iterator[Token]:
     """`tokens` up to the first stop string; on a match the backend is aborted at once
     (its generation would only be thrown away) and its generator closed."""
-    try:
+    with closing(tokens):
         for token in tokens:
             if token.channel != "content":
                 yield token
@@ -124,7 +125,3 @@ def cut(
                 return
             yield from released
         yield from matcher.end()
-    finally:
-        close = getattr(tokens, "close", None)
-        if close is not None:  # ended or left early: the backend's generator frees its slot
-            close()

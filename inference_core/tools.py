@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol, final
 import attrs
 
 from ._nesting import json_depth
+from ._relay import closing
 from .content import content_text
 from .errors import GenerationError, InvalidValue
 from .types import MAX_JSON_DEPTH, GenerateConfig, Message, Token, ToolCall
@@ -225,15 +226,11 @@ class GenericToolPlan:
         """Pass the tokens on; at the stream's end, read the tool calls from its answer's
         text (the thinking before it is no part of the JSON)."""
         pieces: list[str] = []
-        try:
+        with closing(tokens):
             for token in tokens:
                 if token.channel == "content":
                     pieces.append(token.text)
                 yield token
-        finally:
-            close = getattr(tokens, "close", None)
-            if close is not None:  # closed early: the backend's generator frees its slot
-                close()
         self.calls = self._parse("".join(pieces))
 
     def _parse(self, text: str) -> tuple[ToolCall, ...]:

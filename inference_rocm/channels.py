@@ -19,6 +19,7 @@ from typing import final
 
 import attrs
 
+from inference_core._relay import relayed
 from inference_core.types import Token
 
 __all__ = ["Block", "split"]
@@ -85,11 +86,4 @@ def split(
     """`tokens` with the block's on its channel. `inside`: the prompt opened the block;
     `may_open`: the output may open it itself (else, not inside, it is all content)."""
     splitter = _Splitter(block, inside=inside, may_open=may_open)
-    try:
-        for token in tokens:
-            yield from splitter.feed(token)
-        yield from splitter.end()
-    finally:
-        close = getattr(tokens, "close", None)
-        if close is not None:  # left early: the delivery's generator closes its stream
-            close()
+    return relayed(tokens, splitter.feed, splitter.end)

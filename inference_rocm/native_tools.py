@@ -36,6 +36,7 @@ from typing import Any, final
 
 import attrs
 
+from inference_core._relay import relayed
 from inference_core._stops import StopMatcher
 from inference_core.errors import UnsupportedOption
 from inference_core.tools import ToolRequest, refuse_constraints
@@ -145,14 +146,7 @@ class NativeToolPlan:
             return
         lazy = self._request.choice == "auto"
         reader = _MarkupReader(self._format.trigger if lazy else None)
-        try:
-            for token in tokens:
-                yield from reader.feed(token)
-            yield from reader.end()
-        finally:
-            close = getattr(tokens, "close", None)
-            if close is not None:  # closed early: the backend's generator frees its slot
-                close()
+        yield from relayed(tokens, reader.feed, reader.end)
         if reader.markup is not None:
             self.calls = self._format.read(reader.markup, self._functions, from_trigger=lazy)
 
