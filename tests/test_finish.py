@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +19,7 @@ from inference_core.testing.contracts import TOOLS
 from inference_rocm.model import LlamaServerModel, request_body
 
 from .external import KEY, ExternalServer
+from .slots import wait_until_idle
 
 pytestmark = pytest.mark.server
 
@@ -210,11 +210,7 @@ def test_a_stop_string_in_a_split_character_leaves_all_its_tokens_out(
 def test_a_stop_string_frees_the_servers_slot_at_once(shared_model: ic.TextModel) -> None:
     stream = shared_model.generate(ENDLESS, max_tokens=100_000, stop=", 9,")
     assert stream.text().endswith(" 8") and stream.finish_reason == "stop"
-    client = server(shared_model).server.client
-    end = time.monotonic() + FREED
-    while any(slot["is_processing"] for slot in client.request("GET", "/slots")):
-        assert time.monotonic() < end, f"a slot still generates {FREED:g} s after the stop"
-        time.sleep(0.1)
+    wait_until_idle(shared_model, FREED)
     assert stream.finish_reason == "stop"  # the stream, still held, changed nothing
 
 

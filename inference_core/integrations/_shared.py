@@ -41,6 +41,7 @@ __all__ = [
     "AnswerReader",
     "Ending",
     "ModelSource",
+    "checked_source",
     "config_from",
     "generic_tools",
     "messages_from_openai",
@@ -69,21 +70,30 @@ def _where(location: str) -> str:
     return os.path.realpath(location) if os.path.exists(location) else location
 
 
-def shared_model(model: ModelSource, load_options: Mapping[str, Any] | None = None) -> TextModel:
-    """`model` when it is loaded already, else the process's one model loaded from that
-    location with these `LoadConfig` options (loading it on first use)."""
+def checked_source(model: object, load_options: Mapping[str, Any] | None = None) -> ModelSource:
+    """`model` if it names a model (path, URL, hf:// name) or is one loaded already, which
+    takes no load options; else an `InvalidValue` saying what it may be."""
     if isinstance(model, TextModel):
         if load_options:
             raise InvalidValue(
                 "load_options", "a model loaded already takes no load options: load it with them"
             )
         return model
-    if not isinstance(model, (str, os.PathLike)):
+    if not isinstance(model, (str, os.PathLike)) or not os.fspath(model):
         raise InvalidValue(
             "model",
             f"model must be a path, URL or hf:// name, or a loaded TextModel, got {model!r:.100}",
         )
-    location = os.fspath(model)
+    return model
+
+
+def shared_model(model: ModelSource, load_options: Mapping[str, Any] | None = None) -> TextModel:
+    """`model` when it is loaded already, else the process's one model loaded from that
+    location with these `LoadConfig` options (loading it on first use)."""
+    source = checked_source(model, load_options)
+    if isinstance(source, TextModel):
+        return source
+    location = os.fspath(source)
     options = dict(load_options or {})
     key = (_where(location), json.dumps(options, sort_keys=True, default=repr))
     with _loading:
