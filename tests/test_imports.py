@@ -7,6 +7,8 @@ still a circle, waiting for the next refactoring to make it bite.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,29 @@ def test_inference_core_never_imports_inference_rocm() -> None:
 )
 def test_the_layers_stay_apart(module: str, forbidden: set[str]) -> None:
     assert not import_graph()[module] & forbidden
+
+
+FRAMEWORKS = ("langchain_core", "langchain", "llama_index", "litellm", "dspy", "llm")
+
+
+def test_importing_the_packages_tries_to_import_no_framework() -> None:
+    """Frameworks are imported by their adapters only: a finder refuses any attempt,
+    so this holds whether a framework is installed or not."""
+    script = f"""
+import sys
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {FRAMEWORKS!r}:
+            raise ImportError("tried to import " + name)
+        return None
+
+sys.meta_path.insert(0, Refuse())
+import inference_core, inference_core.integrations, inference_core.integrations._shared
+import inference_core.cli, inference_rocm, inference_rocm.plugin
+inference_core.backends()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr

@@ -160,7 +160,10 @@ def _message(message: Mapping[str, Any]) -> Message:
         raise InvalidValue("messages", f"a message must be a dict, got {message!r:.100}")
     role = message.get("role")
     content = message.get("content")
+    calls = message.get("tool_calls") or ()
     if content is None:
+        if not calls:
+            raise InvalidValue("content", f"a message needs its content, got {message!r:.200}")
         content = ""
     elif role != "user" and not isinstance(content, str):
         content = _text_of(content)
@@ -169,7 +172,7 @@ def _message(message: Mapping[str, Any]) -> Message:
         {
             "role": "system" if role == "developer" else role,
             "content": content,
-            "tool_calls": message.get("tool_calls") or (),
+            "tool_calls": calls,
             "tool_call_id": message.get("tool_call_id"),
             "reasoning": thinking if isinstance(thinking, str) and thinking else None,
         }
