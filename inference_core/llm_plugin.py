@@ -81,7 +81,8 @@ class _Options(llm.Model.Options):
     context_len: int = Field(default=0, description="context length; 0: the model's own")
     mmproj: str | None = Field(default=None, description="the projector, to see images")
     chat_template: str | None = Field(
-        default=None, description="a Jinja chat template (a file, or its text) for the model's"
+        default=None,
+        description="a Jinja chat template (a file or its text) instead of the model's own",
     )
     max_tokens: int | None = Field(default=None, description="the most tokens to generate")
     temperature: float | None = Field(default=None, description="0 = greedy (the default)")

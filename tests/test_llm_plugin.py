@@ -233,3 +233,32 @@ def test_the_command_line_shows_thinking_on_stderr_and_hides_it_with_r(
     logged = json.loads(llm_cli(tmp_path, "logs", "--json", "-n", "2").stdout)
     assert [entry["reasoning"] for entry in logged] == [logged[0]["reasoning"]] * 2
     assert logged[0]["reasoning"] and logged[0]["reasoning"] in shown.stderr
+
+
+def test_a_conversation_sends_its_whole_chain_thinking_included(
+    llm_api: ModuleType, smollm2_path: str
+) -> None:
+    """The second turn's prompt is the system prompt, the first turn with its thinking
+    (which think.jinja writes back) and the new question: token for token ours."""
+    options = {"path": smollm2_path, "chat_template": THINK, "reasoning_budget": 8}
+    conversation = llm_api.get_model("inference").conversation()
+    first = conversation.prompt(QUESTION, system="Be brief.", max_tokens=24, **options)
+    first_text = first.text()
+    second = conversation.prompt("And of Italy?", max_tokens=24, **options)
+    model = shared_model(smollm2_path, {"chat_template": THINK})
+    earlier = model.chat(
+        [ic.Message("system", "Be brief."), ic.Message("user", QUESTION)],
+        reasoning_budget=8,
+        max_tokens=24,
+    )
+    assert earlier.text() == first_text
+    history = [
+        ic.Message("system", "Be brief."),
+        ic.Message("user", QUESTION),
+        ic.Message("assistant", first_text, reasoning=earlier.reasoning_text()),
+        ic.Message("user", "And of Italy?"),
+    ]
+    expected = model.chat(history, reasoning_budget=8, max_tokens=24)
+    assert second.text() == expected.text()
+    assert expected.metrics is not None
+    assert second.usage().input == expected.metrics.prompt_tokens
