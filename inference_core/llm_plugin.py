@@ -111,6 +111,8 @@ class _Request:
 
 
 def _request(prompt: llm.Prompt, default_path: str | None) -> _Request:
+    """The prompt's file, load options, message chain, config and tools; load options at
+    their defaults are left out."""
     options = prompt.options
     path = getattr(options, "path", None) or default_path
     if path is None:
