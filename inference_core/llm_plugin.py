@@ -14,8 +14,8 @@ through the model's chat template with llm's whole message chain: the system pro
 earlier turns with their thinking, tool calls and tool results. Tools (`--tool`,
 `--functions`, `model.chain(tools=...)`) run on every model: in the model's own format,
 or in inference_core's generic JSON one, whose JSON llm never sees as text. Thinking
-reaches llm as "reasoning" (dim on stderr, hidden by `-R`), whole once the answer has
-ended: only then can its tags be told from it. Images go as attachments (`-a FILE`) to a
+reaches llm as "reasoning" (dim on stderr, hidden by `-R`) as it comes, without its
+tags. Images go as attachments (`-a FILE`) to a
 model loaded with its projector (`-o mmproj FILE`; an hf:// model brings its own).
 
 A model loads on first use through `integrations._shared.shared_model`, so the process
@@ -48,7 +48,7 @@ from ._cli_models import find_models
 from .content import image
 from .demo import demo_model_path
 from .errors import InvalidModelFile, InvalidValue, UnsupportedOption
-from .integrations._shared import AnswerReader, Ending, config_from, generic_tools, shared_model
+from .integrations._shared import Ending, Shown, answer_reader, config_from, shared_model
 from .types import GenerateConfig, Message, ToolCall
 
 __all__ = ["InferenceAsyncModel", "InferenceModel", "register_models"]
@@ -190,14 +190,20 @@ def _content(text: str, attachments: list[Any]) -> str | list[dict[str, Any]]:
     return [{"type": "text", "text": text}, *images]
 
 
-def _events_at_end(ending: Ending, response: llm.Response | llm.AsyncResponse) -> list[StreamEvent]:
-    """What llm gets once the answer has ended: the thinking, the text held back (the
-    generic tool format's, unwrapped) and the tool calls; the usage is recorded."""
+def _events(shown: Shown) -> list[StreamEvent]:
+    """What llm shows of a token: thinking as its "reasoning", the answer as "text"."""
     events = []
-    if ending.reasoning:
-        events.append(StreamEvent(type="reasoning", chunk=ending.reasoning))
-    if ending.late_text:
-        events.append(StreamEvent(type="text", chunk=ending.late_text))
+    if shown.thinking:
+        events.append(StreamEvent(type="reasoning", chunk=shown.thinking))
+    if shown.text:
+        events.append(StreamEvent(type="text", chunk=shown.text))
+    return events
+
+
+def _events_at_end(ending: Ending, response: llm.Response | llm.AsyncResponse) -> list[StreamEvent]:
+    """What llm gets once the answer has ended: the thinking and the text not shown yet
+    (the generic tool format's, unwrapped) and the tool calls; the usage is recorded."""
+    events = _events(Shown(text=ending.late_text, thinking=ending.late_reasoning))
     for call in ending.tool_calls:
         response.add_tool_call(
             llm.ToolCall(name=call.name, arguments=dict(call.arguments), tool_call_id=call.id)
@@ -248,13 +254,12 @@ class InferenceModel(_LocalFile, llm.Model):
     ) -> Iterator[str | StreamEvent]:
         request = _request(prompt, self.path)
         model = shared_model(request.path, request.load_options)
-        reader = AnswerReader(held=generic_tools(model, request.tools, "auto"))
+        reader = answer_reader(model, request.tools)
         with _refusals():
             tokens = model.chat(request.messages, request.config, tools=request.tools or None)
         try:
             for token in tokens:
-                if shown := reader.take(token):
-                    yield StreamEvent(type="text", chunk=shown)
+                yield from _events(reader.take(token))
             ending = reader.end(tokens, tokens.reasoning_text())
         finally:
             tokens.close()
@@ -274,13 +279,13 @@ class InferenceAsyncModel(_LocalFile, llm.AsyncModel):
         request = _request(prompt, self.path)
         # loads off the loop
         model = await asyncio.to_thread(shared_model, request.path, request.load_options)
-        reader = AnswerReader(held=generic_tools(model, request.tools, "auto"))
+        reader = answer_reader(model, request.tools)
         with _refusals():
             tokens = model.achat(request.messages, request.config, tools=request.tools or None)
         try:
             async for token in tokens:
-                if shown := reader.take(token):
-                    yield StreamEvent(type="text", chunk=shown)
+                for event in _events(reader.take(token)):
+                    yield event
             ending = reader.end(tokens, await tokens.reasoning_text())
         finally:
             await tokens.aclose()

@@ -631,6 +631,14 @@ def _tool_format(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         )
 
 
+def _tag_texts(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _check_sequence(attribute.name, value, "strings")
+    if not all(isinstance(tag, str) and tag for tag in value):
+        raise InvalidValue(
+            attribute.name, f"{attribute.name} must be non-empty strings, got {value!r}"
+        )
+
+
 @attrs.frozen
 class Capabilities:
     """What a loaded model does, as its backend honours it (the conformance kit checks
@@ -643,7 +651,9 @@ class Capabilities:
     hold several calls. reasoning: thinking is kept apart from the answer. vision and
     audio: messages may carry images or sound. embeddings: `embed()` works.
     context_len: tokens per sequence, as `model.context_len`; slots: how many
-    generations run side by side.
+    generations run side by side. reasoning_tags: the texts of the tags around the
+    thinking, which a chat's reasoning channel carries and `reasoning_text()` leaves out
+    (so that a reader can show the thinking as it comes, without them).
     """
 
     tools: Literal["native", "generic", "none"] = attrs.field(validator=_tool_format)
@@ -654,6 +664,9 @@ class Capabilities:
     embeddings: bool = attrs.field(validator=_bool)
     context_len: int = attrs.field(validator=_int_in(1))
     slots: int = attrs.field(validator=_int_in(1))
+    reasoning_tags: tuple[str, ...] = attrs.field(
+        default=(), converter=_str_tuple, validator=_tag_texts
+    )
 
 
 @attrs.frozen

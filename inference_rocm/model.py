@@ -397,10 +397,12 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         server reads images (`props.modalities`, with a projector); audio off until
         messages carry it."""
         modalities = frozenset() if self.props is None else self.props.modalities
+        tags = self._thinking()
         declared = attrs.evolve(
             super().capabilities,
             embeddings=self.embed_batch is not None,
-            reasoning=self._thinking() is not None,
+            reasoning=tags is not None,
+            reasoning_tags=() if tags is None else (tags.open, tags.close),
             vision="vision" in modalities,
         )
         tool_format = self._native_format()

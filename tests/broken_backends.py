@@ -46,7 +46,10 @@ class FaithfulModel(StreamingModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        return attrs.evolve(super().capabilities, reasoning=self.inner.capabilities.reasoning)
+        inner = self.inner.capabilities
+        return attrs.evolve(
+            super().capabilities, reasoning=inner.reasoning, reasoning_tags=inner.reasoning_tags
+        )
 
     @property
     def context_len(self) -> int:

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import inference_core as ic
+from inference_core._channels import thinking
 from inference_core.integrations._shared import (
     AnswerReader,
     config_from,
@@ -143,6 +144,50 @@ def shared_model_of(model: Any, options: dict[str, Any] | None = None) -> ic.Tex
     return shared_model(model, options)
 
 
+THINK = ("<think>", "</think>")
+TAGS = st.sampled_from([("<think>", "</think>"), ("[THINK]", "[/THINK]"), ("<|begin|>",)])
+
+
+# pieces of tags, of text and of space, as a tokenizer cuts them
+PIECES = st.sampled_from(
+    [
+        "<",
+        "think",
+        ">",
+        "</",
+        "<th",
+        "ink>",
+        "[",
+        "THINK]",
+        "[/",
+        "<|",
+        "begin|>",
+        " ",
+        "\n",
+        "a",
+        "b c",
+    ]
+) | st.text(alphabet="<>/[]|thinkTHINK begin\n", max_size=4)
+
+
+@given(st.lists(PIECES, max_size=20), TAGS)
+@example(["<think>", "\n", "a", "<th", "ink>", " b", " ", "</", "think", ">", "\n"], THINK)
+@example(["[", "THINK]", "a [", "b", "[/", "THINK]"], ("[THINK]", "[/THINK]"))
+def test_thinking_shown_as_it_comes_adds_up_to_the_whole(
+    pieces: list[str], tags: tuple[str, ...]
+) -> None:
+    """Each piece shows what cannot change any more; at the end, what `reasoning_text()`
+    gives (the text without the tags, stripped) begins with all that was shown."""
+    reader = AnswerReader(held=False, tags=tags)
+    shown = ""
+    for piece in pieces:
+        shown += reader.take(ic.Token(0, piece, channel="reasoning")).thinking
+        assert thinking(pieces, tags).startswith(shown)
+    whole = thinking(pieces, tags)
+    if not any(whole.endswith(tag[:size]) for tag in tags for size in range(1, len(tag))):
+        assert shown == whole.rstrip()
+
+
 @pytest.mark.server
 def test_every_spelling_of_a_file_loads_one_model(smollm2_path: str, tmp_path: Path) -> None:
     link = tmp_path / "smol.gguf"
@@ -165,7 +210,7 @@ def test_a_generic_tool_answer_is_read_as_calls_or_as_text(shared_model: ic.Text
             [{"role": "user", "content": question}], max_tokens=96, tools=[ADD], tool_choice=choice
         )
         reader = AnswerReader(held=True)
-        shown = "".join(reader.take(token) for token in stream)
+        shown = "".join(reader.take(token).text for token in stream)
         return shown, reader.end(stream, stream.reasoning_text())
 
     shown, ending = ask("What is 2 plus 3?", "add")

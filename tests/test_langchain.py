@@ -176,9 +176,12 @@ def test_every_spelling_of_a_file_shares_one_server(smollm2_path: str) -> None:
         other.loaded_model()  # "x" does not exist: the path is not the same file
 
 
-def test_thinking_is_kept_apart_as_reasoning_content(smollm2_path: str) -> None:
+def test_thinking_is_kept_apart_as_reasoning_content_and_streamed(smollm2_path: str) -> None:
     chat = ChatInference(
-        model=smollm2_path, load_options={"chat_template": THINKING}, think=True, max_tokens=48
+        model=smollm2_path,
+        load_options={"chat_template": THINKING},
+        think=True,
+        max_tokens=48,
     )
     answer = chat.invoke("Why is the sky blue?")
     thought = answer.additional_kwargs.get("reasoning_content")
@@ -189,6 +192,14 @@ def test_thinking_is_kept_apart_as_reasoning_content(smollm2_path: str) -> None:
     assert answer.usage_metadata["output_token_details"]["reasoning"] > 0
     blocks = [block["type"] for block in answer.content_blocks]
     assert blocks[0] == "reasoning"
+    pieces = [
+        (chunk.additional_kwargs.get("reasoning_content", ""), chunk.content)
+        for chunk in chat.stream("Why is the sky blue?")
+    ]
+    thinking = [piece for piece, _ in pieces if piece]
+    assert len(thinking) > 1 and "".join(thinking) == thought  # as it comes, no tags
+    last_thought = max(index for index, (piece, _) in enumerate(pieces) if piece)
+    assert all(index > last_thought for index, (_, text) in enumerate(pieces) if text)
 
 
 def test_finish_reason_timings_and_logprobs_reach_response_metadata(smollm2_path: str) -> None:

@@ -104,7 +104,9 @@ def test_the_thinking_template_declares_reasoning_and_the_models_own_does_not(
     model: ic.TextModel, shared_model: ic.TextModel
 ) -> None:
     assert model.capabilities.reasoning
+    assert model.capabilities.reasoning_tags == ("<think>", "</think>")
     assert not shared_model.capabilities.reasoning
+    assert shared_model.capabilities.reasoning_tags == ()
     with pytest.raises(ic.UnsupportedOption) as refused:
         shared_model.chat(QUESTIONS[0], think=True)
     assert refused.value.option == "think"

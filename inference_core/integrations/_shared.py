@@ -8,8 +8,8 @@
   it comes, then the thinking, the tool calls, the usage and why it ended. In the generic
   tool format (`inference_core.tools`) the answer is JSON; while tools are offered it is
   held back and, unless it calls a tool, unwrapped to its text at the end. The thinking
-  comes whole at the end too, as `reasoning_text()` gives it without its tags: what a
-  stream's reasoning channel carries includes the tags, which only the end can tell apart.
+  is shown as it comes, without the tags around it (`Capabilities.reasoning_tags`):
+  what may yet be a tag is held until it is one or is not.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ __all__ = [
     "AnswerReader",
     "Ending",
     "ModelSource",
+    "Shown",
+    "answer_reader",
     "checked_source",
     "config_from",
     "generic_tools",
@@ -233,17 +235,27 @@ def usage(metrics: GenerateMetrics | None, reasoning_tokens: int) -> dict[str, i
 
 
 @attrs.frozen
+class Shown:
+    """What one token adds to what the user sees: answer text, thinking text."""
+
+    text: str = ""
+    thinking: str = ""
+
+
+@attrs.frozen
 class Ending:
     """A chat's answer once its stream has ended.
 
     text: the answer's text (empty when it calls tools); late_text: the part of it not
     shown while streaming (the generic format's answer, unwrapped at the end);
+    reasoning: the whole thinking, late_reasoning the part of it not shown yet;
     tokens: the answer's tokens, thinking left out.
     """
 
     text: str
     late_text: str
     reasoning: str
+    late_reasoning: str
     tool_calls: tuple[ToolCall, ...]
     finish_reason: FinishReason | None
     metrics: GenerateMetrics | None
@@ -259,21 +271,57 @@ _GENERIC_TEXT: Final = "response"
 
 
 @final
-class AnswerReader:
-    """Reads one chat's stream: `take` each token for the text to show now, then `end`."""
+class _LiveThinking:
+    """The thinking without its tags and the blank space around, as it comes: text that
+    may still be a tag's beginning, or space that may end the thinking, waits."""
 
-    def __init__(self, *, held: bool) -> None:
+    def __init__(self, tags: Sequence[str]) -> None:
+        self._tags = tuple(tags)
+        self._waiting = ""
+        self.shown = ""
+
+    def take(self, piece: str) -> str:
+        text = self._waiting + piece
+        for tag in self._tags:
+            text = text.replace(tag, "")
+        if not self.shown:
+            text = text.lstrip()
+        cut = len(text) - _tag_start(text, self._tags)
+        ready = text[:cut].rstrip()
+        self._waiting = text[len(ready) :]
+        self.shown += ready
+        return ready
+
+
+def _tag_start(text: str, tags: Sequence[str]) -> int:
+    """How long the end of `text` that begins one of `tags` (and may yet become it) is."""
+    return max(
+        (size for tag in tags for size in range(len(tag) - 1, 0, -1) if text.endswith(tag[:size])),
+        default=0,
+    )
+
+
+@final
+class AnswerReader:
+    """Reads one chat's stream: `take` each token for what to show now, then `end`.
+
+    held: the answer is the generic tool format's JSON (see `generic_tools`), shown only
+    at the end; tags: the model's `capabilities.reasoning_tags`.
+    """
+
+    def __init__(self, *, held: bool, tags: Sequence[str] = ()) -> None:
         self._held = held
         self._answer: list[Token] = []
-        self._thinking = 0
+        self._thinking = _LiveThinking(tags)
+        self._thinking_tokens = 0
 
-    def take(self, token: Token) -> str:
-        """The text to show for this token now ("" for thinking, or while held)."""
+    def take(self, token: Token) -> Shown:
+        """What this token adds to the answer or the thinking shown (while held, nothing)."""
         if token.channel == "reasoning":
-            self._thinking += 1
-            return ""
+            self._thinking_tokens += 1
+            return Shown(thinking=self._thinking.take(token.text))
         self._answer.append(token)
-        return "" if self._held else token.text
+        return Shown() if self._held else Shown(text=token.text)
 
     def end(self, stream: TokenStream | AsyncTokenStream, reasoning: str) -> Ending:
         """The whole answer of the ended `stream`, whose `reasoning_text()` is `reasoning`."""
@@ -282,16 +330,27 @@ class AnswerReader:
         late = ""
         if self._held:
             text = late = "" if calls else _unwrapped(text)
+        shown = self._thinking.shown
         return Ending(
             text=text,
             late_text=late,
             reasoning=reasoning,
+            late_reasoning=reasoning[len(shown) :] if reasoning.startswith(shown) else "",
             tool_calls=calls,
             finish_reason=stream.finish_reason,
             metrics=stream.metrics,
             tokens=tuple(self._answer),
-            reasoning_tokens=self._thinking,
+            reasoning_tokens=self._thinking_tokens,
         )
+
+
+def answer_reader(
+    model: TextModel, tools: object = None, tool_choice: object = "auto"
+) -> AnswerReader:
+    """The reader of a chat with the model, offering it `tools` with `tool_choice`."""
+    return AnswerReader(
+        held=generic_tools(model, tools, tool_choice), tags=model.capabilities.reasoning_tags
+    )
 
 
 def _unwrapped(text: str) -> str:

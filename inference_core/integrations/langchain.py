@@ -10,10 +10,10 @@ in the process that names it with the same `load_options`, or a loaded `TextMode
 (`chat.invoke(..., temperature=0.7)`). What LangChain gets beyond the text:
 `usage_metadata` (cached prompt tokens as `cache_read`, thinking as `reasoning`),
 `response_metadata` ("finish_reason", "timings", "logprobs" when asked),
-the thinking as `additional_kwargs["reasoning_content"]`, tool calls (`bind_tools`
-with "auto", "any"/"required", a tool's name) and structured output held to a JSON
-schema by the server's grammar. Cancelling the task that awaits or iterates a call
-stops its generation on the server.
+the thinking as `additional_kwargs["reasoning_content"]` (streamed as it comes), tool
+calls (`bind_tools` with "auto", "any"/"required", a tool's name) and structured output
+held to a JSON schema by the server's grammar. Cancelling the task that awaits or
+iterates a call stops its generation on the server.
 """
 
 from __future__ import annotations
@@ -61,12 +61,11 @@ except ImportError as missing:  # pragma: no cover - depends on what is installe
 from ..protocols import AsyncTokenStream, TextModel, TokenStream
 from ..types import Token
 from ._shared import (
-    AnswerReader,
     Ending,
     ModelSource,
+    answer_reader,
     checked_source,
     config_from,
-    generic_tools,
     messages_from_openai,
     model_name,
     openai_logprobs,
@@ -102,7 +101,7 @@ class _Call:
         self.name = kwargs.pop("model", None) or model_name(chat.model)
         self.tools = {key: kwargs.pop(key) for key in _TOOL_KEYWORDS if key in kwargs}
         self.config = config_from({**_options(chat, stop), **kwargs})
-        self.held = generic_tools(model, self.tools.get("tools"), self.tools.get("tool_choice"))
+        self.reader = answer_reader(model, self.tools.get("tools"), self.tools.get("tool_choice"))
 
     def stream(self, messages: list[BaseMessage], timeout: float | None) -> TokenStream:
         return self.model.chat(self._messages(messages), self.config, timeout=timeout, **self.tools)
@@ -116,12 +115,22 @@ class _Call:
     def _messages(messages: list[BaseMessage]) -> list[Any]:
         return messages_from_openai(convert_to_openai_messages(messages))
 
-    def chunk(self, token: Token, text: str) -> ChatGenerationChunk:
-        """A streamed piece of the answer (with its log-probability when asked)."""
+    def chunk(self, token: Token) -> ChatGenerationChunk | None:
+        """What a token adds to the answer (with its log-probability when asked) or to the
+        thinking; None for nothing."""
+        shown = self.reader.take(token)
+        if shown.thinking:
+            thinking = {"reasoning_content": shown.thinking}
+            return ChatGenerationChunk(
+                message=AIMessageChunk(content="", additional_kwargs=thinking)
+            )
+        if not shown.text:
+            return None
         metadata = {}
         if self.config.logprobs:
             metadata["logprobs"] = {"content": openai_logprobs([token])}
-        return ChatGenerationChunk(message=AIMessageChunk(content=text, response_metadata=metadata))
+        message = AIMessageChunk(content=shown.text, response_metadata=metadata)
+        return ChatGenerationChunk(message=message)
 
     def last_chunk(self, ending: Ending) -> ChatGenerationChunk:
         """The end: text held back, the thinking, tool calls, usage and why it ended."""
@@ -138,12 +147,14 @@ class _Call:
                 "prefill_tokens_per_second": ending.metrics.prefill_tokens_per_second,
                 "decode_tokens_per_second": ending.metrics.decode_tokens_per_second,
             }
-        if self.config.logprobs and self.held:
+        if self.config.logprobs and ending.late_text:
             metadata["logprobs"] = {"content": openai_logprobs(ending.tokens)}
         counts = ending.usage
         message = AIMessageChunk(
             content=ending.late_text,
-            additional_kwargs={"reasoning_content": ending.reasoning} if ending.reasoning else {},
+            additional_kwargs={"reasoning_content": ending.late_reasoning}
+            if ending.late_reasoning
+            else {},
             tool_call_chunks=[
                 tool_call_chunk(
                     name=call.name, args=json.dumps(call.arguments), id=call.id, index=i
@@ -264,17 +275,14 @@ class ChatInference(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         call = _Call(self, self.loaded_model(kwargs.get("model")), stop, kwargs)
-        reader = AnswerReader(held=call.held)
         stream = call.stream(messages, self.timeout)
         try:
             for token in stream:
-                text = reader.take(token)
-                if text:
-                    chunk = call.chunk(token, text)
+                if chunk := call.chunk(token):
                     if run_manager is not None:
-                        run_manager.on_llm_new_token(text, chunk=chunk)
+                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
-            ending = reader.end(stream, stream.reasoning_text())
+            ending = call.reader.end(stream, stream.reasoning_text())
         finally:
             stream.close()
         yield call.last_chunk(ending)
@@ -288,17 +296,14 @@ class ChatInference(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         model = await asyncio.to_thread(self.loaded_model, kwargs.get("model"))
         call = _Call(self, model, stop, kwargs)
-        reader = AnswerReader(held=call.held)
         stream = call.astream(messages, self.timeout)
         try:
             async for token in stream:
-                text = reader.take(token)
-                if text:
-                    chunk = call.chunk(token, text)
+                if chunk := call.chunk(token):
                     if run_manager is not None:
-                        await run_manager.on_llm_new_token(text, chunk=chunk)
+                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
-            ending = reader.end(stream, await stream.reasoning_text())
+            ending = call.reader.end(stream, await stream.reasoning_text())
         finally:
             await stream.aclose()
         yield call.last_chunk(ending)

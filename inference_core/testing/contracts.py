@@ -52,6 +52,7 @@ from typing import Any, ClassVar, final
 
 import pytest
 
+from .._channels import thinking
 from ..content import image
 from ..errors import (
     Cancelled,
@@ -927,7 +928,8 @@ class TextModelContract:
     def test_declared_reasoning_is_kept_apart_from_the_answer(self, model: TextModel) -> None:
         """A model that declares reasoning thinks when asked, on the "reasoning" channel
         before its answer, within its budget; `text()` holds the answer alone. One that
-        does not refuses think=True."""
+        does not refuses think=True. Its declared `reasoning_tags` are what
+        `reasoning_text()` leaves out (a reader shows the thinking live by them)."""
         if not self.supports_chat:
             pytest.skip("backend does not support chat")
         if not model.capabilities.reasoning:
@@ -951,6 +953,12 @@ class TextModelContract:
         )
         reasoning = stream.reasoning_text()
         assert reasoning and reasoning not in answer
+        tags = model.capabilities.reasoning_tags
+        pieces = [token.text for token in tokens if token.channel == "reasoning"]
+        assert reasoning == thinking(pieces, tags), (
+            f"reasoning_text() must be the thinking without the declared reasoning_tags {tags}: "
+            f"{reasoning!r}"
+        )
 
     def test_think_false_gives_no_reasoning_tokens(self, model: TextModel) -> None:
         if not self.supports_chat:

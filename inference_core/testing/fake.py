@@ -339,7 +339,11 @@ class FakeModel(StreamingModel):
     @property
     def capabilities(self) -> Capabilities:
         """As any StreamingModel's; reasoning in thinking mode."""
-        return attrs.evolve(super().capabilities, reasoning=self.thinking)
+        return attrs.evolve(
+            super().capabilities,
+            reasoning=self.thinking,
+            reasoning_tags=(THINK_START, THINK_END) if self.thinking else (),
+        )
 
     def embed(self, texts: Sequence[str], *, normalize: bool = True) -> list[list[float]]:
         """A vector per text from its words' ids: the same words, the same vector."""
