@@ -154,6 +154,19 @@ async def test_acompletion_and_astreaming_answer_as_the_sync_calls(
     assert chunks[-1].usage.total_tokens == whole.usage.total_tokens
 
 
+@pytest.mark.parametrize("top", [0, 2])
+def test_logprobs_come_with_as_many_candidates_as_asked(
+    litellm: ModuleType, name: str, top: int
+) -> None:
+    response = litellm.completion(
+        model=name, messages=QUESTION, max_tokens=8, logprobs=True, top_logprobs=top, top_k=40
+    )
+    choice = response.choices[0]
+    tokens = choice.logprobs.content
+    assert "".join(token.token for token in tokens) == choice.message.content
+    assert all(len(token.top_logprobs) == top and token.logprob <= 0 for token in tokens)
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_a_tool_forced_by_name_is_called_with_its_arguments(
     litellm: ModuleType, name: str, stream: bool
@@ -198,9 +211,10 @@ async def test_embeddings_are_vectors_of_the_models_width(
     [
         ({"timeout": 0.01, "max_tokens": 200}, "Timeout", ic.GenerationTimeout),
         ({"frequency_penalty": 0.5}, "BadRequestError", ic.UnsupportedOption),
+        ({"typical_p": 0.9}, "BadRequestError", ic.UnsupportedOption),
         ({"temperature": -1.0}, "BadRequestError", ic.InvalidValue),
     ],
-    ids=["timeout", "unsupported", "invalid"],
+    ids=["timeout", "unsupported", "unknown", "invalid"],
 )
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_errors_stay_ours_and_are_litellms(
@@ -306,12 +320,21 @@ def test_register_is_idempotent_keeps_other_providers_and_loads_nothing(
     from inference_core.integrations.litellm import register
 
     other = {"provider": "someone-else", "custom_handler": litellm.CustomLLM()}
-    provider_map.append(other)
+    provider_map[:] = [other]  # someone registered before us
     first = register(load_options={str(tmp_path / "never-loaded.gguf"): {"context_len": 64}})
     second = register()
     assert first is second
-    assert other in provider_map
-    assert [entry["provider"] for entry in provider_map].count("inference") == 1
+    assert provider_map == [other, {"provider": "inference", "custom_handler": first}]
+
+
+def test_register_refuses_to_shadow_another_inference_provider(
+    litellm: ModuleType, provider_map: list[dict[str, Any]]
+) -> None:
+    from inference_core.integrations.litellm import register
+
+    provider_map[:] = [{"provider": "inference", "custom_handler": litellm.CustomLLM()}]
+    with pytest.raises(ic.InvalidValue, match="another handler"):
+        register()
 
 
 def test_dspy_predicts_a_typed_answer(
