@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
-import pydantic
 import pytest
 
 import inference_core as ic
@@ -34,11 +33,6 @@ WEATHER = {
     },
 }
 ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-
-class City(pydantic.BaseModel):
-    name: str
-    country: str
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +181,8 @@ def test_a_tool_forced_by_name_is_called_with_its_arguments(
 
 
 def test_a_json_schema_response_format_holds_the_answer(litellm: ModuleType, name: str) -> None:
+    pydantic: Any = importlib.import_module("pydantic")  # LiteLLM's, not in the default env
+    City = pydantic.create_model("City", name=(str, ...), country=(str, ...))
     messages = [{"role": "user", "content": "Name the capital of France and its country."}]
     response = litellm.completion(model=name, messages=messages, response_format=City)
     city = City.model_validate_json(response.choices[0].message.content)
