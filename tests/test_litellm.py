@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -32,6 +33,7 @@ WEATHER = {
         },
     },
 }
+THINKING = str(Path(__file__).parent / "templates" / "think.jinja")
 ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
@@ -127,6 +129,31 @@ def test_streamed_chunks_rebuild_the_answer(litellm: ModuleType, name: str) -> N
     assert rebuilt.choices[0].message.content == whole.choices[0].message.content
     assert rebuilt.choices[0].finish_reason == "stop"
     assert rebuilt.usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_thinking_streams_as_reasoning_content_without_its_tags(
+    litellm: ModuleType, name: str
+) -> None:
+    """SmolLM2 under a template that opens a thinking block: the thinking comes as
+    `reasoning_content` deltas, before the answer, and rebuilds what a whole answer holds."""
+    options = {"load_options": {**LOAD, "chat_template": THINKING}, "max_tokens": 48}
+    whole = litellm.completion(model=name, messages=QUESTION, think=True, **options)
+    thought = whole.choices[0].message.reasoning_content
+    assert thought and "<think>" not in thought and "</think>" not in thought
+    chunks = list(
+        litellm.completion(model=name, messages=QUESTION, think=True, stream=True, **options)
+    )
+    deltas = [
+        (getattr(chunk.choices[0].delta, "reasoning_content", None), chunk.choices[0].delta.content)
+        for chunk in chunks
+        if chunk.choices
+    ]
+    thinking = [piece for piece, _ in deltas if piece]
+    assert len(thinking) > 1 and "".join(thinking) == thought
+    last_thought = max(i for i, (piece, _) in enumerate(deltas) if piece)
+    assert all(i > last_thought for i, (_, text) in enumerate(deltas) if text)
+    rebuilt = litellm.stream_chunk_builder(chunks, messages=QUESTION)
+    assert rebuilt.choices[0].message.reasoning_content == thought
 
 
 async def test_acompletion_and_astreaming_answer_as_the_sync_calls(

@@ -72,8 +72,9 @@ from ..types import GenerateConfig, Token
 from ._shared import (
     AnswerReader,
     Ending,
+    Shown,
+    answer_reader,
     config_from,
-    generic_tools,
     messages_from_openai,
     openai_logprobs,
     openai_tool_calls,
@@ -248,8 +249,7 @@ class _Call:
 
     def reader(self) -> AnswerReader:
         chat = self.options.chat
-        tools = generic_tools(self.model, chat.get("tools"), chat.get("tool_choice", "auto"))
-        return AnswerReader(held=tools)
+        return answer_reader(self.model, chat.get("tools"), chat.get("tool_choice", "auto"))
 
     def logprobs(self, tokens: Sequence[Token]) -> ChoiceLogprobs | None:
         """The tokens' log-probabilities, as many candidates as were asked for."""
@@ -284,20 +284,23 @@ class _Call:
             setattr(model_response, "usage", usage)  # noqa: B010 (not a declared field: LiteLLM's own way)
         return model_response
 
-    def chunk(self, token: Token, text: str) -> ModelResponseStream | None:
-        """The chunk that shows `text`, the part of `token` to show now (None: nothing)."""
-        if not text:
+    def chunk(self, token: Token, shown: Shown) -> ModelResponseStream | None:
+        """The chunk that shows what `token` adds to the thinking or the answer (None:
+        nothing yet)."""
+        if shown.thinking:
+            return _chunk(Delta(reasoning_content=shown.thinking))
+        if not shown.text:
             return None
-        return _chunk(Delta(content=text), logprobs=self.logprobs((token,)))
+        return _chunk(Delta(content=shown.text), logprobs=self.logprobs((token,)))
 
     def last_chunks(self, ending: Ending) -> Iterator[ModelResponseStream]:
         """What the end adds: the held text, the thinking, the tool calls, then the usage
         and the finish reason. The usage comes alone before the finish reason: LiteLLM
         drops the usage of a finish chunk that has no content (measured, 1.110)."""
+        if ending.late_reasoning:
+            yield _chunk(Delta(reasoning_content=ending.late_reasoning))
         if ending.late_text:
             yield _chunk(Delta(content=ending.late_text))
-        if ending.reasoning:
-            yield _chunk(Delta(reasoning_content=ending.reasoning))
         if ending.tool_calls:
             calls = [
                 ChatCompletionDeltaToolCall(index=index, **call)
