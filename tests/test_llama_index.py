@@ -296,17 +296,32 @@ def test_predict_and_call_runs_the_tool_a_tool_choice_names(llm: InferenceLLM) -
     assert output.response == source.content and "sunny" in output.response
 
 
-async def test_an_async_forced_call_with_parallel_calls_allowed(llm: InferenceLLM) -> None:
-    response = await llm.achat_with_tools(
-        [ADD, WEATHER],
-        user_msg="What is 2 plus 3?",
-        tool_choice="add",
-        allow_parallel_tool_calls=True,
-        max_tokens=300,
+def test_tool_required_makes_a_greeting_call_a_tool(llm: InferenceLLM) -> None:
+    """Unforced, SmolLM2 answers a greeting in words (see the streaming test above)."""
+    response = llm.chat_with_tools(
+        [WEATHER, ADD], user_msg="Say hello to me.", tool_required=True, max_tokens=200
     )
-    calls = llm.get_tool_calls_from_response(response)
-    assert calls and all(call.tool_name == "add" for call in calls)
-    assert len({call.tool_id for call in calls}) == len(calls)
+    assert llm.get_tool_calls_from_response(response)
+    assert response.message.content == ""
+
+
+async def test_parallel_calls_only_when_allowed(llm: InferenceLLM) -> None:
+    """Allowed, SmolLM2 repeats its call (as small models do); not allowed, the answer's
+    schema holds one call."""
+    calls = {}
+    for allowed in (True, False):
+        response = await llm.achat_with_tools(
+            [ADD, WEATHER],
+            user_msg="What is 2 plus 3?",
+            tool_choice="add",
+            allow_parallel_tool_calls=allowed,
+            max_tokens=300,
+        )
+        calls[allowed] = llm.get_tool_calls_from_response(response)
+    assert len(calls[True]) > 1 and len(calls[False]) == 1
+    every = calls[True] + calls[False]
+    assert all((call.tool_name, call.tool_kwargs) == ("add", {"a": 2, "b": 3}) for call in every)
+    assert len({call.tool_id for call in every}) == len(every)
 
 
 # --- closing and cancelling ----------------------------------------------------------------
