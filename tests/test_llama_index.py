@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import pytest
 from llama_index.core import Document, VectorStoreIndex
+from llama_index.core.agent.workflow import AgentOutput, FunctionAgent, ToolCallResult
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -322,6 +323,25 @@ async def test_parallel_calls_only_when_allowed(llm: InferenceLLM) -> None:
     every = calls[True] + calls[False]
     assert all((call.tool_name, call.tool_kwargs) == ("add", {"a": 2, "b": 3}) for call in every)
     assert len({call.tool_id for call in every}) == len(every)
+
+
+async def test_a_function_agent_runs_the_tool_it_is_told_to_first(llm: InferenceLLM) -> None:
+    """LlamaIndex's own agent, streaming: `initial_tool_choice` arrives as our forced
+    `tool_choice`, and the result (returned directly: SmolLM2, unforced, calls again
+    rather than answer) is the run's answer."""
+    weather = FunctionTool.from_defaults(fn=get_weather, return_direct=True)
+    agent = FunctionAgent(
+        tools=[weather], llm=llm, initial_tool_choice="get_weather", allow_parallel_tool_calls=False
+    )
+    handler = agent.run("Tell me a joke.", max_iterations=2)
+    results = [
+        event async for event in handler.stream_events() if isinstance(event, ToolCallResult)
+    ]
+    output: object = await handler
+    assert isinstance(output, AgentOutput)
+    (result,) = results
+    assert result.tool_name == "get_weather" and result.tool_id.startswith("call_")
+    assert str(output.response.content).startswith("It is 23 degrees and sunny in")
 
 
 # --- closing and cancelling ----------------------------------------------------------------
