@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -16,6 +17,7 @@ from llama_index.core.base.llms.types import (
     CompletionResponse,
     ImageBlock,
     TextBlock,
+    ThinkingBlock,
     ToolCallBlock,
 )
 from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
@@ -32,6 +34,7 @@ pytestmark = [pytest.mark.frameworks, pytest.mark.server]
 LOAD: dict[str, Any] = {"backend": "llama_cpp", "context_len": 2048, "embeddings": True}
 EMBEDDING_LOAD = {key: value for key, value in LOAD.items() if key != "embeddings"}
 QUESTION = [ChatMessage(role="user", content="What is the capital of France?")]
+THINKING = Path(__file__).parent / "templates" / "think.jinja"
 LONG_ANSWER = [ChatMessage(role="user", content="Count from 1 to 1000, one number a line.")]
 
 
@@ -51,12 +54,27 @@ ADD = FunctionTool.from_defaults(fn=add)
 
 @pytest.fixture(scope="module")
 def llm(smollm2_path: str) -> Iterator[InferenceLLM]:
-    """Loaded once for the module, by the adapter itself (through the shared cache); the
-    server stops and leaves the cache at the end, so no closed model is left in it."""
+    """Loaded once for the module, by the adapter itself (through the shared cache)."""
     adapter = InferenceLLM(smollm2_path, load_options=LOAD, max_tokens=48)
     assert adapter.metadata.context_window == 2048  # loads it
     yield adapter
-    key = next(key for key, model in _shared._models.items() if model is _shared_model(adapter))
+    unload(adapter)
+
+
+@pytest.fixture(scope="module")
+def thinker(smollm2_path: str) -> Iterator[InferenceLLM]:
+    """SmolLM2 under a template whose answers open with thinking (as tests/test_thinking.py)."""
+    options = {"backend": "llama_cpp", "context_len": 1024, "chat_template": str(THINKING)}
+    adapter = InferenceLLM(smollm2_path, load_options=options, reasoning_budget=8, max_tokens=20)
+    yield adapter
+    unload(adapter)
+
+
+def unload(adapter: InferenceLLM) -> None:
+    """Stop the adapter's server and take it out of the cache, where no closed model may
+    stay for the modules after this one."""
+    loaded = _shared_model(adapter)
+    key = next(key for key, model in _shared._models.items() if model is loaded)
     _shared._models.pop(key).close()
 
 
@@ -251,6 +269,39 @@ async def test_with_tools_bound_an_answer_streams_as_text_not_json(llm: Inferenc
     assert llm.get_tool_calls_from_response(chunks[-1], error_on_no_tool_call=False) == []
     with pytest.raises(ValueError, match="tool call"):
         llm.get_tool_calls_from_response(chunks[-1])
+
+
+async def test_thinking_is_a_thinking_block_and_the_last_chunks_thinking_delta(
+    thinker: InferenceLLM,
+) -> None:
+    chunks = [chunk async for chunk in await thinker.astream_chat(QUESTION)]
+    final = chunks[-1]
+    (thinking,) = [b for b in final.message.blocks if isinstance(b, ThinkingBlock)]
+    assert thinking.content and "think>" not in thinking.content
+    assert thinking.num_tokens is not None and 1 <= thinking.num_tokens <= 8
+    assert raw(final)["usage"]["reasoning_tokens"] == thinking.num_tokens
+    assert final.additional_kwargs["thinking_delta"] == thinking.content
+    assert not any("thinking_delta" in chunk.additional_kwargs for chunk in chunks[:-1])
+    answer = final.message.content
+    assert answer and _streamed(chunks) == answer and thinking.content not in answer
+
+
+def test_thinking_goes_back_with_the_assistants_message(thinker: InferenceLLM) -> None:
+    """The template writes earlier thinking back: the prompt holds it, token for token."""
+    said = ChatMessage(
+        role="assistant", blocks=[ThinkingBlock(content="They ask me."), TextBlock(text="Paris.")]
+    )
+    response = thinker.chat([QUESTION[0], said, ChatMessage(role="user", content="Thanks!")])
+    user = {"role": "user", "content": QUESTION[0].content}
+    ours: list[dict[str, Any]] = [
+        user,
+        {"role": "assistant", "content": "Paris.", "reasoning": "They ask me."},
+        {"role": "user", "content": "Thanks!"},
+    ]
+    model = _shared_model(thinker)
+    assert raw(response)["usage"]["input_tokens"] == model.count_tokens(ours)
+    ours[1].pop("reasoning")
+    assert model.count_tokens(ours) < raw(response)["usage"]["input_tokens"]
 
 
 # --- tools ---------------------------------------------------------------------------------
