@@ -197,7 +197,7 @@ def _usage(ending: Ending) -> dict[str, int] | None:
 def _final(ending: Ending) -> ChatResponse:
     """The whole answer: thinking, text and tool calls as blocks, what was held back as
     the last delta, usage, timings and why it ended."""
-    blocks: list[Any] = []
+    blocks: list[ThinkingBlock | TextBlock | ToolCallBlock] = []
     if ending.reasoning:
         blocks.append(ThinkingBlock(content=ending.reasoning, num_tokens=ending.reasoning_tokens))
     blocks.append(TextBlock(text=ending.text))
@@ -334,6 +334,7 @@ def _only(responses: Generator[_Shape, None, None]) -> _Shape:
 
 
 async def _aonly(responses: AsyncGenerator[_Shape, None]) -> _Shape:
+    """`_only` for asyncio."""
     async with contextlib.aclosing(responses):
         return await anext(responses)
 
