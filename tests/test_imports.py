@@ -133,3 +133,30 @@ inference_core.backends()
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("framework", "adapter", "extra"),
+    [
+        ("langchain_core", "langchain", "langchain"),
+        ("llama_index", "llama_index", "llama-index"),
+        ("litellm", "litellm", "litellm"),
+    ],
+)
+def test_an_adapter_without_its_framework_names_the_extra(
+    framework: str, adapter: str, extra: str
+) -> None:
+    """Whether the framework is installed or not: the child hides it."""
+    script = f"""
+import sys
+sys.modules[{framework!r}] = None  # as if not installed
+try:
+    import inference_core.integrations.{adapter}
+except ImportError as error:
+    print(error)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert f'pip install "inference-core[{extra}]"' in done.stdout

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import json
 import os
 import threading
@@ -50,6 +51,7 @@ __all__ = [
     "model_name",
     "openai_logprobs",
     "openai_tool_calls",
+    "require",
     "schema_of_response_format",
     "shared_model",
     "usage",
@@ -65,6 +67,17 @@ _loading = threading.Lock()
 def _close_all() -> None:
     for model in _models.values():
         model.close()
+
+
+def require(module: str, extra: str, note: str = "") -> None:
+    """An `ImportError` that names the extra to install when `module` (an adapter's
+    framework) is missing; called before an adapter imports it."""
+    if importlib.util.find_spec(module.partition(".")[0]) is None:
+        raise ImportError(
+            f"this adapter needs {module.partition('.')[0]}{note}: "
+            f'pip install "inference-core[{extra}]"',
+            name=module,
+        )
 
 
 def _where(location: str) -> str:

@@ -16,6 +16,9 @@ held to a JSON schema by the server's grammar. Cancelling the task that awaits o
 iterates a call stops its generation on the server.
 """
 
+# ruff: noqa: E402 (the framework is looked for before it is imported, so that a missing
+# one names the extra that installs it)
+
 from __future__ import annotations
 
 import asyncio
@@ -24,39 +27,37 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any, Literal
 
-try:
-    from langchain_core.callbacks import (
-        AsyncCallbackManagerForLLMRun,
-        CallbackManagerForLLMRun,
-    )
-    from langchain_core.embeddings import Embeddings
-    from langchain_core.language_models import LangSmithParams, LanguageModelInput
-    from langchain_core.language_models.chat_models import (
-        BaseChatModel,
-        agenerate_from_stream,
-        generate_from_stream,
-    )
-    from langchain_core.language_models.model_profile import ModelProfile
-    from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-    from langchain_core.messages.tool import tool_call_chunk
-    from langchain_core.messages.utils import convert_to_openai_messages
-    from langchain_core.output_parsers import (
-        JsonOutputKeyToolsParser,
-        JsonOutputParser,
-        PydanticOutputParser,
-        PydanticToolsParser,
-    )
-    from langchain_core.outputs import ChatGenerationChunk, ChatResult
-    from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
-    from langchain_core.tools import BaseTool
-    from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
-    from langchain_core.utils.pydantic import is_basemodel_subclass
-    from pydantic import BaseModel, ConfigDict, Field
-except ImportError as missing:  # pragma: no cover - depends on what is installed
-    raise ImportError(
-        "inference_core.integrations.langchain needs langchain-core (Python 3.11 or newer): "
-        'pip install "inference-core[langchain]"'
-    ) from missing
+from ._shared import require
+
+require("langchain_core", "langchain", " (Python 3.11 or newer)")
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.embeddings import Embeddings
+from langchain_core.language_models import LangSmithParams, LanguageModelInput
+from langchain_core.language_models.chat_models import (
+    BaseChatModel,
+    agenerate_from_stream,
+    generate_from_stream,
+)
+from langchain_core.language_models.model_profile import ModelProfile
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.messages.utils import convert_to_openai_messages
+from langchain_core.output_parsers import (
+    JsonOutputKeyToolsParser,
+    JsonOutputParser,
+    PydanticOutputParser,
+    PydanticToolsParser,
+)
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..protocols import AsyncTokenStream, TextModel, TokenStream
 from ..types import Token

@@ -24,6 +24,9 @@ The model name is split at its first "/": `inference//abs/model.gguf` for an abs
   bad request) in its `MidStreamFallbackError`, whose `original_exception` is ours.
 """
 
+# ruff: noqa: E402 (the framework is looked for before it is imported, so that a missing
+# one names the extra that installs it)
+
 from __future__ import annotations
 
 import asyncio
@@ -34,6 +37,11 @@ from contextlib import contextmanager
 from typing import Any, Final, final
 
 import attrs
+
+from ._shared import require
+
+require("litellm", "litellm")
+
 import httpx
 import litellm
 from litellm.exceptions import (

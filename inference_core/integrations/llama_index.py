@@ -12,13 +12,16 @@ already, which they use as it is. Constructing one loads nothing; reading
 loaded model knows its context and tool format.
 
 An answer is LlamaIndex's: its text as `TextBlock` and `delta`s, its thinking as a
-`ThinkingBlock` and, in the last response of a stream, `additional_kwargs["thinking_delta"]`
-(the whole thinking at once: only the end tells its tags from it), its tool calls as
+`ThinkingBlock` and, in a stream, `additional_kwargs["thinking_delta"]` as it comes
+(without its tags), its tool calls as
 `ToolCallBlock`s, the token counts in `raw["usage"]` (named as LlamaIndex's token counter
 reads them), why it ended in `raw["finish_reason"]` and `additional_kwargs`, and
 log-probabilities (asked for with `logprobs=N`) in `logprobs`. Our errors reach the
 caller untouched.
 """
+
+# ruff: noqa: E402 (the framework is looked for before it is imported, so that a missing
+# one names the extra that installs it)
 
 from __future__ import annotations
 
@@ -28,6 +31,11 @@ from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequen
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, final
 
 import attrs
+
+from ._shared import require
+
+require("llama_index.core", "llama-index")
+
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.base.llms.types import (
     CachePoint,
@@ -59,8 +67,8 @@ from ._shared import (
     AnswerReader,
     Ending,
     ModelSource,
+    answer_reader,
     config_from,
-    generic_tools,
     messages_from_openai,
     model_name,
     openai_logprobs,
@@ -194,9 +202,9 @@ def _usage(ending: Ending) -> dict[str, int] | None:
     }
 
 
-def _final(ending: Ending) -> ChatResponse:
+def _final(ending: Ending, thinking: str) -> ChatResponse:
     """The whole answer: thinking, text and tool calls as blocks, what was held back as
-    the last delta, usage, timings and why it ended."""
+    the last delta (`thinking` the last thinking delta), usage, timings and why it ended."""
     blocks: list[ThinkingBlock | TextBlock | ToolCallBlock] = []
     if ending.reasoning:
         blocks.append(ThinkingBlock(content=ending.reasoning, num_tokens=ending.reasoning_tokens))
@@ -206,8 +214,8 @@ def _final(ending: Ending) -> ChatResponse:
         for call in ending.tool_calls
     )
     extra: dict[str, Any] = {"finish_reason": ending.finish_reason}
-    if ending.reasoning:
-        extra["thinking_delta"] = ending.reasoning
+    if thinking:
+        extra["thinking_delta"] = thinking
     return ChatResponse(
         message=ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks),
         delta=ending.late_text,
@@ -240,23 +248,27 @@ class _Reply:
     """One answer read token by token: a partial response per piece of text shown (when
     streaming), then the whole."""
 
-    def __init__(self, *, held: bool, streaming: bool) -> None:
-        self._reader = AnswerReader(held=held)
+    def __init__(self, reader: AnswerReader, *, streaming: bool) -> None:
+        self._reader = reader
         self._streaming = streaming
         self._shown: list[str] = []
 
     def take(self, token: Token) -> ChatResponse | None:
-        delta = self._reader.take(token)
-        if not delta or not self._streaming:
+        """The partial response for what `token` adds to the answer or, as a
+        `thinking_delta`, to the thinking; None for nothing (or when not streaming)."""
+        shown = self._reader.take(token)
+        if not self._streaming or not (shown.text or shown.thinking):
             return None
-        self._shown.append(delta)
+        self._shown.append(shown.text)
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content="".join(self._shown)),
-            delta=delta,
+            delta=shown.text,
+            additional_kwargs={"thinking_delta": shown.thinking} if shown.thinking else {},
         )
 
     def end(self, stream: TokenStream | AsyncTokenStream, reasoning: str) -> ChatResponse:
-        return _final(self._reader.end(stream, reasoning))
+        ending = self._reader.end(stream, reasoning)
+        return _final(ending, ending.late_reasoning if self._streaming else ending.reasoning)
 
 
 @attrs.frozen
@@ -272,8 +284,8 @@ class _Request:
     parallel_tool_calls: bool
 
     def reply(self, *, streaming: bool) -> _Reply:
-        held = generic_tools(self.model, self.tools, self.tool_choice)
-        return _Reply(held=held, streaming=streaming)
+        reader = answer_reader(self.model, self.tools, self.tool_choice)
+        return _Reply(reader, streaming=streaming)
 
     def open(self) -> TokenStream:
         if isinstance(self.prompt, str):
