@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,11 @@ def test_the_servers_lines_and_the_librarys_messages_have_loggers_of_their_own(
     with ic.load(smollm2_path, backend="llama_cpp", context_len=128) as model:
         assert isinstance(model, LlamaServerModel)
         port = model.server.port
+        # the server answers before its log thread may have read its last lines: wait for them
+        deadline = time.monotonic() + 60
+        while not any("listening" in r.getMessage() for r in caplog.records if r.name == OUTPUT):
+            assert time.monotonic() < deadline, "the server's 'listening' line never came"
+            time.sleep(0.05)
     output = [r.getMessage() for r in caplog.records if r.name == OUTPUT]
     library = [r.getMessage() for r in caplog.records if r.name == "inference_rocm.server"]
     assert any("listening" in line for line in output)
