@@ -48,23 +48,19 @@ from ._cli_models import find_models
 from .content import image
 from .demo import demo_model_path
 from .errors import InvalidModelFile, InvalidValue, UnsupportedOption
-from .integrations._shared import Ending, Shown, answer_reader, config_from, shared_model
+from .integrations._shared import (
+    SAMPLING_FIELDS,
+    Ending,
+    Shown,
+    answer_reader,
+    config_from,
+    shared_model,
+)
 from .types import GenerateConfig, Message, ToolCall
 
 __all__ = ["InferenceAsyncModel", "InferenceModel", "register_models"]
 
 PATH_VARIABLE = "INFERENCE_MODELS_PATH"
-_GENERATION = (
-    "max_tokens",
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "repeat_penalty",
-    "seed",
-    "think",
-    "reasoning_budget",
-)
 # load options and the values that leave them to the load's defaults: left out, so that a
 # file loaded with none shares its server with every other adapter that names it bare
 _LOAD_DEFAULTS: dict[str, Any] = {
@@ -122,7 +118,7 @@ def _request(prompt: llm.Prompt, default_path: str | None) -> _Request:
     loading = {name: getattr(options, name) for name in _LOAD_DEFAULTS}
     config = config_from(
         {
-            **{name: getattr(options, name) for name in _GENERATION},
+            **{name: getattr(options, name) for name in SAMPLING_FIELDS},
             "json_schema": prompt.schema if isinstance(prompt.schema, dict) else None,
         }
     )

@@ -39,6 +39,7 @@ from ..types import (
 )
 
 __all__ = [
+    "SAMPLING_FIELDS",
     "AnswerReader",
     "Ending",
     "ModelSource",
@@ -58,6 +59,20 @@ __all__ = [
 ]
 
 ModelSource = str | os.PathLike[str] | TextModel
+
+# GenerateConfig's sampling and thinking options, which every adapter exposes as settings
+# of its own under the same names.
+SAMPLING_FIELDS: Final = (
+    "max_tokens",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repeat_penalty",
+    "seed",
+    "think",
+    "reasoning_budget",
+)
 
 _models: dict[tuple[str, str], TextModel] = {}
 _loading = threading.Lock()

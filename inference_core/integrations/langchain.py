@@ -62,6 +62,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..protocols import AsyncTokenStream, TextModel, TokenStream
 from ..types import Token
 from ._shared import (
+    SAMPLING_FIELDS,
     Ending,
     ModelSource,
     answer_reader,
@@ -76,18 +77,7 @@ from ._shared import (
 __all__ = ["ChatInference", "InferenceEmbeddings"]
 
 # The fields that are GenerateConfig's, under the same names.
-_GENERATION_FIELDS = (
-    "max_tokens",
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "repeat_penalty",
-    "seed",
-    "grammar",
-    "think",
-    "reasoning_budget",
-)
+_GENERATION_FIELDS = (*SAMPLING_FIELDS, "grammar")
 _TOOL_KEYWORDS = ("tools", "tool_choice", "parallel_tool_calls")
 
 

@@ -64,6 +64,7 @@ from ..errors import InvalidValue
 from ..protocols import AsyncTokenStream, TextModel, TokenStream
 from ..types import GenerateConfig, Message, Token
 from ._shared import (
+    SAMPLING_FIELDS,
     AnswerReader,
     Ending,
     ModelSource,
@@ -82,19 +83,7 @@ __all__ = ["InferenceEmbedding", "InferenceLLM"]
 
 # The generation options an InferenceLLM holds as fields (GenerateConfig's names); a call
 # may pass any GenerateConfig option besides (json_schema, grammar, ...).
-_OPTIONS: Final = (
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repeat_penalty",
-    "seed",
-    "stop",
-    "think",
-    "reasoning_budget",
-    "logprobs",
-)
+_OPTIONS: Final = (*SAMPLING_FIELDS, "stop", "logprobs")
 _MODEL_HELP: Final = (
     "A model's path, URL or hf:// name (loaded on first use, once per process for the same "
     "load options), or a model loaded already (a TextModel, used as it is)."
