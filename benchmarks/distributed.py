@@ -89,7 +89,7 @@ def measure_distributed(binary: str, path: str, tokens: int, rounds: int) -> lis
         with load_with_server(binary, path, _CONFIG, gpu_layers=0) as local:
             _rates(local, 8)  # warm up
             rates["local"].append(_rates(local, tokens))
-            server = local.server
+            server = local.server.current
             key = LoadConfig(api_key=server._api_key)  # the key is ours: no other way in
             with attach(server.url, key) as remote:
                 rates["remote"].append(_rates(remote, tokens))

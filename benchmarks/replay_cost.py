@@ -16,7 +16,7 @@ import requests
 
 from inference_core import ModelInfo
 from inference_rocm.model import LlamaServerModel
-from inference_rocm.server import LlamaServer, ServerOptions
+from inference_rocm.remote import RemoteServer
 
 from .cpu import cpu_per_token
 from .readers import (
@@ -45,9 +45,11 @@ OURS, OURS_ASYNC, BARE, REQUESTS, OPENAI = (
 )
 
 
-def _replay_model(endpoint: Endpoint, info: ModelInfo) -> LlamaServerModel[LlamaServer]:
-    """Our model, talking to the replay server: a `LlamaServer` that was never spawned."""
-    server = LlamaServer(ServerOptions(binary="(replay)", model_path=info.path), endpoint.port)
+def _replay_model(endpoint: Endpoint, info: ModelInfo) -> LlamaServerModel[RemoteServer]:
+    """Our model, talking to the replay server as to a server someone else runs."""
+    server = RemoteServer(
+        endpoint.url, endpoint.host, endpoint.port, endpoint.key, tls=None, base_path=""
+    )
     return LlamaServerModel(
         server, info, model_type=info.architecture, context_len=info.context_length, slots=1
     )

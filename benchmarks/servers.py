@@ -16,8 +16,8 @@ from inference_core.types import LoadConfig
 from inference_rocm.backends import load_with_server
 from inference_rocm.binaries import newest_build, wheel_binary
 from inference_rocm.cpus import default_threads
+from inference_rocm.keeper import KeptServer
 from inference_rocm.model import LlamaServerModel
-from inference_rocm.server import LlamaServer
 
 from .report import Row, Target
 from .stats import figure, ratios
@@ -27,7 +27,7 @@ __all__ = ["decode_rate", "measure_servers"]
 _PROMPT = "Once upon a time"
 
 
-def decode_rate(model: LlamaServerModel[LlamaServer], tokens: int) -> float:
+def decode_rate(model: LlamaServerModel[KeptServer], tokens: int) -> float:
     """The server's own decode tokens/s for one greedy stream of exactly ``tokens``."""
     stream = model.generate(_PROMPT, max_tokens=tokens)
     assert len(list(stream)) == tokens, "the model stopped early; pick a longer-running prompt"

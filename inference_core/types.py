@@ -492,6 +492,7 @@ def _header_value(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 
 # A load not done in a day is stuck; a far larger bound overflows the waits it is given to.
 _MAX_LOAD_TIMEOUT = 86_400.0
+_MAX_KEEP_ALIVE = 30 * 86_400.0  # a month; longer is "always", which is None
 
 
 def _masked(value: str | None) -> str:
@@ -531,6 +532,13 @@ class LoadConfig:
     network (the `remote` backend): the key is sent as a bearer token and never
     shown in a repr; ca_bundle names the CA file that signs its certificate, and
     verify_tls=False turns checking off (a warning says so).
+
+    restart (True by default) starts a server that died again on the next request, with
+    the same settings; the request in flight fails with ServerCrashed. A server that keeps
+    dying, or cannot be started again, is left dead and says so. keep_alive (seconds;
+    None: always resident) lets the server give its memory back after that long without
+    requests; the next request brings it back (about half a second for a small model).
+    Both are for a server started here, not one at a URL.
     """
 
     backend: str = attrs.field(default="", validator=_str)
@@ -562,6 +570,11 @@ class LoadConfig:
     )
     mmproj: str | None = attrs.field(
         default=None, converter=_optional_path, validator=attrs.validators.optional(_str)
+    )
+    restart: bool = attrs.field(default=True, validator=_bool)
+    keep_alive: float | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(_float_in(0.0, _MAX_KEEP_ALIVE, low_open=True)),
     )
 
     @gpu_layers.validator

@@ -35,6 +35,7 @@ from .flags import (
     server_args,
     user_sets,
 )
+from .keeper import KeptServer
 from .model import LlamaServerModel
 from .server import LlamaServer, ServerOptions
 
@@ -145,7 +146,7 @@ def load_with_server(
     environ: Mapping[str, str] | None = None,
     gpu_selection: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
-) -> LlamaServerModel[LlamaServer]:
+) -> LlamaServerModel[KeptServer]:
     """Check the file, start llama-server on it, read back what it really runs with."""
     header = gguf_meta.read_header(path)
     info = gguf_meta.model_info(header)
@@ -184,8 +185,13 @@ def load_with_server(
     except BaseException:
         server.stop()
         raise
-    return LlamaServerModel(
+    kept = KeptServer(
         server,
+        lambda: rpc.start_with_workers(options, config.rpc_servers),
+        restart=config.restart,
+    )
+    return LlamaServerModel(
+        kept,
         info,
         model_type=info.architecture or "unknown",
         context_len=props.context_len,
@@ -206,9 +212,9 @@ def _start_failure_log(options: ServerOptions, config: LoadConfig) -> str:
 
 def start_first_that_runs(
     lookups: Sequence[BinaryLookup],
-    start: Callable[[str], LlamaServerModel[LlamaServer]],
+    start: Callable[[str], LlamaServerModel[KeptServer]],
     environ: Mapping[str, str] | None = None,
-) -> LlamaServerModel[LlamaServer]:
+) -> LlamaServerModel[KeptServer]:
     """Start the first binary that does not die by SIGILL while loading.
 
     One the lookup found by itself that does is remembered as crashing on this
@@ -281,7 +287,7 @@ class LlamaCppBackend:
         )
         return BackendStatus(self.name, self.priority, True, (), details)
 
-    def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[LlamaServer]:
+    def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[KeptServer]:
         found = self._candidates()
         if not found.usable:
             problems = found.first().problems
@@ -538,7 +544,7 @@ class RocmBackend:
             return _requested_layers(config)
         return vram.plan_gpu_layers(gguf_meta.read_header(path), config, chosen)
 
-    def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[LlamaServer]:
+    def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[KeptServer]:
         probe = self._probe()
         blocking = tuple(p for p in (probe.kfd, probe.binary_problem) if p is not None)
         if blocking:

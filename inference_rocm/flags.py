@@ -9,6 +9,7 @@ attaching to a running one, refuses.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -124,6 +125,13 @@ def _chat_template(config: LoadConfig) -> list[str]:
 
 
 # The table: each field and the flags it becomes, in the order they are passed.
+def _keep_alive(config: LoadConfig) -> list[str]:
+    """llama-server's sleep: after so many idle seconds (whole ones) it frees the model."""
+    if config.keep_alive is None:
+        return []
+    return ["--sleep-idle-seconds", str(math.ceil(config.keep_alive))]
+
+
 _FLAGS: tuple[tuple[str, Callable[[LoadConfig], list[str]]], ...] = (
     ("threads", _threads),
     ("rpc_servers", _rpc),
@@ -132,9 +140,17 @@ _FLAGS: tuple[tuple[str, Callable[[LoadConfig], list[str]]], ...] = (
     ("adapter_path", _lora),
     ("chat_template", _chat_template),
     ("mmproj", _mmproj),
+    ("keep_alive", _keep_alive),
 )
 # gpu_layers and devices are planned against the GPUs (--n-gpu-layers, the GPU variables).
-SERVER_FIELDS = (*(field for field, _ in _FLAGS), "gpu_layers", "devices", "extra_args")
+# restart is the keeper's (keeper.py).
+SERVER_FIELDS = (
+    *(field for field, _ in _FLAGS),
+    "gpu_layers",
+    "devices",
+    "extra_args",
+    "restart",
+)
 
 
 def server_args(config: LoadConfig, gpu_layers: int | None) -> list[str]:

@@ -106,6 +106,16 @@ class ServerHandle(Protocol):
         """Stop using it: close our connections (and stop the process, if it is ours)."""
         ...
 
+    @property
+    def restarts(self) -> int:
+        """How many times it was started again after it died (0 for one we do not run)."""
+        ...
+
+    @property
+    def asleep(self) -> bool:
+        """Whether it sleeps now, its memory given back until the next request."""
+        ...
+
 
 _Server = TypeVar("_Server", bound=ServerHandle)
 
@@ -136,10 +146,9 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         self._context_len = context_len
         self.slots = self.batch_workers = slots  # a batch runs on the server's slots
         self._closed = threading.Event()
-        self._crash: ServerCrashed | None = None
         self._tags_lock = threading.Lock()
         self._tags: list[thinking.Tags | None] = []  # found on first use
-        self._format_probe = FormatProbe(server.client, props)
+        self._format_probe = FormatProbe(lambda: server.client, props)
 
     def __repr__(self) -> str:
         return f"<LlamaServerModel {self.info.path!r} {self.server.where()}>"
@@ -155,14 +164,18 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
     def _check_usable(self) -> None:
         if self._closed.is_set():
             raise ModelClosed(f"the model {self.info.path} is closed; load it again to use it")
-        if self._crash is not None:
-            raise ServerCrashed(
-                f"the server of {self.info.path} has died; load the model again. "
-                f"It ended with: {self._crash.args[0].splitlines()[0]}",
-                log_tail=self._crash.log_tail,
-                returncode=self._crash.returncode,
-                log=self._crash.log,
-            )
+
+    @property
+    def restarts(self) -> int:
+        """How many times the server was started again after it died (see `LoadConfig.restart`)."""
+        return self.server.restarts
+
+    @property
+    def asleep(self) -> bool:
+        """Whether the server has given its memory back after `LoadConfig.keep_alive` idle
+        seconds; the next request wakes it."""
+        with self._answers():
+            return self.server.asleep
 
     def _unusable(self, bad: wire.BadAnswer) -> GenerationError:
         """What the caller sees of an answer the server should never have given."""
@@ -174,7 +187,7 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
     @contextlib.contextmanager
     def _answers(self) -> Iterator[None]:
         """The server's failures as callers see them: an answer unlike llama-server's is a
-        `GenerationError`, one caused by close() `ModelClosed`, and a crash kills the model."""
+        `GenerationError`, and one caused by close() `ModelClosed`."""
         try:
             yield
         except wire.BadAnswer as bad:
@@ -186,11 +199,9 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
             raise translated from error
 
     def _translate(self, error: InferenceError) -> InferenceError:
-        """A failure caused by close() is ModelClosed; a crash makes the model dead."""
+        """A failure caused by close() is ModelClosed."""
         if self._closed.is_set():
             return ModelClosed(f"the model {self.info.path} was closed during the generation")
-        if isinstance(error, ServerCrashed) and self._crash is None:
-            self._crash = error
         return error
 
     # -- generation -------------------------------------------------------

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, final
 
 import attrs
@@ -60,8 +60,8 @@ class FormatProbe:
     """A model's tool format, measured once, on first need, where `/props` says its
     template renders tools and calls (`chat_template_caps`); None: it has none known here."""
 
-    def __init__(self, client: ServerClient, props: Props | None) -> None:
-        self._client = client
+    def __init__(self, client: Callable[[], ServerClient], props: Props | None) -> None:
+        self._client = client  # the server's client now (a server started again has another)
         self._props = props
         self._lock = threading.Lock()
         self._measured = props is None or not props.template_tools
@@ -85,7 +85,7 @@ class FormatProbe:
 
         def render(messages: list[dict[str, Any]]) -> str:
             request = {"messages": messages, "tools": PROBE_TOOLS, "add_generation_prompt": False}
-            return wire.prompt(self._client.request("POST", "/apply-template", request))
+            return wire.prompt(self._client().request("POST", "/apply-template", request))
 
         try:
             return measure(probe_chats(render, self._props.template_parallel_calls))

@@ -102,6 +102,12 @@ class RemoteServer:
     def stop(self) -> None:
         self.client.close()
 
+    restarts = 0  # not ours to start again
+
+    @property
+    def asleep(self) -> bool:
+        return wire.props(self.client.request("GET", "/props")).sleeping
+
 
 def _parse(url: str) -> tuple[str, str, int, str]:
     """scheme, host, port and path prefix of a server URL; anything else is refused,

@@ -417,7 +417,8 @@ class Props:
     """What `/props` says of the server: the context it runs with, its slots (None when
     it does not say), and the model's file name and type, where it names them; whether
     the chat template renders tools and several calls at once (`chat_template_caps`),
-    and what the server reads besides text (`modalities`: "vision", "audio")."""
+    and what the server reads besides text (`modalities`: "vision", "audio"); whether it
+    sleeps now, its memory given back after `--sleep-idle-seconds` (`sleeping`)."""
 
     context_len: int
     slots: int | None
@@ -426,6 +427,7 @@ class Props:
     template_tools: bool = False
     template_parallel_calls: bool = False
     modalities: frozenset[str] = frozenset()
+    sleeping: bool = False
 
 
 def _flags(value: Any, where: str, names: tuple[str, ...]) -> dict[str, bool]:
@@ -454,6 +456,7 @@ def props(answer: Any) -> Props:
     slots = fields.get("total_slots")
     caps = _flags(fields.get("chat_template_caps"), "chat_template_caps", _CAPS)
     modalities = _flags(fields.get("modalities"), "modalities", _MODALITIES)
+    sleeping = _flags(fields, "props", ("is_sleeping",))["is_sleeping"]
     return Props(
         context_len=_int(settings["n_ctx"], where, "default_generation_settings.n_ctx", low=1),
         slots=None if slots is None else _int(slots, where, "total_slots", low=1),
@@ -463,6 +466,7 @@ def props(answer: Any) -> Props:
         template_tools=caps["supports_tool_calls"],
         template_parallel_calls=caps["supports_parallel_tool_calls"],
         modalities=frozenset(name for name, present in modalities.items() if present),
+        sleeping=sleeping,
     )
 
 

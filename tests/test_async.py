@@ -14,8 +14,8 @@ import inference_core as ic
 from inference_core.aio import AsyncBridge
 from inference_core.testing import FakeBackend
 from inference_rocm.backends import LlamaCppBackend
+from inference_rocm.keeper import KeptServer
 from inference_rocm.model import LlamaServerModel
-from inference_rocm.server import LlamaServer
 
 from .procs import wait_gone
 
@@ -94,7 +94,7 @@ class KeepingBackend:
     def __init__(self) -> None:
         self.inner = LlamaCppBackend()
         self.loading = threading.Event()
-        self.loaded: list[LlamaServerModel[LlamaServer]] = []
+        self.loaded: list[LlamaServerModel[KeptServer]] = []
 
     def available(self) -> bool:
         return True
@@ -102,7 +102,7 @@ class KeepingBackend:
     def status(self) -> ic.BackendStatus:
         return ic.BackendStatus(self.name, self.priority, True)
 
-    def load_model(self, path: str, config: ic.LoadConfig) -> LlamaServerModel[LlamaServer]:
+    def load_model(self, path: str, config: ic.LoadConfig) -> LlamaServerModel[KeptServer]:
         self.loading.set()
         model = self.inner.load_model(path, config)
         self.loaded.append(model)

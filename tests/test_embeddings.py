@@ -11,8 +11,8 @@ import pytest
 
 import inference_core as ic
 from inference_rocm import client, model
+from inference_rocm.keeper import KeptServer
 from inference_rocm.model import LlamaServerModel
-from inference_rocm.server import LlamaServer
 
 from .external import KEY, ExternalServer
 
@@ -27,7 +27,7 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def embedder(smollm2_path: str) -> Iterator[LlamaServerModel[LlamaServer]]:
+def embedder(smollm2_path: str) -> Iterator[LlamaServerModel[KeptServer]]:
     with ic.load(smollm2_path, backend="llama_cpp", context_len=256, embeddings=True) as model:
         assert isinstance(model, LlamaServerModel)
         yield model
@@ -39,7 +39,7 @@ def cosine(a: list[float], b: list[float]) -> float:
 
 
 def test_vectors_are_the_servers_own_of_the_reported_dimension(
-    embedder: LlamaServerModel[LlamaServer],
+    embedder: LlamaServerModel[KeptServer],
 ) -> None:
     vectors = embedder.embed(TEXTS)
     assert [len(vector) for vector in vectors] == [embedder.info.embedding_length] * 4
@@ -52,7 +52,7 @@ def test_vectors_are_the_servers_own_of_the_reported_dimension(
 
 
 def test_more_texts_than_one_answer_may_hold_are_embedded_in_several_requests(
-    embedder: LlamaServerModel[LlamaServer], monkeypatch: pytest.MonkeyPatch
+    embedder: LlamaServerModel[KeptServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The client refuses an answer past its cap on a body (here made 100 kB, about eight
     vectors of SmolLM2): the texts go in groups (here of two) whose answers fit it."""
@@ -66,7 +66,7 @@ def test_more_texts_than_one_answer_may_hold_are_embedded_in_several_requests(
         assert cosine(vector, own["embedding"][0]) >= 0.999
 
 
-def test_normalize_false_gives_the_raw_vectors(embedder: LlamaServerModel[LlamaServer]) -> None:
+def test_normalize_false_gives_the_raw_vectors(embedder: LlamaServerModel[KeptServer]) -> None:
     (unit,) = embedder.embed(TEXTS[:1])
     (raw,) = embedder.embed(TEXTS[:1], normalize=False)
     length = math.sqrt(sum(x * x for x in raw))
@@ -77,7 +77,7 @@ def test_normalize_false_gives_the_raw_vectors(embedder: LlamaServerModel[LlamaS
 
 
 def test_the_same_model_still_generates_as_one_loaded_without(
-    embedder: LlamaServerModel[LlamaServer], shared_model: ic.TextModel
+    embedder: LlamaServerModel[KeptServer], shared_model: ic.TextModel
 ) -> None:
     prompt = "The capital of France is"
     assert [t.id for t in embedder.generate(prompt, max_tokens=12)] == [
@@ -86,7 +86,7 @@ def test_the_same_model_still_generates_as_one_loaded_without(
 
 
 def test_a_text_too_long_is_a_context_overflow_naming_it(
-    embedder: LlamaServerModel[LlamaServer],
+    embedder: LlamaServerModel[KeptServer],
 ) -> None:
     texts = ["short", "word " * 400, "short too"]
     with pytest.raises(ic.ContextOverflow, match=r"text 1 \(\d+ tokens\) is longer than the 256"):
@@ -103,7 +103,7 @@ def test_a_model_loaded_without_embeddings_says_how_to_get_them(
 
 
 def test_a_remote_server_started_for_embeddings_gives_the_same_vectors(
-    embedder: LlamaServerModel[LlamaServer],
+    embedder: LlamaServerModel[KeptServer],
     external_server: ExternalServer,
     llama_server_binary: str,
     smollm2_path: str,

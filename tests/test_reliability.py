@@ -20,8 +20,8 @@ import pytest
 import inference_core as ic
 from inference_rocm import server as server_module
 from inference_rocm.backends import LlamaCppBackend
+from inference_rocm.keeper import KeptServer
 from inference_rocm.model import LlamaServerModel
-from inference_rocm.server import LlamaServer
 
 from .procs import (
     children,
@@ -53,7 +53,7 @@ def new_children() -> Callable[[], set[int]]:
     return lambda: children() - before
 
 
-def load_fresh(path: str, **options: object) -> LlamaServerModel[LlamaServer]:
+def load_fresh(path: str, **options: object) -> LlamaServerModel[KeptServer]:
     model = ic.load(path, backend="llama_cpp", **options)  # type: ignore[arg-type]
     assert isinstance(model, LlamaServerModel)
     return model
@@ -63,7 +63,7 @@ def load_fresh(path: str, **options: object) -> LlamaServerModel[LlamaServer]:
 
 
 def test_sigkill_mid_stream_raises_server_crashed_and_the_model_is_dead(smollm2_path: str) -> None:
-    model = load_fresh(smollm2_path, context_len=512)
+    model = load_fresh(smollm2_path, context_len=512, restart=False)
     pid = model.server.pid
     assert pid is not None
     stream = model.generate(LONG, max_tokens=2000)
@@ -77,7 +77,7 @@ def test_sigkill_mid_stream_raises_server_crashed_and_the_model_is_dead(smollm2_
     assert model.err() is caught.value
     started = time.monotonic()
     with pytest.raises(ic.ServerCrashed, match="has died"):
-        model.generate("again", max_tokens=2)
+        list(model.generate("again", max_tokens=2))
     assert time.monotonic() - started < HANG
     model.close()
     model.close()
@@ -85,7 +85,7 @@ def test_sigkill_mid_stream_raises_server_crashed_and_the_model_is_dead(smollm2_
 
 def test_sigstop_timeout_still_ends_the_call_and_close_returns(smollm2_path: str) -> None:
     model = load_fresh(smollm2_path, context_len=512)
-    model.server.options = attrs.evolve(model.server.options, stop_grace=0.5)
+    model.server.current.options = attrs.evolve(model.server.current.options, stop_grace=0.5)
     pid = model.server.pid
     assert pid is not None
     list(model.generate(LONG, max_tokens=1))  # the prompt is cached: its next first token is quick
@@ -189,7 +189,7 @@ def test_a_port_clash_is_retried_on_a_new_port(
         server_module, "_free_port", lambda: ports.pop() if ports else real_free_port()
     )
     with taken, load_fresh(smollm2_path, context_len=256) as model:
-        assert model.server.port != taken.getsockname()[1]
+        assert model.server.current.port != taken.getsockname()[1]
         assert len(list(model.generate("Hi", max_tokens=2))) == 2
 
 

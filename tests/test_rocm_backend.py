@@ -21,8 +21,8 @@ from inference_core.errors import BackendUnavailable, ModelLoadError
 from inference_core.types import LoadConfig
 from inference_rocm import backends, binaries, plugin
 from inference_rocm.backends import ALLOW_IGPU_VARIABLE, RocmBackend
+from inference_rocm.keeper import KeptServer
 from inference_rocm.model import LlamaServerModel
-from inference_rocm.server import LlamaServer
 from tests.procs import child_argv, make_executable
 from tests.test_devices import MI210_UUIDS, XTX_UUID, make_gpu, mi210_server, workstation
 from tests.test_vram import room_for, sizes_of_tensors
@@ -53,7 +53,7 @@ def rocm(root: Path, **env: str) -> RocmBackend:
     return RocmBackend(root, {"PATH": os.environ.get("PATH", os.defpath), **named, **env})
 
 
-def child_environ(model: LlamaServerModel[LlamaServer]) -> dict[str, str]:
+def child_environ(model: LlamaServerModel[KeptServer]) -> dict[str, str]:
     raw = Path(f"/proc/{model.server.pid}/environ").read_bytes()
     return dict(entry.split("=", 1) for entry in raw.decode().split("\0") if "=" in entry)
 
@@ -339,7 +339,7 @@ def test_two_cards_get_a_tensor_split_proportional_to_free_vram(
     used.write_text(f"{16 * GIB}\n")  # the second MI210 has 48 of its 64 GiB free
     with rocm(tmp_path).load_model(smollm2_path, LoadConfig(context_len=512)) as model:
         assert flag(child_argv(model.server.pid), "--tensor-split") == "65536,49152"
-        assert flag(model.server.argv(), "--tensor-split") == "65536,49152"
+        assert flag(model.server.current.argv(), "--tensor-split") == "65536,49152"
         assert child_environ(model)["ROCR_VISIBLE_DEVICES"] == ",".join(
             f"GPU-{uuid:016x}" for uuid in MI210_UUIDS
         )

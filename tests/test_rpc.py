@@ -28,6 +28,7 @@ import inference_core as ic
 from inference_rocm import cpus
 from inference_rocm.backends import LlamaCppBackend, server_args
 from inference_rocm.binaries import worker_beside
+from inference_rocm.keeper import KeptServer
 from inference_rocm.model import LlamaServerModel
 from inference_rocm.server import LlamaServer, child_environment
 from tests.test_devices import mi210_server
@@ -101,7 +102,7 @@ def start_worker(worker_binary: str) -> Iterator[Callable[[], Worker]]:
         process.wait()
 
 
-def load(smollm2_path: str, **options: Any) -> LlamaServerModel[LlamaServer]:
+def load(smollm2_path: str, **options: Any) -> LlamaServerModel[KeptServer]:
     options = {"context_len": 512, "parallel_slots": 1, "gpu_layers": SPLIT_LAYERS, **options}
     model = ic.load(smollm2_path, backend="llama_cpp", config=ic.LoadConfig(**options))
     assert isinstance(model, LlamaServerModel)

@@ -11,8 +11,8 @@ import pytest
 
 import inference_core as ic
 from inference_rocm.backends import LlamaCppBackend, load_with_server
+from inference_rocm.keeper import KeptServer
 from inference_rocm.model import LlamaServerModel
-from inference_rocm.server import LlamaServer
 
 from .procs import child_argv, make_executable
 
@@ -37,17 +37,19 @@ def listening_addresses(pid: int, port: int) -> set[str]:
 
 
 @pytest.fixture
-def model(shared_model: ic.TextModel) -> LlamaServerModel[LlamaServer]:
+def model(shared_model: ic.TextModel) -> LlamaServerModel[KeptServer]:
     assert isinstance(shared_model, LlamaServerModel)
     return shared_model
 
 
-def test_the_server_listens_on_loopback_only(model: LlamaServerModel[LlamaServer]) -> None:
+def test_the_server_listens_on_loopback_only(model: LlamaServerModel[KeptServer]) -> None:
     assert model.server.pid is not None
-    assert listening_addresses(model.server.pid, model.server.port) == {"0100007F"}  # 127.0.0.1
+    assert listening_addresses(model.server.pid, model.server.current.port) == {
+        "0100007F"
+    }  # 127.0.0.1
 
 
-def test_the_key_is_in_the_environment_never_on_argv(model: LlamaServerModel[LlamaServer]) -> None:
+def test_the_key_is_in_the_environment_never_on_argv(model: LlamaServerModel[KeptServer]) -> None:
     assert model.server.pid is not None
     key = child_environ(model.server.pid)["LLAMA_API_KEY"]
     assert len(key) >= 32
@@ -55,7 +57,7 @@ def test_the_key_is_in_the_environment_never_on_argv(model: LlamaServerModel[Lla
 
 
 def test_each_server_gets_a_fresh_key(
-    model: LlamaServerModel[LlamaServer], smollm2_path: str
+    model: LlamaServerModel[KeptServer], smollm2_path: str
 ) -> None:
     assert model.server.pid is not None
     with ic.load(smollm2_path, backend="llama_cpp", context_len=128) as other:
@@ -66,17 +68,17 @@ def test_each_server_gets_a_fresh_key(
         )
 
 
-def test_a_request_without_the_key_is_refused(model: LlamaServerModel[LlamaServer]) -> None:
-    connection = http.client.HTTPConnection("127.0.0.1", model.server.port, timeout=10)
+def test_a_request_without_the_key_is_refused(model: LlamaServerModel[KeptServer]) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", model.server.current.port, timeout=10)
     connection.request("POST", "/completion", body=b'{"prompt": "hi", "n_predict": 1}')
     assert connection.getresponse().status == 401
     connection.close()
 
 
-def test_the_web_ui_is_off(model: LlamaServerModel[LlamaServer]) -> None:
+def test_the_web_ui_is_off(model: LlamaServerModel[KeptServer]) -> None:
     assert model.server.pid is not None
     assert "--no-webui" in child_argv(model.server.pid)
-    connection = http.client.HTTPConnection("127.0.0.1", model.server.port, timeout=10)
+    connection = http.client.HTTPConnection("127.0.0.1", model.server.current.port, timeout=10)
     connection.request("GET", "/")
     response = connection.getresponse()
     assert response.status != 200 or b"<html" not in response.read().lower()
@@ -123,7 +125,7 @@ def test_an_empty_environment_is_empty_and_only_none_inherits(
 
 
 def test_no_shell_starts_the_server(
-    model: LlamaServerModel[LlamaServer], llama_server_binary: str
+    model: LlamaServerModel[KeptServer], llama_server_binary: str
 ) -> None:
     assert model.server.pid is not None
     argv = child_argv(model.server.pid)

@@ -179,15 +179,18 @@ def props(template_tools: bool) -> Props:
 
 def test_a_template_that_cannot_render_the_probe_keeps_the_generic_format() -> None:
     refusing = Refusing(400)
-    probe = FormatProbe(client(refusing), props(True))
+    probe = FormatProbe(lambda: client(refusing), props(True))
     assert probe.pending and probe.format() is None and not probe.pending
     assert probe.format() is None and refusing.asked == 1  # measured once
     with pytest.raises(RequestRejected):  # any other refusal is the server's error
-        FormatProbe(client(Refusing(404)), props(True)).format()
+        FormatProbe(lambda: client(Refusing(404)), props(True)).format()
 
 
 def test_a_template_without_calls_is_never_probed() -> None:
     refusing = Refusing(400)
-    for probe in (FormatProbe(client(refusing), props(False)), FormatProbe(client(refusing), None)):
+    for probe in (
+        FormatProbe(lambda: client(refusing), props(False)),
+        FormatProbe(lambda: client(refusing), None),
+    ):
         assert not probe.pending and probe.format() is None
     assert refusing.asked == 0
