@@ -137,3 +137,12 @@ def make_executable(path: Path, source: str) -> Path:
     path.write_text(f"#!{sys.executable}\n{source}")
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
+
+
+def resident_bytes(pid: int | None) -> int:
+    """A process's resident memory (VmRSS), as /proc tells it."""
+    assert pid is not None, "no process to read"
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"/proc/{pid}/status has no VmRSS")

@@ -19,7 +19,7 @@ from inference_rocm.backends import LlamaCppBackend
 from inference_rocm.keeper import KeptServer
 from inference_rocm.model import LlamaServerModel
 
-from .procs import children, make_executable, wait_for
+from .procs import children, make_executable, resident_bytes, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -245,3 +245,43 @@ def _attempt(model: ic.TextModel) -> BaseException | list[int]:
         return greedy_ids(model)
     except ic.InferenceError as error:
         return error
+
+
+# -- idle release ---------------------------------------------------------------------
+
+
+def test_an_idle_server_gives_its_memory_back_and_wakes_to_the_same_answer(
+    smollm2_path: str,
+) -> None:
+    with load_fresh(smollm2_path, context_len=512, keep_alive=2) as model:
+        before = greedy_ids(model)
+        pid = model.server.pid
+        assert not model.asleep
+        awake = resident_bytes(pid)
+        assert wait_for(lambda: model.asleep, HANG)  # /props, which asks, does not wake it
+        asleep = resident_bytes(pid)
+        model_bytes = os.path.getsize(smollm2_path)
+        assert awake - asleep > model_bytes // 2, (awake, asleep, model_bytes)
+        assert greedy_ids(model) == before
+        assert not model.asleep
+        assert model.server.pid == pid  # woken, not started again
+        assert model.restarts == 0
+
+
+def test_a_server_without_keep_alive_stays_resident(shared_model: ic.TextModel) -> None:
+    assert isinstance(shared_model, LlamaServerModel)
+    list(shared_model.generate(PROMPT, max_tokens=2))
+    time.sleep(2.5)
+    assert not shared_model.asleep
+
+
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), "2", True, 31 * 86_400])
+def test_keep_alive_refuses_what_is_not_a_duration(value: object) -> None:
+    with pytest.raises(ic.InvalidValue, match="keep_alive"):
+        ic.LoadConfig(keep_alive=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_restart_takes_only_true_or_false(value: object) -> None:
+    with pytest.raises(ic.InvalidValue, match="restart"):
+        ic.LoadConfig(restart=value)  # type: ignore[arg-type]

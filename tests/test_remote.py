@@ -30,7 +30,7 @@ from inference_rocm.model import LlamaServerModel
 from inference_rocm.remote import RemoteBackend, RemoteServer, _parse
 
 from .external import KEY, ExternalServer, health
-from .procs import connection_inodes, free_port
+from .procs import connection_inodes, free_port, wait_for
 from .scripted import Serve, scripted_servers
 from .test_cli import cli
 
@@ -144,7 +144,14 @@ def test_auto_picks_remote_for_a_url_and_never_for_a_file(
 
 
 def test_options_that_shape_a_server_are_refused(external_server: ExternalServer) -> None:
-    for options in ({"context_len": 512}, {"threads": 2}, {"rpc_servers": ("h:1",)}):
+    shaping = (
+        {"context_len": 512},
+        {"threads": 2},
+        {"rpc_servers": ("h:1",)},
+        {"keep_alive": 5.0},
+        {"restart": False},
+    )
+    for options in shaping:
         (name,) = options
         with pytest.raises(ic.InvalidValue, match=f"{name} is chosen by whoever starts") as error:
             ic.load(external_server.url, api_key=KEY, **options)
@@ -362,6 +369,29 @@ def test_close_closes_our_connections_and_leaves_the_server_running(
     assert external_server.running() and health(external_server.url) == 200
     with pytest.raises(ic.ModelClosed):
         list(model.generate(PROMPTS[0], max_tokens=2))
+
+
+def test_a_remote_model_says_whether_its_server_sleeps(
+    llama_server_binary: str, smollm2_path: str, tmp_path: Path
+) -> None:
+    server = ExternalServer(
+        llama_server_binary,
+        smollm2_path,
+        KEY,
+        "--sleep-idle-seconds",
+        "1",
+        log=tmp_path / "server.log",
+    )
+    try:
+        with ic.load(server.url, api_key=KEY) as model:
+            assert isinstance(model, LlamaServerModel)
+            before = ids(model, PROMPTS[0])
+            assert wait_for(lambda: model.asleep, 60.0)
+            assert ids(model, PROMPTS[0]) == before
+            assert not model.asleep
+            assert model.restarts == 0  # not ours to start again
+    finally:
+        server.stop()
 
 
 def test_a_restart_fails_the_stream_in_flight_and_the_next_request_works(
