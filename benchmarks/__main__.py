@@ -23,6 +23,7 @@ from .async_streams import measure_async
 from .concurrency import measure_concurrency
 from .contention import measure_contention
 from .distributed import measure_distributed
+from .lifecycle import measure_lifecycle
 from .live import measure_live, measure_time_to_first_token
 from .memory import measure_memory
 from .readers import Endpoint
@@ -58,6 +59,7 @@ class Settings:
     contention_rounds: int
     distributed_tokens: int
     distributed_rounds: int
+    lifecycle_rounds: int
 
 
 FULL = Settings(
@@ -77,6 +79,7 @@ FULL = Settings(
     contention_rounds=3,
     distributed_tokens=128,
     distributed_rounds=5,
+    lifecycle_rounds=3,
 )
 QUICK = Settings(
     replay_tokens=200,
@@ -95,6 +98,7 @@ QUICK = Settings(
     contention_rounds=1,
     distributed_tokens=16,
     distributed_rounds=1,
+    lifecycle_rounds=1,
 )
 
 
@@ -119,7 +123,7 @@ def _step(name: str, run: Callable[[], _T]) -> _T:
     return result
 
 
-GROUPS = ("startup", "streams", "servers", "contention", "distributed")
+GROUPS = ("startup", "streams", "servers", "contention", "distributed", "lifecycle")
 
 
 def run(settings: Settings, groups: Sequence[str] = GROUPS) -> list[Row]:
@@ -155,6 +159,8 @@ def run(settings: Settings, groups: Sequence[str] = GROUPS) -> list[Row]:
                 binary, path, settings.distributed_tokens, settings.distributed_rounds
             ),
         )
+    if "lifecycle" in groups:
+        rows += _step("lifecycle", lambda: measure_lifecycle(path, settings.lifecycle_rounds))
     return rows
 
 
@@ -163,7 +169,7 @@ def _streams(settings: Settings, path: str) -> list[Row]:
     rows: list[Row] = []
     with ic.load(path, backend="llama_cpp", context_len=2048, parallel_slots=4) as model:
         assert isinstance(model, LlamaServerModel)
-        server = model.server
+        server = model.server.current
         endpoint = Endpoint("127.0.0.1", server.port, server._api_key)
         recording = _step(
             "recording", lambda: record_both(endpoint, PROMPT, settings.replay_tokens)

@@ -241,7 +241,8 @@ def test_a_sigill_on_path_is_skipped_with_one_warning_and_remembered(
     with ic.load(smollm2_path, context_len=256) as model:
         assert model.generate("The capital of France is", max_tokens=4).text()
         assert isinstance(model, LlamaServerModel)
-        assert model.server.options.binary == binaries.find_binary().path != str(sigill_server)
+        binary = model.server.current.options.binary
+        assert binary == binaries.find_binary().path != str(sigill_server)
     (warning,) = skip_warnings(caplog)
     assert warning.startswith(f"skipping {sigill_server} (from PATH): it was killed by SIGILL")
     assert runs(tmp_path) == [str(sigill_server)]

@@ -47,7 +47,7 @@ def in_pieces(data: bytes, size: int) -> list[bytes]:
 @pytest.mark.server
 def test_a_refused_key_is_a_generation_error_saying_so(shared_model: ic.TextModel) -> None:
     assert isinstance(shared_model, LlamaServerModel)
-    client = client_for(shared_model.server.port, key="not the key")
+    client = client_for(shared_model.server.current.port, key="not the key")
     with pytest.raises(ic.GenerationError, match="the server refused the request: Invalid API"):
         client.request("GET", "/props")
     client.close()

@@ -23,6 +23,7 @@ import inference_core as ic
 from inference_rocm import client as client_module
 from inference_rocm import server as server_module
 from inference_rocm.backends import LlamaCppBackend
+from inference_rocm.keeper import KeptServer
 from inference_rocm.model import LlamaServerModel
 from inference_rocm.server import LlamaServer, ServerOptions
 
@@ -46,8 +47,8 @@ def load_fake(
 
 
 def log_lines(model: ic.TextModel) -> list[str]:
-    assert isinstance(model, LlamaServerModel) and isinstance(model.server, LlamaServer)
-    return model.server.log_tail(60).splitlines()
+    assert isinstance(model, LlamaServerModel) and isinstance(model.server, KeptServer)
+    return model.server.current.log_tail(60).splitlines()
 
 
 def requests_seen(model: ic.TextModel, prompt: str, marker: str) -> int:
@@ -334,5 +335,5 @@ def test_a_port_clash_the_log_never_mentions_is_still_retried(
     )
     with taken, load_fake(fake_binary(tmp_path), smollm2_path, "--fake-quiet-bind") as model:
         assert isinstance(model, LlamaServerModel)
-        assert model.server.port != taken.getsockname()[1]
+        assert model.server.current.port != taken.getsockname()[1]
         assert model.generate("Hi", max_tokens=3).text()

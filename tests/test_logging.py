@@ -35,7 +35,7 @@ def test_the_servers_lines_and_the_librarys_messages_have_loggers_of_their_own(
     caplog.set_level(logging.DEBUG)
     with ic.load(smollm2_path, backend="llama_cpp", context_len=128) as model:
         assert isinstance(model, LlamaServerModel)
-        port = model.server.port
+        port = model.server.current.port
         # the server answers before its log thread may have read its last lines: wait for them
         deadline = time.monotonic() + 60
         while not any("listening" in r.getMessage() for r in caplog.records if r.name == OUTPUT):

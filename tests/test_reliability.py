@@ -394,7 +394,7 @@ def test_generate_sends_each_option_on_the_wire_and_stops_on_a_stop_id(
     assert [token.id for token in stream] == [100]  # the fake sends 100, 101, 102
 
     def sent() -> list[dict[str, Any]]:  # the fake's log reaches us on a thread of its own
-        lines = fake_model.server.log_tail(60).splitlines()
+        lines = fake_model.server.current.log_tail(60).splitlines()
         bodies = [json.loads(line[5:]) for line in lines if line.startswith("body ")]
         return [body for body in bodies if body["prompt"] == "wire"]
 
