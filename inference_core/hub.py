@@ -42,6 +42,7 @@ __all__ = [
     "is_hub_name",
     "parse",
     "projector",
+    "resolve",
 ]
 
 logger = logging.getLogger(__name__)
@@ -414,3 +415,15 @@ def cached_snapshots() -> list[CachedSnapshot]:
             prefix = _prefix(repo.repo_id, None if label == "main" else label)
             found.append(CachedSnapshot(prefix, str(revision.snapshot_path)))
     return found
+
+
+def resolve(location: str, mmproj: str | None) -> tuple[str, str | None]:
+    """A model's file and projector, hf:// names fetched into the cache (the projector
+    beside a fetched model too, unless `mmproj` names another or is ""); paths as given."""
+    if mmproj and is_hub_name(mmproj):
+        mmproj = fetch(mmproj)
+    if is_hub_name(location):
+        name, location = location, fetch(location)
+        if mmproj is None:
+            mmproj = projector(name, location)
+    return location, mmproj

@@ -296,13 +296,8 @@ def load(
     name = backend if backend not in ("", "auto") else load_config.backend or "auto"
     location = os.fspath(path)
     chosen = choose_backend(location, name)
-    mmproj = load_config.mmproj
-    if mmproj and hub.is_hub_name(mmproj):
-        mmproj = hub.fetch(mmproj)
-    if hub.is_hub_name(location):  # fetched once the backend is known: no download in vain
-        hub_name, location = location, hub.fetch(location)
-        if mmproj is None:  # "" turns the projector beside it off
-            mmproj = hub.projector(hub_name, location)
+    # fetched once the backend is known: no download in vain
+    location, mmproj = hub.resolve(location, load_config.mmproj)
     load_config = attrs.evolve(load_config, backend=chosen.name, mmproj=mmproj)
     logger.debug("loading %s with backend %r", redacted(location), chosen.name)
     model = chosen.load_model(location, load_config)

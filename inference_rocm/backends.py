@@ -37,12 +37,13 @@ from .flags import (
 )
 from .keeper import KeptServer
 from .model import LlamaServerModel
-from .server import LlamaServer, ServerOptions
+from .server import Listen, LlamaServer, ServerOptions
 
 __all__ = [
     "ALLOW_IGPU_VARIABLE",
     "LlamaCppBackend",
     "RocmBackend",
+    "RouterLaunch",
     "binary_version",
     "load_with_server",
     "server_args",
@@ -137,6 +138,16 @@ def _settings(server: LlamaServer, load_timeout: float) -> wire.Props:
         ) from None
 
 
+@attrs.frozen
+class RouterLaunch:
+    """How a backend starts llama-server's router (`inference serve` on folders): the
+    binary, the GPU selection its children inherit, and flags they all take."""
+
+    binary: str
+    gpu_selection: Mapping[str, str] | None
+    args: tuple[str, ...]
+
+
 def load_with_server(
     binary: str,
     path: str,
@@ -146,6 +157,7 @@ def load_with_server(
     environ: Mapping[str, str] | None = None,
     gpu_selection: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
+    listen: Listen | None = None,
 ) -> LlamaServerModel[KeptServer]:
     """Check the file, start llama-server on it, read back what it really runs with."""
     header = gguf_meta.read_header(path)
@@ -169,6 +181,7 @@ def load_with_server(
         args=(*embedding, *server_args(config, gpu_layers), *extra_args),  # the user's last
         environ=environ,
         gpu_selection=gpu_selection,
+        listen=listen,
         load_timeout=config.load_timeout,
     )
     try:
@@ -260,13 +273,19 @@ def start_first_that_runs(
 
 
 class LlamaCppBackend:
-    """Any llama-server build, the CPU included: the fallback backend."""
+    """Any llama-server build, the CPU included: the fallback backend.
+
+    ``listen`` makes its servers listen where other programs reach them (`inference
+    serve`), not on a private loopback port."""
 
     name = "llama_cpp"
     priority = 10
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, *, listen: Listen | None = None
+    ) -> None:
         self._environ = environ
+        self._listen = listen
 
     def _candidates(self) -> Candidates:
         return candidates(self._environ)
@@ -287,20 +306,31 @@ class LlamaCppBackend:
         )
         return BackendStatus(self.name, self.priority, True, (), details)
 
-    def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[KeptServer]:
+    def _usable(self) -> tuple[BinaryLookup, ...]:
         found = self._candidates()
         if not found.usable:
             problems = found.first().problems
             raise BackendUnavailable(f"{self.name}: " + "; ".join(problems), problems)
+        return found.usable
+
+    def router_launch(self) -> RouterLaunch:
+        """The first binary found, every layer on whatever device it computes on."""
+        binary = self._usable()[0].path
+        assert binary is not None
+        return RouterLaunch(binary, None, ("--n-gpu-layers", "999"))
+
+    def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[KeptServer]:
+        usable = self._usable()
         gpu_layers = _requested_layers(config)
         return start_first_that_runs(
-            found.usable,
+            usable,
             lambda binary: load_with_server(
                 binary,
                 path,
                 config,
                 gpu_layers=gpu_layers,
                 environ=self._environ,
+                listen=self._listen,
             ),
             self._environ,
         )
@@ -447,7 +477,8 @@ class RocmBackend:
     """AMD GPUs through ROCm: llama-server on the GPUs KFD shows, checked to fit first.
 
     ``root`` is where /dev/kfd and /sys are looked for (tests pass a fake tree);
-    ``environ`` the environment to read and pass on (default: the process's).
+    ``environ`` the environment to read and pass on (default: the process's); ``listen``
+    as for `LlamaCppBackend`.
     """
 
     name = "rocm"
@@ -457,9 +488,12 @@ class RocmBackend:
         self,
         root: str | os.PathLike[str] = "/",
         environ: Mapping[str, str] | None = None,
+        *,
+        listen: Listen | None = None,
     ) -> None:
         self._root = os.fspath(root)
         self._environ = environ
+        self._listen = listen
 
     def _env(self) -> Mapping[str, str]:
         return os.environ if self._environ is None else self._environ
@@ -544,11 +578,24 @@ class RocmBackend:
             return _requested_layers(config)
         return vram.plan_gpu_layers(gguf_meta.read_header(path), config, chosen)
 
-    def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[KeptServer]:
+    def _ready_probe(self) -> _Probe:
         probe = self._probe()
         blocking = tuple(p for p in (probe.kfd, probe.binary_problem) if p is not None)
         if blocking:
             raise BackendUnavailable(f"{self.name}: " + "; ".join(blocking), blocking)
+        return probe
+
+    def router_launch(self) -> RouterLaunch:
+        """The first ROCm binary, on every usable GPU, layers split by their free memory."""
+        probe = self._ready_probe()
+        chosen = self._choose(probe, ())
+        binary = probe.binaries[0].path
+        assert binary is not None
+        split = _tensor_split(chosen, ())
+        return RouterLaunch(binary, _selecting(chosen), ("--n-gpu-layers", "999", *split))
+
+    def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[KeptServer]:
+        probe = self._ready_probe()
         chosen = self._choose(probe, config.devices)
         gpu_layers = self._plan(path, config, chosen)
         logger.info(
@@ -567,6 +614,7 @@ class RocmBackend:
                 environ=self._environ,
                 gpu_selection=_selecting(chosen),
                 extra_args=() if config.rpc_servers else _tensor_split(chosen, config.extra_args),
+                listen=self._listen,
             ),
             self._env(),
         )

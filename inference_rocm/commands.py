@@ -1,25 +1,31 @@
-"""`inference server build|list|remove`: llama-server builds for this machine, in the cache."""
+"""`inference server build|list|remove`: llama-server builds for this machine, in the cache;
+`inference serve`: an OpenAI-compatible endpoint for other programs."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from inference_core.demo import demo_model_path
+from inference_core.types import LoadConfig
 
 from . import build as builds
+from . import serve as serving
 from .backends import load_with_server
 from .binaries import cache_root, cached_builds
 from .devices import discover
 
-__all__ = ["add_server_commands"]
+__all__ = ["add_serve_command", "add_server_commands"]
 
 _BAR_WIDTH = 30
+_WATCH_SECONDS = 1.0  # how often `serve` checks that its server still runs
 
 
 def add_server_commands(subparsers: Any) -> None:
@@ -128,3 +134,78 @@ def _remove(args: argparse.Namespace) -> int:
     for name in names:
         print(f"removed {builds.remove_build(name)}")
     return 0
+
+
+def add_serve_command(subparsers: Any) -> None:
+    """`inference serve MODEL | --models-dir DIR...`, added through `register_commands`."""
+    serve = subparsers.add_parser(
+        "serve",
+        help="serve models to other programs over llama-server's OpenAI-compatible API",
+        description="Serve one model, or every model of folders (and the Hugging Face "
+        "cache, the default without either) on llama-server's router, which loads the "
+        "model a request names. Runs until Ctrl-C, which stops everything it started.",
+    )
+    serve.add_argument("model", nargs="?", help="a model's path or hf:// name")
+    serve.add_argument(
+        "--models-dir", action="append", default=[], metavar="DIR", help="a folder of models"
+    )
+    serve.add_argument(
+        "--hf-cache", action="store_true", help="the Hugging Face cache's models besides"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="the address (default: loopback)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--api-key",
+        help="the key clients must send (default: LLAMA_API_KEY); needed off loopback",
+    )
+    serve.add_argument(
+        "--max-models", type=int, default=1, help="models loaded at once (default: 1)"
+    )
+    serve.add_argument(
+        "--keep-alive", type=float, metavar="S", help="free a model's memory after S idle seconds"
+    )
+    serve.add_argument("--backend", default="auto", help="rocm, llama_cpp or auto")
+    serve.add_argument("--context-len", type=int, default=0, help="tokens per sequence")
+    serve.add_argument("--embeddings", action="store_true", help="serve /v1/embeddings as well")
+    serve.set_defaults(handler=_serve)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.model and args.models_dir:
+        print("inference serve: error: give a MODEL or --models-dir, not both", file=sys.stderr)
+        return 2
+    listen = serving.check_listen(
+        args.host, args.port, args.api_key or os.environ.get("LLAMA_API_KEY")
+    )
+    config = LoadConfig(
+        context_len=args.context_len, keep_alive=args.keep_alive, embeddings=args.embeddings
+    )
+    if args.model:
+        served = serving.serve_model(args.model, config, backend=args.backend, listen=listen)
+    else:
+        served = serving.serve_folders(
+            args.models_dir,
+            include_cache=args.hf_cache or not args.models_dir,
+            backend=args.backend,
+            listen=listen,
+            max_models=args.max_models,
+            config=config,
+        )
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop, as Ctrl-C
+    try:
+        for line in serving.describe(served):
+            print(line, flush=True)
+        if listen.api_key:
+            print("  clients send the API key as a bearer token (not shown)", flush=True)
+        while True:
+            time.sleep(_WATCH_SECONDS)
+            served.server.watch()  # ServerCrashed ends it once the server keeps dying
+    except KeyboardInterrupt:
+        print("stopping", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        served.stop()

@@ -23,6 +23,7 @@ __all__ = [
     "SERVER_FIELDS",
     "chat_template_error",
     "explains_refusal",
+    "keep_alive_args",
     "refused_template",
     "server_args",
     "user_sets",
@@ -125,7 +126,7 @@ def _chat_template(config: LoadConfig) -> list[str]:
 
 
 # The table: each field and the flags it becomes, in the order they are passed.
-def _keep_alive(config: LoadConfig) -> list[str]:
+def keep_alive_args(config: LoadConfig) -> list[str]:
     """llama-server's sleep: after so many idle seconds (whole ones) it frees the model."""
     if config.keep_alive is None:
         return []
@@ -140,7 +141,7 @@ _FLAGS: tuple[tuple[str, Callable[[LoadConfig], list[str]]], ...] = (
     ("adapter_path", _lora),
     ("chat_template", _chat_template),
     ("mmproj", _mmproj),
-    ("keep_alive", _keep_alive),
+    ("keep_alive", keep_alive_args),
 )
 # gpu_layers and devices are planned against the GPUs (--n-gpu-layers, the GPU variables).
 # restart is the keeper's (keeper.py).

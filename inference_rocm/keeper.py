@@ -66,6 +66,11 @@ class KeptServer:
                 return server
             return self._revive(server)
 
+    def watch(self) -> None:
+        """Start a server that died again now, not on the next request (`inference serve`,
+        whose requests do not pass through us)."""
+        _ = self.current
+
     @property
     def client(self) -> ServerClient:
         return self.current.client

@@ -47,9 +47,10 @@ def inspect_model(path: str) -> inference_core.ModelInfo | None:
 
 @inference_core.hookimpl
 def register_commands(subparsers: object) -> None:
-    """`inference server build|list|remove` and `inference rpc-worker`."""
-    from .commands import add_server_commands
+    """`inference server build|list|remove`, `inference serve` and `inference rpc-worker`."""
+    from .commands import add_serve_command, add_server_commands
     from .rpc_worker import add_worker_command
 
     add_server_commands(subparsers)
+    add_serve_command(subparsers)
     add_worker_command(subparsers)

@@ -35,6 +35,7 @@ from .client import ServerClient
 from .devices import SELECTORS
 
 __all__ = [
+    "Listen",
     "LlamaServer",
     "ServerOptions",
     "child_environment",
@@ -85,6 +86,22 @@ def _advice(returncode: int) -> str:
 
 
 @attrs.frozen
+class Listen:
+    """Where a server that other programs use listens (`inference serve`): its host and
+    port, and the key they must send (None: none), in place of our private loopback port
+    and secret key."""
+
+    host: str
+    port: int
+    api_key: str | None = attrs.field(default=None, repr=False)
+
+    @property
+    def connect_host(self) -> str:
+        """Where we reach it: a server on every address answers on loopback."""
+        return HOST if self.host in ("0.0.0.0", "::", "") else self.host
+
+
+@attrs.frozen
 class ServerOptions:
     """How to start one server; `args` are llama-server's flags beyond the fixed ones."""
 
@@ -93,6 +110,7 @@ class ServerOptions:
     args: tuple[str, ...] = ()
     environ: Mapping[str, str] | None = None  # what the child inherits from; None: ours
     gpu_selection: Mapping[str, str] | None = None  # replaces every GPU-choosing variable
+    listen: Listen | None = None  # None: a private port on loopback, with a secret key
     load_timeout: float = 120.0  # seconds without log output or progress
     stop_grace: float = 5.0  # from SIGTERM to SIGKILL
     kill_wait: float = 5.0  # after SIGKILL, before giving up on a process stuck in the kernel
@@ -236,7 +254,9 @@ class LlamaServer:
     def __init__(self, options: ServerOptions, port: int) -> None:
         self.options = options
         self.port = port
-        self._api_key = secrets.token_urlsafe(32)
+        listen = options.listen
+        self.host = HOST if listen is None else listen.host
+        self._api_key = secrets.token_urlsafe(32) if listen is None else listen.api_key
         self._head: list[str] = []
         self._tail: collections.deque[str] = collections.deque(maxlen=_LOG_TAIL_LINES)
         self._lines_seen = 0
@@ -247,12 +267,19 @@ class LlamaServer:
         self._stopped = False
         self._stop_lock = threading.Lock()
         self.client = ServerClient(
-            HOST, port, self._api_key, alive=self.alive, diagnose=self.diagnose
+            HOST if listen is None else listen.connect_host,
+            port,
+            self._api_key,
+            alive=self.alive,
+            diagnose=self.diagnose,
         )
 
     @classmethod
     def start(cls, options: ServerOptions) -> LlamaServer:
-        """Spawn and wait until ready; a port clash is retried on a new port."""
+        """Spawn and wait until ready; a port clash is retried on a new port (on the
+        port asked for, it is an error)."""
+        if options.listen is not None:
+            return cls._start_listening(options, options.listen)
         for attempt in range(1, options.port_attempts + 1):
             server = cls(options, _free_port())
             try:
@@ -269,22 +296,41 @@ class LlamaServer:
             f"llama-server could not bind a port on {HOST} after {options.port_attempts} attempts"
         )
 
+    @classmethod
+    def _start_listening(cls, options: ServerOptions, listen: Listen) -> LlamaServer:
+        server = cls(options, listen.port)
+        try:
+            server._spawn()
+            server._wait_ready()
+            return server
+        except _PortClash:
+            server.stop()
+            raise ServerStartError(
+                f"port {listen.port} on {listen.host} is in use by another program: "
+                "stop it, or choose another port (--port)"
+            ) from None
+        except BaseException:
+            server.stop()
+            raise
+
     @property
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def where(self) -> str:
         return f"pid={self.pid} port={self.port}"
 
     def argv(self) -> list[str]:
+        model = ["--model", self.options.model_path] if self.options.model_path else []
         return [
             self.options.binary,
-            "--model", self.options.model_path,
-            "--host", HOST,
+            *model,  # none: llama-server's router, which serves the models of --models-dir
+            "--host", self.host,
             "--port", str(self.port),
             "--no-webui",
             *self.options.args,
@@ -293,7 +339,7 @@ class LlamaServer:
     def _spawn(self) -> None:
         env = child_environment(
             self.options.binary,
-            {"LLAMA_API_KEY": self._api_key},
+            {} if self._api_key is None else {"LLAMA_API_KEY": self._api_key},
             self.options.environ,
             self.options.gpu_selection,
         )
@@ -317,7 +363,7 @@ class LlamaServer:
         key = self._api_key
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip()
-            if key in line:
+            if key is not None and key in line:
                 line = line.replace(key, "***")
             if len(self._head) < _LOG_HEAD_LINES:
                 self._head.append(line)
@@ -380,7 +426,7 @@ class LlamaServer:
             returncode = self._process.poll()
             if returncode is not None:
                 tail = self._log_after_exit()
-                if _BIND_FAILURE.search(tail) or _port_taken(self.port):
+                if _BIND_FAILURE.search(tail) or _port_taken(self.host, self.port):
                     raise _PortClash
                 raise ServerStartError(
                     self._start_failure(returncode, tail),
@@ -451,12 +497,12 @@ class LlamaServer:
         _send_signal(self._process, signum)
 
 
-def _port_taken(port: int) -> bool:
+def _port_taken(host: str, port: int) -> bool:
     """Whether another process holds `port` now: a failed start then was a clash, even
     when the server's own line saying so was lost (it logs from a thread of its own,
     which may not flush before the process exits)."""
     try:
-        with socket.create_server((HOST, port)):
+        with socket.create_server((host, port)):
             return False
     except OSError:
         return True

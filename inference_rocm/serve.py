@@ -1,0 +1,213 @@
+"""`inference serve`: an OpenAI-compatible endpoint for other programs, on llama-server.
+
+One model is served as `load()` runs it (the backend's binary and GPU choice, the VRAM
+pre-flight), listening where asked. Folders of models, and the Hugging Face cache, are
+served by llama-server's own router (`--models-dir`, no `--model`): a request naming a
+model loads it in a child process, and `--models-max` bounds how many stay loaded. No
+HTTP server of ours stands in front: clients talk to llama-server. Either way the server
+is kept (`keeper.KeptServer`): one that dies is started again, within the same bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from typing import final
+
+import attrs
+
+from inference_core import registry
+from inference_core._cli_models import ModelEntry, cached_models, find_models
+from inference_core.errors import InvalidValue, ModelLoadError
+from inference_core.hub import resolve
+from inference_core.types import LoadConfig
+
+from . import cpus
+from .backends import LlamaCppBackend, RocmBackend
+from .flags import keep_alive_args
+from .keeper import KeptServer
+from .model import LlamaServerModel
+from .server import Listen, LlamaServer, ServerOptions
+
+__all__ = ["Served", "check_listen", "describe", "serve_folders", "serve_model"]
+
+logger = logging.getLogger(__name__)
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_MAX_LISTED = 10_000  # model names read back from /v1/models
+
+
+@final
+@attrs.frozen
+class Served:
+    """What `inference serve` started: where clients connect, the models they can name,
+    the kept server, the model it serves (held: a model collected closes its server),
+    and the folder of links the router reads (removed by `stop`)."""
+
+    url: str
+    models: tuple[str, ...]
+    server: KeptServer
+    model: LlamaServerModel[KeptServer] | None = None
+    catalog: str | None = None
+
+    def stop(self) -> None:
+        """Stop the server (the router stops its children) and remove the links."""
+        if self.model is not None:
+            self.model.close()
+        self.server.stop()
+        if self.catalog is not None:
+            shutil.rmtree(self.catalog, ignore_errors=True)
+
+
+def check_listen(host: str, port: int, api_key: str | None) -> Listen:
+    """Loopback needs no key; any other address does, or anyone who reaches it uses it."""
+    if not 1 <= port <= 65535:
+        raise InvalidValue("port", f"--port must be in 1-65535, got {port}")
+    if host not in _LOOPBACK and not api_key:
+        raise InvalidValue(
+            "api_key",
+            f"serving on {host} lets other machines in: give them a key with --api-key "
+            "(or LLAMA_API_KEY), or serve on 127.0.0.1",
+        )
+    return Listen(host, port, api_key or None)
+
+
+def _backend(
+    name: str, location: str, listen: Listen, environ: Mapping[str, str] | None
+) -> LlamaCppBackend | RocmBackend:
+    """The backend `load()` would choose, made to listen where asked."""
+    chosen = registry.choose_backend(location, name).name
+    if chosen == "rocm":
+        return RocmBackend(environ=environ, listen=listen)
+    if chosen == "llama_cpp":
+        return LlamaCppBackend(environ, listen=listen)
+    raise InvalidValue(
+        "backend", f"inference serve runs llama-server: backend rocm or llama_cpp, not {chosen}"
+    )
+
+
+def _url(listen: Listen) -> str:
+    host = f"[{listen.host}]" if ":" in listen.host else listen.host
+    return f"http://{host}:{listen.port}/v1"
+
+
+def _model_ids(server: KeptServer) -> tuple[str, ...]:
+    """The ids `GET /v1/models` lists: the names clients send as `model`."""
+    answer = server.client.request("GET", "/v1/models")
+    data = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(data, list):
+        return ()
+    ids = (item.get("id") for item in data[:_MAX_LISTED] if isinstance(item, dict))
+    return tuple(sorted(item for item in ids if isinstance(item, str)))
+
+
+def serve_model(
+    location: str,
+    config: LoadConfig,
+    *,
+    backend: str,
+    listen: Listen,
+    environ: Mapping[str, str] | None = None,
+) -> Served:
+    """One model, loaded as `load()` loads it, on `listen`."""
+    chosen = _backend(backend, location, listen, environ)
+    path, mmproj = resolve(location, config.mmproj)
+    name = ("--alias", os.path.basename(path).removesuffix(".gguf"))  # as the router names it
+    loading = attrs.evolve(
+        config, backend=chosen.name, mmproj=mmproj, extra_args=(*name, *config.extra_args)
+    )
+    model = chosen.load_model(path, loading)
+    return Served(_url(listen), _model_ids(model.server), model.server, model)
+
+
+def _usable(entries: Iterable[ModelEntry]) -> list[ModelEntry]:
+    """Models a router can load: whole, readable, and not a projector."""
+    usable = []
+    for entry in entries:
+        if entry.status != "ok" or entry.info is None:
+            logger.warning("not serving %s: %s", entry.path, entry.error or entry.status)
+        elif entry.info.architecture != "clip":
+            usable.append(entry)
+    return usable
+
+
+def _link(entries: Sequence[ModelEntry], catalog: str) -> None:
+    """One link per model in `catalog`, named for it (a split model's parts in a folder
+    of their own), so the router sees every folder's models in one place."""
+    taken: set[str] = set()
+    for entry in entries:
+        stem = os.path.basename(entry.path).removesuffix(".gguf")
+        name, number = stem, 1
+        while name.lower() in taken:
+            number += 1
+            name = f"{stem}-{number}"
+        taken.add(name.lower())
+        if len(entry.parts) > 1:
+            folder = os.path.join(catalog, name)
+            os.mkdir(folder)
+            for part in entry.parts:
+                os.symlink(os.path.realpath(part), os.path.join(folder, os.path.basename(part)))
+        else:
+            os.symlink(os.path.realpath(entry.path), os.path.join(catalog, name + ".gguf"))
+
+
+def serve_folders(
+    folders: Sequence[str],
+    *,
+    include_cache: bool,
+    backend: str,
+    listen: Listen,
+    max_models: int,
+    config: LoadConfig,
+    environ: Mapping[str, str] | None = None,
+) -> Served:
+    """Every model of `folders` (and of the Hugging Face cache), on llama-server's router."""
+    if max_models < 1:
+        raise InvalidValue("max_models", f"--max-models must be 1 or more, got {max_models}")
+    for folder in folders:
+        if not os.path.isdir(folder):
+            raise InvalidValue("models_dir", f"--models-dir {folder!r} is not a folder")
+    found = [entry for folder in folders for entry in find_models(folder)]
+    entries = _usable([*found, *(cached_models() if include_cache else [])])
+    if not entries:
+        where = ", ".join(folders) or "the Hugging Face cache"
+        raise ModelLoadError(f"no GGUF model to serve in {where}")
+    launch = _backend(backend, entries[0].path, listen, environ).router_launch()
+    catalog = tempfile.mkdtemp(prefix="inference-serve-")
+    try:
+        _link(entries, catalog)
+        args = (
+            "--models-dir", catalog,
+            "--models-max", str(max_models),
+            "--threads", str(config.threads or cpus.default_threads()),
+            *(["--ctx-size", str(config.context_len)] if config.context_len else []),
+            *(["--embeddings"] if config.embeddings else []),
+            *keep_alive_args(config),
+            *launch.args,
+        )  # fmt: skip
+        options = ServerOptions(
+            binary=launch.binary,
+            model_path="",  # the router: models come from --models-dir
+            args=args,
+            environ=environ,
+            gpu_selection=launch.gpu_selection,
+            listen=listen,
+            load_timeout=config.load_timeout,
+        )
+        router = LlamaServer.start(options)
+        server = KeptServer(router, lambda: LlamaServer.start(options))
+        return Served(_url(listen), _model_ids(server), server, catalog=catalog)
+    except BaseException:
+        shutil.rmtree(catalog, ignore_errors=True)
+        raise
+
+
+def describe(served: Served) -> list[str]:
+    """What `inference serve` prints on start."""
+    return [
+        f"serving on {served.url} (OpenAI-compatible; Ctrl-C stops it)",
+        *(f"  model: {name}" for name in served.models),
+    ]
