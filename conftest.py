@@ -22,7 +22,7 @@ from tests.external import KEY, ExternalServer
 # They import their frameworks, which only `tox -e frameworks` installs: a run that does
 # not select the `frameworks` marker leaves the files unread (a run that does and lacks
 # a framework fails on the import, never skips).
-FRAMEWORK_TESTS = {"test_langchain.py", "test_llama_index.py", "test_litellm.py"}
+FRAMEWORK_TESTS = {"test_langchain.py", "test_llama_index.py", "test_litellm.py", "test_serve.py"}
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

@@ -531,7 +531,8 @@ class LoadConfig:
     workers. api_key, ca_bundle and verify_tls are for a server reached over the
     network (the `remote` backend): the key is sent as a bearer token and never
     shown in a repr; ca_bundle names the CA file that signs its certificate, and
-    verify_tls=False turns checking off (a warning says so).
+    verify_tls=False turns checking off (a warning says so). model names the model
+    of a llama-server router (`inference serve` on a folder) that the requests are for.
 
     restart (True by default) starts a server that died again on the next request, with
     the same settings; the request in flight fails with ServerCrashed. A server that keeps
@@ -571,6 +572,7 @@ class LoadConfig:
     mmproj: str | None = attrs.field(
         default=None, converter=_optional_path, validator=attrs.validators.optional(_str)
     )
+    model: str | None = attrs.field(default=None, validator=_header_value)
     restart: bool = attrs.field(default=True, validator=_bool)
     keep_alive: float | None = attrs.field(
         default=None,

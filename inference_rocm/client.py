@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast, final
+from urllib.parse import quote
 
 from inference_core.errors import (
     ContextOverflow,
@@ -418,7 +419,9 @@ class ServerClient:
     """Requests to one server. Thread-safe: each request holds its own connection.
 
     `tls` makes every connection HTTPS with that context; `base_path` is put
-    before every path (a server behind a proxy at `https://host/llm/`).
+    before every path (a server behind a proxy at `https://host/llm/`); `model` names
+    the model of a llama-server router that every request is for (in a body's "model",
+    or a GET's `?model=`).
     """
 
     def __init__(
@@ -431,8 +434,10 @@ class ServerClient:
         diagnose: Diagnose,
         tls: ssl.SSLContext | None = None,
         base_path: str = "",
+        model: str | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self._model = model
         self.alive, self.diagnose = alive, diagnose
         self._tls = tls
         self._base = base_path.encode()
@@ -492,6 +497,11 @@ class ServerClient:
         self, method: str, path: str, body: Any, scope: GenerationScope | None
     ) -> tuple[_Connection, int, dict[str, str]]:
         """Send a request and read the response head; retries once on a stale keep-alive socket."""
+        if self._model is not None:
+            if isinstance(body, dict):
+                body = {**body, "model": self._model}
+            elif method == "GET":
+                path += ("&" if "?" in path else "?") + "model=" + quote(self._model, safe="")
         payload = b"" if body is None else json.dumps(body).encode()
         request = (
             f"{method} ".encode()

@@ -167,6 +167,9 @@ def add_serve_command(subparsers: Any) -> None:
     serve.add_argument("--backend", default="auto", help="rocm, llama_cpp or auto")
     serve.add_argument("--context-len", type=int, default=0, help="tokens per sequence")
     serve.add_argument("--embeddings", action="store_true", help="serve /v1/embeddings as well")
+    serve.add_argument(
+        "--chat-template", metavar="FILE", help="a Jinja chat template in place of the model's"
+    )
     serve.set_defaults(handler=_serve)
 
 
@@ -182,7 +185,10 @@ def _serve(args: argparse.Namespace) -> int:
         args.host, args.port, args.api_key or os.environ.get("LLAMA_API_KEY")
     )
     config = LoadConfig(
-        context_len=args.context_len, keep_alive=args.keep_alive, embeddings=args.embeddings
+        context_len=args.context_len,
+        keep_alive=args.keep_alive,
+        embeddings=args.embeddings,
+        chat_template=args.chat_template,
     )
     if args.model:
         served = serving.serve_model(args.model, config, backend=args.backend, listen=listen)
@@ -199,8 +205,6 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         for line in serving.describe(served):
             print(line, flush=True)
-        if listen.api_key:
-            print("  clients send the API key as a bearer token (not shown)", flush=True)
         while True:
             time.sleep(_WATCH_SECONDS)
             served.server.watch()  # ServerCrashed ends it once the server keeps dying

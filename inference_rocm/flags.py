@@ -21,6 +21,7 @@ from . import cpus
 
 __all__ = [
     "SERVER_FIELDS",
+    "chat_template_args",
     "chat_template_error",
     "explains_refusal",
     "keep_alive_args",
@@ -32,7 +33,7 @@ __all__ = [
 _ALL_LAYERS = "999"  # llama-server clamps this to the model's layer count
 # Linux takes no longer argument on a command line (MAX_ARG_STRLEN, its NUL included).
 _MAX_ARGUMENT = 32 * 4096 - 1
-_REMOTE_ONLY = ("api_key", "ca_bundle", "verify_tls")  # for a server at a URL
+_REMOTE_ONLY = ("api_key", "ca_bundle", "verify_tls", "model")  # for a server at a URL
 
 
 def user_sets(flags: tuple[str, ...], user_args: Sequence[str]) -> bool:
@@ -94,7 +95,7 @@ def _is_template_text(value: str) -> bool:
     return "{{" in value or "{%" in value
 
 
-def _chat_template(config: LoadConfig) -> list[str]:
+def chat_template_args(config: LoadConfig) -> list[str]:
     """--jinja (before the template: builds where it is off accept only the templates
     they know by name otherwise), then --chat-template-file for a path or
     --chat-template for the text; llama-server reads either once, as it starts."""
@@ -139,7 +140,7 @@ _FLAGS: tuple[tuple[str, Callable[[LoadConfig], list[str]]], ...] = (
     ("context_len", _context),
     ("parallel_slots", _parallel),
     ("adapter_path", _lora),
-    ("chat_template", _chat_template),
+    ("chat_template", chat_template_args),
     ("mmproj", _mmproj),
     ("keep_alive", keep_alive_args),
 )

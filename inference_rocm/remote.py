@@ -76,6 +76,7 @@ class RemoteServer:
         *,
         tls: ssl.SSLContext | None,
         base_path: str,
+        model: str | None = None,
     ) -> None:
         self.url = url
         self.keyed = api_key is not None  # whether a key is sent (never the key itself)
@@ -87,6 +88,7 @@ class RemoteServer:
             diagnose=self.diagnose,
             tls=tls,
             base_path=base_path,
+            model=model,
         )
 
     def where(self) -> str:
@@ -324,12 +326,20 @@ def attach(
     env = os.environ if environ is None else environ
     key = config.api_key or env.get(KEY_VARIABLE) or None
     tls = _tls_context(config, url) if scheme == "https" else None
-    server = RemoteServer(url, host, port, key, tls=tls, base_path=base_path)
+    server = RemoteServer(url, host, port, key, tls=tls, base_path=base_path, model=config.model)
     deadline = time.monotonic() + config.load_timeout
     try:
         _wait_until_ready(server, deadline, config.load_timeout)
-        props = wire.props(_get(server, "/props", deadline))
-        info = _model_info(url, props, wire.model_meta(_get(server, "/v1/models", deadline)))
+        props_answer = _get(server, "/props", deadline)
+        models = _get(server, "/v1/models", deadline)
+        if config.model is None and wire.is_router(props_answer):
+            raise InvalidValue(
+                "model",
+                f"{url} is a llama-server router serving several models: name one with "
+                f"model=NAME; it serves {', '.join(wire.model_ids(models)) or 'none'}",
+            )
+        props = wire.props(props_answer)
+        info = _model_info(url, props, wire.model_meta(models, config.model))
     except wire.BadAnswer as bad:
         server.stop()
         raise UnexpectedServer(

@@ -27,7 +27,7 @@ from inference_core.types import LoadConfig
 
 from . import cpus
 from .backends import LlamaCppBackend, RocmBackend
-from .flags import keep_alive_args
+from .flags import chat_template_args, keep_alive_args
 from .keeper import KeptServer
 from .model import LlamaServerModel
 from .server import Listen, LlamaServer, ServerOptions
@@ -52,6 +52,7 @@ class Served:
     server: KeptServer
     model: LlamaServerModel[KeptServer] | None = None
     catalog: str | None = None
+    keyed: bool = False  # whether clients must send a key
 
     def stop(self) -> None:
         """Stop the server (the router stops its children) and remove the links."""
@@ -120,7 +121,9 @@ def serve_model(
         config, backend=chosen.name, mmproj=mmproj, extra_args=(*name, *config.extra_args)
     )
     model = chosen.load_model(path, loading)
-    return Served(_url(listen), _model_ids(model.server), model.server, model)
+    return Served(
+        _url(listen), _model_ids(model.server), model.server, model, keyed=bool(listen.api_key)
+    )
 
 
 def _usable(entries: Iterable[ModelEntry]) -> list[ModelEntry]:
@@ -185,6 +188,7 @@ def serve_folders(
             "--threads", str(config.threads or cpus.default_threads()),
             *(["--ctx-size", str(config.context_len)] if config.context_len else []),
             *(["--embeddings"] if config.embeddings else []),
+            *chat_template_args(config),
             *keep_alive_args(config),
             *launch.args,
         )  # fmt: skip
@@ -199,15 +203,19 @@ def serve_folders(
         )
         router = LlamaServer.start(options)
         server = KeptServer(router, lambda: LlamaServer.start(options))
-        return Served(_url(listen), _model_ids(server), server, catalog=catalog)
+        return Served(
+            _url(listen), _model_ids(server), server, catalog=catalog, keyed=bool(listen.api_key)
+        )
     except BaseException:
         shutil.rmtree(catalog, ignore_errors=True)
         raise
 
 
 def describe(served: Served) -> list[str]:
-    """What `inference serve` prints on start."""
+    """What `inference serve` prints once it serves: its last line says where."""
+    keyed = ["clients send the API key as a bearer token (not shown)"] if served.keyed else []
     return [
+        *(f"model: {name}" for name in served.models),
+        *keyed,
         f"serving on {served.url} (OpenAI-compatible; Ctrl-C stops it)",
-        *(f"  model: {name}" for name in served.models),
     ]

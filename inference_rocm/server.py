@@ -278,37 +278,33 @@ class LlamaServer:
     def start(cls, options: ServerOptions) -> LlamaServer:
         """Spawn and wait until ready; a port clash is retried on a new port (on the
         port asked for, it is an error)."""
-        if options.listen is not None:
-            return cls._start_listening(options, options.listen)
-        for attempt in range(1, options.port_attempts + 1):
-            server = cls(options, _free_port())
+        listen = options.listen
+        if listen is not None:
             try:
-                server._spawn()
-                server._wait_ready()
-                return server
+                return cls._started(options, listen.port)
             except _PortClash:
-                server.stop()
-                logger.info("port %d was taken; retrying (attempt %d)", server.port, attempt)
-            except BaseException:
-                server.stop()
-                raise
+                raise ServerStartError(
+                    f"port {listen.port} on {listen.host} is in use by another program: "
+                    "stop it, or choose another port (--port)"
+                ) from None
+        for attempt in range(1, options.port_attempts + 1):
+            port = _free_port()
+            try:
+                return cls._started(options, port)
+            except _PortClash:
+                logger.info("port %d was taken; retrying (attempt %d)", port, attempt)
         raise ServerStartError(
             f"llama-server could not bind a port on {HOST} after {options.port_attempts} attempts"
         )
 
     @classmethod
-    def _start_listening(cls, options: ServerOptions, listen: Listen) -> LlamaServer:
-        server = cls(options, listen.port)
+    def _started(cls, options: ServerOptions, port: int) -> LlamaServer:
+        """A server spawned on `port` and ready, or stopped again (`_PortClash`: taken)."""
+        server = cls(options, port)
         try:
             server._spawn()
             server._wait_ready()
             return server
-        except _PortClash:
-            server.stop()
-            raise ServerStartError(
-                f"port {listen.port} on {listen.host} is in use by another program: "
-                "stop it, or choose another port (--port)"
-            ) from None
         except BaseException:
             server.stop()
             raise

@@ -482,12 +482,30 @@ class ModelMeta:
     file_type: str
 
 
-def model_meta(answer: Any) -> ModelMeta:
-    """The `meta` of the first model `/v1/models` lists."""
+def _models(answer: Any) -> list[Mapping[str, Any]]:
     where = "/v1/models"
     data = _object(answer, where, "the answer").get("data")
     entries = [] if data is None else _list(data, where, "data")
-    meta_value = _object(entries[0], where, "data[0]").get("meta") if entries else None
+    return [_object(entry, where, f"data[{index}]") for index, entry in enumerate(entries)]
+
+
+def model_ids(answer: Any) -> list[str]:
+    """The ids of the models `/v1/models` lists (a router's: the names it serves)."""
+    return [entry["id"] for entry in _models(answer) if isinstance(entry.get("id"), str)]
+
+
+def is_router(answer: Any) -> bool:
+    """Whether `/props` is a llama-server router's, which serves no model of its own."""
+    return isinstance(answer, dict) and answer.get("role") == "router"
+
+
+def model_meta(answer: Any, model: str | None = None) -> ModelMeta:
+    """The `meta` of the model `/v1/models` lists as `model`, else of its first."""
+    where = "/v1/models"
+    entries = _models(answer)
+    named = [entry for entry in entries if model is not None and entry.get("id") == model]
+    chosen = named or entries[:1]
+    meta_value = chosen[0].get("meta") if chosen else None
     meta = {} if meta_value is None else _object(meta_value, where, "data[0].meta")
 
     def number_of(name: str) -> int:
