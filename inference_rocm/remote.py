@@ -331,14 +331,15 @@ def attach(
     try:
         _wait_until_ready(server, deadline, config.load_timeout)
         props_answer = _get(server, "/props", deadline)
-        models = _get(server, "/v1/models", deadline)
         if config.model is None and wire.is_router(props_answer):
+            served = wire.model_ids(_get(server, "/v1/models", deadline))
             raise InvalidValue(
                 "model",
                 f"{url} is a llama-server router serving several models: name one with "
-                f"model=NAME; it serves {', '.join(wire.model_ids(models)) or 'none'}",
+                f"model=NAME; it serves {', '.join(served) or 'none'}",
             )
         props = wire.props(props_answer)
+        models = _get(server, "/v1/models", deadline)
         info = _model_info(url, props, wire.model_meta(models, config.model))
     except wire.BadAnswer as bad:
         server.stop()
