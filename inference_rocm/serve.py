@@ -26,7 +26,7 @@ from inference_core.hub import resolve
 from inference_core.types import LoadConfig
 
 from . import cpus
-from .backends import LlamaCppBackend, RocmBackend
+from .backends import LlamaCppBackend, RocmBackend, check_keep_alive
 from .flags import chat_template_args, keep_alive_args
 from .keeper import KeptServer
 from .model import LlamaServerModel
@@ -179,6 +179,7 @@ def serve_folders(
         where = ", ".join(folders) or "the Hugging Face cache"
         raise ModelLoadError(f"no GGUF model to serve in {where}")
     launch = _backend(backend, entries[0].path, listen, environ).router_launch()
+    check_keep_alive(launch.binary, config)
     catalog = tempfile.mkdtemp(prefix="inference-serve-")
     try:
         _link(entries, catalog)

@@ -268,6 +268,34 @@ def test_an_idle_server_gives_its_memory_back_and_wakes_to_the_same_answer(
         assert model.restarts == 0
 
 
+def test_keep_alive_on_a_build_without_sleep_mode_is_refused_before_any_start(
+    tmp_path: Path,
+    smollm2_path: str,
+    llama_server_binary: str,
+    new_children: Callable[[], set[int]],
+) -> None:
+    starts = tmp_path / "starts"
+    older = make_executable(
+        tmp_path / "llama-server",
+        f"""import os, subprocess, sys
+if "--help" in sys.argv:  # the real help, less the flag an older build lacks
+    real = subprocess.run([{llama_server_binary!r}, "--help"], capture_output=True, text=True)
+    print("\\n".join(line for line in real.stdout.splitlines() if "sleep-idle" not in line))
+    raise SystemExit(0)
+if "--model" in sys.argv:
+    open({str(starts)!r}, "a").write("start\\n")
+os.execv({llama_server_binary!r}, [{llama_server_binary!r}, *sys.argv[1:]])
+""",
+    )
+    backend = LlamaCppBackend(environ={**os.environ, "LLAMA_SERVER_PATH": str(older)})
+    with pytest.raises(ic.UnsupportedOption, match="no sleep mode") as refused:
+        backend.load_model(smollm2_path, ic.LoadConfig(context_len=256, keep_alive=5))
+    assert refused.value.option == "keep_alive"
+    assert not starts.exists() and new_children() == set()
+    with backend.load_model(smollm2_path, ic.LoadConfig(context_len=256)) as model:
+        assert len(greedy_ids(model)) == 8  # without keep_alive the build loads
+
+
 def test_a_server_without_keep_alive_stays_resident(shared_model: ic.TextModel) -> None:
     assert isinstance(shared_model, LlamaServerModel)
     list(shared_model.generate(PROMPT, max_tokens=2))
