@@ -157,27 +157,37 @@ def test_a_server_that_keeps_crashing_is_left_dead_saying_so(
         assert new_children() == set()
 
 
+def wrapped_server(tmp_path: Path, real: str, before: str) -> tuple[LlamaCppBackend, Path]:
+    """A backend whose llama-server is a script that runs `before` (which sees `real`, the
+    real binary, and `starts`, a file with a line for each start on a model), then the
+    real server; and that file."""
+    starts = tmp_path / "starts"
+    script = make_executable(
+        tmp_path / "llama-server",
+        f"""import os, signal, subprocess, sys
+real, starts = {real!r}, {str(starts)!r}
+if "--model" in sys.argv:
+    with open(starts, "a") as log:
+        log.write("start\\n")
+{before}
+os.execv(real, [real, *sys.argv[1:]])
+""",
+    )
+    return LlamaCppBackend(environ={**os.environ, "LLAMA_SERVER_PATH": str(script)}), starts
+
+
 def test_a_binary_that_crashes_when_started_again_is_not_retried(
     tmp_path: Path,
     smollm2_path: str,
     llama_server_binary: str,
     new_children: Callable[[], set[int]],
 ) -> None:
-    starts = tmp_path / "starts"
-    wrapper = make_executable(
-        tmp_path / "llama-server",
-        f"""import os, signal, sys
-if "--model" not in sys.argv:  # the lookup asking its version
-    os.execv({llama_server_binary!r}, [{llama_server_binary!r}, *sys.argv[1:]])
-with open({str(starts)!r}, "a") as starts:
-    starts.write("start\\n")
-if os.path.getsize({str(starts)!r}) > len("start\\n"):
+    crashing_after_the_first_start = """
+if "--model" in sys.argv and os.path.getsize(starts) > len("start\\n"):
     print("ggml_backend: device lost, aborting", flush=True)
     os.kill(os.getpid(), signal.SIGSEGV)
-os.execv({llama_server_binary!r}, [{llama_server_binary!r}, *sys.argv[1:]])
-""",
-    )
-    backend = LlamaCppBackend(environ={**os.environ, "LLAMA_SERVER_PATH": str(wrapper)})
+"""
+    backend, starts = wrapped_server(tmp_path, llama_server_binary, crashing_after_the_first_start)
     with backend.load_model(smollm2_path, ic.LoadConfig(context_len=256)) as model:
         assert len(greedy_ids(model)) == 8
         kill(model)
@@ -274,20 +284,13 @@ def test_keep_alive_on_a_build_without_sleep_mode_is_refused_before_any_start(
     llama_server_binary: str,
     new_children: Callable[[], set[int]],
 ) -> None:
-    starts = tmp_path / "starts"
-    older = make_executable(
-        tmp_path / "llama-server",
-        f"""import os, subprocess, sys
+    without_sleep_mode = """
 if "--help" in sys.argv:  # the real help, less the flag an older build lacks
-    real = subprocess.run([{llama_server_binary!r}, "--help"], capture_output=True, text=True)
-    print("\\n".join(line for line in real.stdout.splitlines() if "sleep-idle" not in line))
+    help = subprocess.run([real, "--help"], capture_output=True, text=True).stdout
+    print("\\n".join(line for line in help.splitlines() if "sleep-idle" not in line))
     raise SystemExit(0)
-if "--model" in sys.argv:
-    open({str(starts)!r}, "a").write("start\\n")
-os.execv({llama_server_binary!r}, [{llama_server_binary!r}, *sys.argv[1:]])
-""",
-    )
-    backend = LlamaCppBackend(environ={**os.environ, "LLAMA_SERVER_PATH": str(older)})
+"""
+    backend, starts = wrapped_server(tmp_path, llama_server_binary, without_sleep_mode)
     with pytest.raises(ic.UnsupportedOption, match="no sleep mode") as refused:
         backend.load_model(smollm2_path, ic.LoadConfig(context_len=256, keep_alive=5))
     assert refused.value.option == "keep_alive"
