@@ -426,3 +426,21 @@ def test_a_tensor_split_of_the_users_own_is_left_as_it_is(
     (call,) = calls
     assert call["extra_args"] == []  # none of ours; the user's go in with the config
     assert backends.server_args(config, -1)[-2:] == ["--tensor-split", "1,3"]
+
+
+def test_the_router_runs_on_every_usable_gpu_split_by_free_memory(tmp_path: Path) -> None:
+    mi210_server(with_kfd(tmp_path))
+    used = tmp_path / "sys/devices/pci0000:00/0000:00:01.1/0000:83:00.0/mem_info_vram_used"
+    used.write_text(f"{16 * GIB}\n")
+    launch = rocm(tmp_path).router_launch()
+    assert launch.binary == cpu_server_binary()
+    assert launch.gpu_selection == {
+        "ROCR_VISIBLE_DEVICES": ",".join(f"GPU-{uuid:016x}" for uuid in MI210_UUIDS)
+    }
+    assert launch.args == ("--n-gpu-layers", "999", "--tensor-split", "65536,49152")
+
+
+def test_the_router_is_refused_where_rocm_cannot_run(tmp_path: Path) -> None:
+    workstation(tmp_path)  # no /dev/kfd
+    with pytest.raises(BackendUnavailable, match="kfd"):
+        rocm(tmp_path).router_launch()
