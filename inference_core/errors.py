@@ -5,6 +5,8 @@ Messages say what happened, to which file or process, and what to do about it.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 __all__ = [
     "BackendNotFound",
     "BackendUnavailable",
@@ -176,6 +178,9 @@ class HubDownloadFailed(HubError):
     sha256 the hub announced; nothing partial or altered is kept."""
 
 
+_Failure = TypeVar("_Failure", bound="_ServerFailure")
+
+
 class _ServerFailure(InferenceError):
     """A server process failed: `summary` is what happened, `log_tail` its last log
     lines (the message holds both), `returncode` its exit status, negative for a
@@ -195,6 +200,16 @@ class _ServerFailure(InferenceError):
         self.log_tail = log_tail
         self.returncode = returncode
         self.log = log or log_tail
+
+    def retold(self, kind: type[_Failure], message: str | None = None) -> _Failure:
+        """This failure as a `kind`, told with `message` (default: the same summary),
+        carrying the same log, exit status and log tail."""
+        return kind(
+            self.summary if message is None else message,
+            log_tail=self.log_tail,
+            returncode=self.returncode,
+            log=self.log,
+        )
 
 
 class ServerStartError(_ServerFailure, ModelLoadError):

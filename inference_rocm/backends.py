@@ -153,9 +153,7 @@ def _settings(server: LlamaServer, load_timeout: float) -> wire.Props:
             log=server.log(),
         ) from None
     except ServerCrashed as crash:
-        raise ServerStartError(
-            crash.summary, log_tail=crash.log_tail, returncode=crash.returncode, log=crash.log
-        ) from None
+        raise crash.retold(ServerStartError) from None
     except (GenerationError, wire.BadAnswer) as error:
         binary = server.options.binary
         raise UnexpectedServer(
@@ -273,13 +271,11 @@ def start_first_that_runs(
             if error.returncode != -signal.SIGILL:
                 raise
             if lookup.user_named:
-                raise ServerStartError(
+                raise error.retold(
+                    ServerStartError,
                     f"{error.summary}; this is the llama-server that {lookup.variable} names, "
                     f"which is never skipped: point {lookup.variable} at a build that runs "
                     "here, or unset it to let the lookup choose",
-                    log_tail=error.log_tail,
-                    returncode=error.returncode,
-                    log=error.log,
                 ) from None
             record_crash(lookup.path, "SIGILL", environ)
             logger.warning(
@@ -291,13 +287,11 @@ def start_first_that_runs(
             crashed.append(f"{lookup.path} (from {lookup.source})")
             last = error
     assert last is not None, "start_first_that_runs needs at least one binary"
-    raise ServerStartError(
+    raise last.retold(
+        ServerStartError,
         f"no llama-server found here runs on this CPU: {'; '.join(crashed)} "
         f"{'was' if len(crashed) == 1 else 'were'} killed by SIGILL while loading; "
         f"{BUILD_ADVICE}",
-        log_tail=last.log_tail,
-        returncode=last.returncode,
-        log=last.log,
     )
 
 

@@ -120,13 +120,11 @@ class KeptServer:
         try:
             server = self._start()
         except ServerStartError as error:
-            self._dead = ServerCrashed(
+            self._dead = error.retold(
+                ServerCrashed,
                 f"llama-server of {dead.options.model_path} died ({_ending(dead)}) and could "
                 f"not be started again: {error.summary}. It is not tried again; fix the cause "
                 "and load the model again",
-                log_tail=error.log_tail,
-                returncode=error.returncode,
-                log=error.log,
             )
             logger.error("%s", self._dead.summary)
             raise _copy(self._dead) from None
@@ -170,6 +168,4 @@ def _ending(server: LlamaServer) -> str:
 def _copy(error: ServerCrashed) -> ServerCrashed:
     """A fresh exception for each caller: one raised from many threads would share
     (and grow) a single traceback."""
-    return ServerCrashed(
-        error.summary, log_tail=error.log_tail, returncode=error.returncode, log=error.log
-    )
+    return error.retold(ServerCrashed)

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, final
 
 from inference_core._locations import redacted
@@ -297,6 +297,13 @@ def _size_label(parameters: int) -> str:
     return f"{round(parameters / 1e6)}M" if parameters else ""
 
 
+def _listed(names: Sequence[str], most: int = 20) -> str:
+    """A server's model names for a message: the first `most`, each cut to 100 characters
+    (a hostile server's list would otherwise fill it)."""
+    shown = ", ".join(f"{name:.100}" for name in names[:most]) or "none"
+    return f"{shown} and {len(names) - most} more" if len(names) > most else shown
+
+
 def _model_info(url: str, props: wire.Props, meta: wire.ModelMeta) -> ModelInfo:
     """What /props and /v1/models say of the model; llama-server reports no architecture
     and no layer count, so those stay empty."""
@@ -336,7 +343,7 @@ def attach(
             raise InvalidValue(
                 "model",
                 f"{url} is a llama-server router serving several models: name one with "
-                f"model=NAME; it serves {', '.join(served) or 'none'}",
+                f"model=NAME; it serves {_listed(served)}",
             )
         props = wire.props(props_answer)
         models = _get(server, "/v1/models", deadline)

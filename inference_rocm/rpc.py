@@ -86,14 +86,12 @@ def _start_failure(
         return unreached
     if error.returncode not in _WORKER_FAULTS:
         return error
-    return ServerStartError(
+    return error.retold(
+        ServerStartError,
         f"{error.summary}; it was to connect to the {_plural(workers)}: one that accepts "
         "the connection but never answers (it serves another llama-server: a worker serves "
         "one at a time) stalls the load, and one that is not an RPC worker of this llama.cpp "
         "version ends it (SIGABRT, or SIGPIPE when it hangs up first)",
-        log_tail=error.log_tail,
-        returncode=error.returncode,
-        log=error.log,
     )
 
 

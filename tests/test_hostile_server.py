@@ -506,3 +506,16 @@ def test_our_server_dying_on_props_is_a_start_error_with_its_log(
     assert "exiting on /props" in caught.value.log_tail
     assert caught.value.returncode == 3
     assert children() - before == set()
+
+
+def test_a_router_listing_endless_names_is_refused_in_a_message_of_bounded_size(
+    serve: Serve,
+) -> None:
+    names = [f"model-{number}-" + "x" * 5000 for number in range(3000)]
+    listing = {"object": "list", "data": [{"id": name} for name in names]}
+    url = serve({"/props": b'{"role": "router"}', "/v1/models": json.dumps(listing).encode()})
+    with pytest.raises(ic.InvalidValue, match="name one with model=NAME") as error:
+        ic.load(url)
+    message = str(error.value)
+    assert "model-0-xxx" in message and "and 2980 more" in message
+    assert len(message) < 4000
