@@ -1,11 +1,13 @@
 """`inference serve`: an OpenAI-compatible endpoint for other programs, on llama-server.
 
 One model is served as `load()` runs it (the backend's binary and GPU choice, the VRAM
-pre-flight), listening where asked. Folders of models, and the Hugging Face cache, are
-served by llama-server's own router (`--models-dir`, no `--model`): a request naming a
-model loads it in a child process, and `--models-max` bounds how many stay loaded. No
-HTTP server of ours stands in front: clients talk to llama-server. Either way the server
-is kept (`keeper.KeptServer`): one that dies is started again, within the same bound.
+pre-flight), on a loopback port of its own, behind a thin front (`front.Front`) on the
+address asked for: the front answers chats that offer tools with the model's own tool
+planning, which works whatever the model's template, and passes all else through.
+Folders of models, and the Hugging Face cache, are served by llama-server's own router
+(`--models-dir`, no `--model`) with no front: a request naming a model loads it in a
+child process, and `--models-max` bounds how many stay loaded. Either way the server is
+kept (`keeper.KeptServer`): one that dies is started again, within the same bound.
 """
 
 from __future__ import annotations
@@ -25,40 +27,44 @@ from inference_core.errors import InvalidValue, ModelLoadError
 from inference_core.hub import resolve
 from inference_core.types import LoadConfig
 
-from . import cpus
+from . import cpus, wire
 from .backends import LlamaCppBackend, RocmBackend, check_keep_alive
 from .flags import chat_template_args, keep_alive_args
+from .front import Front
 from .keeper import KeptServer
 from .model import LlamaServerModel
-from .server import Listen, LlamaServer, ServerOptions
+from .server import HOST, Listen, LlamaServer, ServerOptions
 
 __all__ = ["Served", "check_listen", "describe", "serve_folders", "serve_model"]
 
 logger = logging.getLogger(__name__)
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-_MAX_LISTED = 10_000  # model names read back from /v1/models
 
 
 @final
 @attrs.frozen
 class Served:
     """What `inference serve` started: where clients connect, the models they can name,
-    the kept server, the model it serves (held: a model collected closes its server),
-    and the folder of links the router reads (removed by `stop`)."""
+    the kept server, and what else stops with it: the front and the model it serves, or
+    the folder of links the router reads."""
 
     url: str
     models: tuple[str, ...]
     server: KeptServer
     model: LlamaServerModel[KeptServer] | None = None
+    front: Front | None = None
     catalog: str | None = None
     keyed: bool = False  # whether clients must send a key
 
     def stop(self) -> None:
-        """Stop the server (the router stops its children) and remove the links."""
+        """Stop the front and the server (a router stops its children), remove the links."""
+        if self.front is not None:
+            self.front.stop()
         if self.model is not None:
-            self.model.close()
-        self.server.stop()
+            self.model.close()  # which stops its server
+        else:
+            self.server.stop()
         if self.catalog is not None:
             shutil.rmtree(self.catalog, ignore_errors=True)
 
@@ -91,18 +97,13 @@ def _backend(
 
 
 def _url(listen: Listen) -> str:
-    host = f"[{listen.host}]" if ":" in listen.host else listen.host
-    return f"http://{host}:{listen.port}/v1"
+    """Where clients connect: the address asked for, and llama-server's OpenAI paths."""
+    return LlamaServer.url_of(listen.host, listen.port) + "/v1"
 
 
 def _model_ids(server: KeptServer) -> tuple[str, ...]:
     """The ids `GET /v1/models` lists: the names clients send as `model`."""
-    answer = server.client.request("GET", "/v1/models")
-    data = answer.get("data") if isinstance(answer, dict) else None
-    if not isinstance(data, list):
-        return ()
-    ids = (item.get("id") for item in data[:_MAX_LISTED] if isinstance(item, dict))
-    return tuple(sorted(item for item in ids if isinstance(item, str)))
+    return tuple(sorted(wire.model_ids(server.client.request("GET", "/v1/models"))))
 
 
 def serve_model(
@@ -113,16 +114,31 @@ def serve_model(
     listen: Listen,
     environ: Mapping[str, str] | None = None,
 ) -> Served:
-    """One model, loaded as `load()` loads it, on `listen`."""
-    chosen = _backend(backend, location, listen, environ)
-    path, mmproj = resolve(location, config.mmproj)
-    name = ("--alias", os.path.basename(path).removesuffix(".gguf"))  # as the router names it
-    loading = attrs.evolve(
-        config, backend=chosen.name, mmproj=mmproj, extra_args=(*name, *config.extra_args)
-    )
-    model = chosen.load_model(path, loading)
+    """One model, loaded as `load()` loads it, behind a front on `listen`."""
+    front = Front(listen)  # the port is taken before the model loads, or refused at once
+    try:
+        private = Listen(HOST, 0, listen.api_key)  # the key checks what the front passes on
+        chosen = _backend(backend, location, private, environ)
+        path, mmproj = resolve(location, config.mmproj)
+        name = os.path.basename(path).removesuffix(".gguf")  # as the router names a model
+        loading = attrs.evolve(
+            config,
+            backend=chosen.name,
+            mmproj=mmproj,
+            extra_args=("--alias", name, *config.extra_args),
+        )
+        model = chosen.load_model(path, loading)
+    except BaseException:
+        front.stop()
+        raise
+    front.start(model, model.server, name)
     return Served(
-        _url(listen), _model_ids(model.server), model.server, model, keyed=bool(listen.api_key)
+        _url(listen),
+        _model_ids(model.server),
+        model.server,
+        model,
+        front=front,
+        keyed=bool(listen.api_key),
     )
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "ServerOptions",
     "child_environment",
     "describe_exit",
+    "port_in_use",
     "spawn_child",
     "stop_child",
 ]
@@ -88,8 +89,8 @@ def _advice(returncode: int) -> str:
 @attrs.frozen
 class Listen:
     """Where a server that other programs use listens (`inference serve`): its host and
-    port, and the key they must send (None: none), in place of our private loopback port
-    and secret key."""
+    port (0: a free one), and the key they must send (None: none), in place of our
+    private loopback port and secret key."""
 
     host: str
     port: int
@@ -217,6 +218,14 @@ def stop_child(
         )
 
 
+def port_in_use(listen: Listen) -> ServerStartError:
+    """The error of a server that cannot listen where the user asked."""
+    return ServerStartError(
+        f"port {listen.port} on {listen.host} is in use by another program: "
+        "stop it, or choose another port (--port)"
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
@@ -279,14 +288,11 @@ class LlamaServer:
         """Spawn and wait until ready; a port clash is retried on a new port (on the
         port asked for, it is an error)."""
         listen = options.listen
-        if listen is not None:
+        if listen is not None and listen.port:
             try:
                 return cls._started(options, listen.port)
             except _PortClash:
-                raise ServerStartError(
-                    f"port {listen.port} on {listen.host} is in use by another program: "
-                    "stop it, or choose another port (--port)"
-                ) from None
+                raise port_in_use(listen) from None
         for attempt in range(1, options.port_attempts + 1):
             port = _free_port()
             try:
@@ -315,8 +321,12 @@ class LlamaServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return self.url_of(self.host, self.port)
+
+    @staticmethod
+    def url_of(host: str, port: int) -> str:
+        """The URL of a server on `host` (brackets around an IPv6 address) and `port`."""
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def where(self) -> str:
         return f"pid={self.pid} port={self.port}"

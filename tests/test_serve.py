@@ -13,14 +13,20 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import openai
 import pytest
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+from openai.types.chat import (
+    ChatCompletionChunk,
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageParam,
+)
 
 import inference_core as ic
 
 from .procs import children, free_port, wait_gone
+from .test_serve_front import WEATHER
 
 pytestmark = [pytest.mark.frameworks, pytest.mark.server]
 
@@ -125,23 +131,91 @@ def test_a_wrong_key_is_refused(one_model: Serving) -> None:
         )
 
 
-def test_langchains_chat_openai_chats_and_streams(one_model: Serving) -> None:
+def chat_openai(serving: Serving, **options: Any) -> Any:
+    """LangChain's `ChatOpenAI` on `serving`, with these options."""
     from langchain_openai import ChatOpenAI
 
-    chat = ChatOpenAI(
-        base_url=one_model.url,
+    return ChatOpenAI(
+        base_url=serving.url,
         api_key=KEY,  # type: ignore[arg-type]
         model=MODEL,
-        max_completion_tokens=12,
-        temperature=0,
         max_retries=0,
+        **options,
     )
+
+
+def test_langchains_chat_openai_chats_and_streams(one_model: Serving) -> None:
+    chat = chat_openai(one_model, max_completion_tokens=12, temperature=0)
     answer = chat.invoke("What is the capital of France?")
     assert str(answer.content).strip()
     streamed = "".join(
         str(chunk.content) for chunk in chat.stream("What is the capital of France?")
     )
     assert streamed == answer.content
+
+
+TOOLS = cast("list[ChatCompletionFunctionToolParam]", [WEATHER])
+
+
+def test_the_openai_client_gets_tool_calls_whole_and_streamed(client: openai.OpenAI) -> None:
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "What is the weather in Paris?"}
+    ]
+    answer = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        tools=TOOLS,
+        tool_choice="required",
+        max_tokens=48,
+    )
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert "city" in json.loads(call.function.arguments)
+    pieces = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        tools=TOOLS,
+        tool_choice="required",
+        max_tokens=48,
+        stream=True,
+    )
+    deltas = [c.choices[0] for c in pieces if isinstance(c, ChatCompletionChunk) and c.choices]
+    streamed = [call for d in deltas for call in d.delta.tool_calls or []]
+    assert [(c.function.name, c.function.arguments) for c in streamed if c.function] == [
+        ("get_weather", call.function.arguments)
+    ]
+    assert deltas[-1].finish_reason == "tool_calls"
+
+
+def test_langchains_chat_openai_binds_tools(one_model: Serving) -> None:
+    from langchain_core.messages import AIMessage, AIMessageChunk
+
+    chat = chat_openai(one_model, max_completion_tokens=48).bind_tools(
+        [WEATHER], tool_choice="required"
+    )
+    answer = chat.invoke("What is the weather in Paris?")
+    assert isinstance(answer, AIMessage)
+    assert [call["name"] for call in answer.tool_calls] == ["get_weather"]
+    assert "city" in answer.tool_calls[0]["args"]
+    chunks = list(chat.stream("What is the weather in Paris?"))
+    whole: Any = chunks[0]
+    for chunk in chunks[1:]:
+        whole = whole + chunk
+    assert isinstance(whole, AIMessageChunk)
+    assert [call["name"] for call in whole.tool_calls] == ["get_weather"]
+
+
+def test_one_model_stops_with_ctrl_c_and_leaves_no_process(smollm2_path: str) -> None:
+    serving = Serving(smollm2_path, "--context-len", "512")
+    try:
+        running = children(serving.process.pid)
+        assert running, "llama-server runs as serve's child"
+    finally:
+        assert serving.interrupt() == 0
+    for pid in running:
+        assert wait_gone(pid, 30), f"process {pid} outlived inference serve"
 
 
 # -- a folder on llama-server's router ------------------------------------------------
