@@ -23,6 +23,7 @@ from .async_streams import measure_async
 from .concurrency import measure_concurrency
 from .contention import measure_contention
 from .distributed import measure_distributed
+from .front import measure_front
 from .lifecycle import measure_lifecycle
 from .live import measure_live, measure_time_to_first_token
 from .memory import measure_memory
@@ -60,6 +61,8 @@ class Settings:
     distributed_tokens: int
     distributed_rounds: int
     lifecycle_rounds: int
+    front_tokens: int
+    front_rounds: int
 
 
 FULL = Settings(
@@ -80,6 +83,8 @@ FULL = Settings(
     distributed_tokens=128,
     distributed_rounds=5,
     lifecycle_rounds=3,
+    front_tokens=128,
+    front_rounds=5,
 )
 QUICK = Settings(
     replay_tokens=200,
@@ -99,6 +104,8 @@ QUICK = Settings(
     distributed_tokens=16,
     distributed_rounds=1,
     lifecycle_rounds=1,
+    front_tokens=16,
+    front_rounds=1,
 )
 
 
@@ -123,7 +130,7 @@ def _step(name: str, run: Callable[[], _T]) -> _T:
     return result
 
 
-GROUPS = ("startup", "streams", "servers", "contention", "distributed", "lifecycle")
+GROUPS = ("startup", "streams", "servers", "contention", "distributed", "lifecycle", "serve")
 
 
 def run(settings: Settings, groups: Sequence[str] = GROUPS) -> list[Row]:
@@ -161,6 +168,10 @@ def run(settings: Settings, groups: Sequence[str] = GROUPS) -> list[Row]:
         )
     if "lifecycle" in groups:
         rows += _step("lifecycle", lambda: measure_lifecycle(path, settings.lifecycle_rounds))
+    if "serve" in groups:
+        rows += _step(
+            "serve", lambda: measure_front(path, settings.front_tokens, settings.front_rounds)
+        )
     return rows
 
 

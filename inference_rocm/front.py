@@ -248,6 +248,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     """One client connection (keep-alive): each request answered or passed through."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # a token is sent at once, not held for an ACK
     timeout = 300  # seconds a client may leave its connection idle, or a request half sent
     front: ClassVar[Front]
 
