@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import secrets
+import select
 import socket
 import threading
 import time
@@ -51,6 +52,7 @@ from inference_core.integrations._shared import (
     openai_tool_calls,
 )
 from inference_core.protocols import TextModel, TokenStream
+from inference_core.types import Token
 
 from .keeper import KeptServer
 from .server import Listen, port_in_use
@@ -107,13 +109,8 @@ _READ_ELSEWHERE: Final = frozenset(
 )
 
 
-class _Refused(Exception):
-    """A request answered with an error before anything was started for it."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
+class _ClientLeft(Exception):
+    """The client closed its connection while its answer was being made."""
 
 
 @final
@@ -266,6 +263,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._answer_chat(_ToolChat.of(request))
             except _FAILURES as error:
                 self._fail(error)
+            except (_ClientLeft, ConnectionError):
+                logger.info("%s left before its answer, which was stopped", self.address_string())
+                self.close_connection = True
 
     def do_GET(self) -> None:
         self._pass(b"")
@@ -328,12 +328,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if chat.stream:
                 self._stream(answer, reader, stream, chat.usage_in_stream)
                 return
-            for token in stream:
+            for token in self._while_asked(stream):
                 reader.take(token)
             ending = reader.end(stream, stream.reasoning_text())
             self._send_whole(200, json.dumps(answer.whole(ending)).encode())
         finally:
             stream.close()
+
+    def _while_asked(self, stream: TokenStream) -> Iterator[Token]:
+        """The stream's tokens while the client still waits for them: a held answer
+        writes nothing until its end, so a client that left is only seen by looking."""
+        for token in stream:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                raise _ClientLeft
+            yield token
 
     def _stream(
         self, answer: _Answer, reader: AnswerReader, stream: TokenStream, with_usage: bool
@@ -348,7 +357,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         out = _Chunked(self.wfile)
         out.write(answer.chunk({"role": "assistant", "content": ""}))
         try:
-            for token in stream:
+            for token in self._while_asked(stream):
                 shown = reader.take(token)
                 if shown.thinking:
                     out.write(answer.chunk({"reasoning_content": shown.thinking}))
@@ -381,6 +390,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         try:
             self._relay(response)
+        except ConnectionError:  # the client left: closing upstream stops llama-server too
+            self.close_connection = True
         finally:
             upstream.close()
 
@@ -438,6 +449,10 @@ def _offering_tools(path: str, body: bytes) -> dict[str, Any] | None:
 class _Listener(http.server.ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request that failed unforeseen is logged (the base prints it to stderr)."""
+        logger.exception("inference serve: a request from %s failed", client_address)
 
 
 class _Listener6(_Listener):

@@ -44,7 +44,7 @@ ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 def served(smollm2_path: str) -> Iterator[serve.Served]:
     listen = Listen("127.0.0.1", free_port(), KEY)
     running = serve.serve_model(
-        smollm2_path, LoadConfig(context_len=1024), backend="llama_cpp", listen=listen
+        smollm2_path, LoadConfig(context_len=4096), backend="llama_cpp", listen=listen
     )
     yield running
     running.stop()
@@ -200,3 +200,49 @@ def test_a_taken_port_is_refused_before_any_server_starts(smollm2_path: str) -> 
                 smollm2_path, LoadConfig(), backend="llama_cpp", listen=Listen("127.0.0.1", port)
             )
         assert children() == before
+
+
+def _busy_slots(served: serve.Served) -> list[dict[str, Any]]:
+    slots = served.server.current.client.request("GET", "/slots")
+    return [slot for slot in slots if slot["is_processing"]]
+
+
+def _decoded(slot: dict[str, Any]) -> int:
+    progress = slot["next_token"]
+    return int((progress[0] if isinstance(progress, list) else progress)["n_decoded"])
+
+
+def test_a_client_that_leaves_stops_its_chat(
+    served: serve.Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The answer is held (the generic tool format writes nothing before its end), so
+    only the front's look at the connection between tokens can see the client go."""
+    asked = 600
+    request = {
+        "messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}],
+        "tools": [WEATHER],
+        "max_tokens": asked,
+    }
+    body = json.dumps(request).encode()
+    host, port = served.url.split("/")[2].split(":")
+    raw = socket.create_connection((host, int(port)), timeout=30)
+    raw.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (KEY.encode(), len(body), body)
+    )
+    assert wait_for(lambda: any(_decoded(slot) > 5 for slot in _busy_slots(served)))
+    with caplog.at_level("INFO", logger="inference_rocm.front"):
+        raw.close()
+        assert wait_for(lambda: not _busy_slots(served))
+    assert "left before its answer, which was stopped" in caplog.text
+    slots = served.server.current.client.request("GET", "/slots")
+    assert max(_decoded(slot) for slot in slots if slot.get("next_token")) < asked
+
+
+def test_a_malformed_chat_is_llama_servers_to_refuse_and_the_front_stays_up(
+    served: serve.Served,
+) -> None:
+    status, body = post(served, "/v1/chat/completions", b'{"messages": [', key=KEY)
+    assert 400 <= status < 600 and b"error" in body
+    status, body = post(served, "/v1/chat/completions", chat(max_tokens=2))
+    assert status == 200, body
