@@ -490,7 +490,7 @@ class StreamingModel:
         `count_tokens` both come here, so that a count is of what a chat sends."""
         parsed = [to_message(message) for message in messages]
         if not parsed:
-            raise ValueError("messages must not be empty")
+            raise InvalidValue("messages", "messages must not be empty: give at least one")
         if any(content_images(message.content) for message in parsed):
             self._refuse_images()
         plan = None if request is None else self._tool_plan(request)

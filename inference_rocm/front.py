@@ -35,6 +35,7 @@ import attrs
 
 from inference_core.errors import (
     ContextOverflow,
+    GenerationError,
     InferenceError,
     InvalidChatTemplate,
     InvalidValue,
@@ -122,6 +123,10 @@ class _ToolChat:
     options: dict[str, Any]
     stream: bool
     usage_in_stream: bool
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.options["config"].max_tokens)
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> _ToolChat:
@@ -326,26 +331,36 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         stream = model.chat(chat.messages, **chat.options)
         try:
             if chat.stream:
-                self._stream(answer, reader, stream, chat.usage_in_stream)
+                self._stream(chat, answer, reader, stream)
                 return
-            for token in self._while_asked(stream):
+            for token in self._while_asked(stream, chat.max_tokens):
                 reader.take(token)
             ending = reader.end(stream, stream.reasoning_text())
             self._send_whole(200, json.dumps(answer.whole(ending)).encode())
         finally:
             stream.close()
 
-    def _while_asked(self, stream: TokenStream) -> Iterator[Token]:
+    def _while_asked(self, stream: TokenStream, limit: int) -> Iterator[Token]:
         """The stream's tokens while the client still waits for them: a held answer
-        writes nothing until its end, so a client that left is only seen by looking."""
-        for token in stream:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
-                raise _ClientLeft
-            yield token
+        writes nothing until its end, so a client that left is only seen by looking.
+        An answer that `limit` (max_tokens) cut short of its JSON is the client's to mend."""
+        made = 0
+        try:
+            for token in stream:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    raise _ClientLeft
+                made += 1
+                yield token
+        except GenerationError as error:
+            if made < limit:  # not cut short by max_tokens
+                raise
+            raise InvalidValue(  # the client's to mend: a 400, not a 500 it would retry
+                "max_tokens", f"max_tokens ended the answer before it was whole: {error}"
+            ) from None
 
     def _stream(
-        self, answer: _Answer, reader: AnswerReader, stream: TokenStream, with_usage: bool
+        self, chat: _ToolChat, answer: _Answer, reader: AnswerReader, stream: TokenStream
     ) -> None:
         """Server-sent events as the tokens come; a failure after the first is told as an
         error event, and the stream ends."""
@@ -357,14 +372,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         out = _Chunked(self.wfile)
         out.write(answer.chunk({"role": "assistant", "content": ""}))
         try:
-            for token in self._while_asked(stream):
+            for token in self._while_asked(stream, chat.max_tokens):
                 shown = reader.take(token)
                 if shown.thinking:
                     out.write(answer.chunk({"reasoning_content": shown.thinking}))
                 elif shown.text:
                     out.write(answer.chunk({"content": shown.text}))
             ending = reader.end(stream, stream.reasoning_text())
-            for part in answer.last_chunks(ending, with_usage):
+            for part in answer.last_chunks(ending, chat.usage_in_stream):
                 out.write(part)
         except _FAILURES as error:
             status, kind = _status_of(error)

@@ -13,14 +13,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 import inference_core as ic
 from inference_core.types import LoadConfig
-from inference_rocm import serve
+from inference_rocm import front, serve
 from inference_rocm.front import MAX_BODY
 from inference_rocm.server import Listen
 
 from .procs import children, free_port, wait_for
+from .test_wire import JSON
 
 pytestmark = pytest.mark.server
 
@@ -152,6 +155,7 @@ def test_a_request_without_the_key_is_refused(
         ({"messages": "hi"}, "messages"),
         ({"temperature": -1}, "temperature"),
         ({"tool_choice": "sometimes"}, "tool_choice"),
+        ({"max_tokens": 1}, "max_tokens ended the answer before it was whole"),
     ],
 )
 def test_a_chat_offering_tools_with_a_bad_option_is_a_400_naming_it(
@@ -246,3 +250,29 @@ def test_a_malformed_chat_is_llama_servers_to_refuse_and_the_front_stays_up(
     assert 400 <= status < 600 and b"error" in body
     status, body = post(served, "/v1/chat/completions", chat(max_tokens=2))
     assert status == 200, body
+
+
+SETTINGS = [*sorted(front._SAMPLING), "n", "presence_penalty", "tool_choice", "stream_options"]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    messages=st.just(ASK)
+    | st.lists(
+        st.dictionaries(st.sampled_from(["role", "content", "tool_calls"]), JSON), max_size=2
+    )
+    | JSON,
+    tools=st.just([WEATHER]) | st.lists(JSON, min_size=1, max_size=2),
+    extra=st.dictionaries(st.sampled_from(SETTINGS) | st.text(max_size=8), JSON, max_size=3),
+)
+def test_any_chat_offering_tools_is_answered_or_refused_with_a_400(
+    served: serve.Served, messages: Any, tools: Any, extra: dict[str, Any]
+) -> None:
+    assume(extra.get("tool_choice") != "none")  # llama-server's to answer
+    body = {"messages": messages, "tools": tools, **extra, "max_tokens": 1, "stream": False}
+    status, answer = post(served, "/v1/chat/completions", body)
+    assert status in (200, 400), (status, answer)
+    if status == 400:
+        assert json.loads(answer)["error"]["type"] == "invalid_request_error"
