@@ -33,6 +33,7 @@ from ._cli_models import (
     table,
 )
 from ._cli_progress import LATEST, Spinner
+from ._cli_speed import add_speed_options, speed_fields
 from ._locations import redacted, url_scheme
 from .content import image
 from .demo import demo_model_path
@@ -215,6 +216,7 @@ def _load_options(
         help="how long loading may go without progress (a server at a URL: in all); "
         "default %(default)g",
     )
+    add_speed_options(group)
     group.add_argument(
         "--ca-bundle", metavar="FILE", help="the CA that signs an https:// server's certificate"
     )
@@ -436,6 +438,7 @@ def _load_config(args: argparse.Namespace, *, embeddings: bool = False) -> LoadC
         load_timeout=args.load_timeout,
         chat_template=getattr(args, "chat_template", None),
         mmproj=getattr(args, "mmproj", None),
+        **speed_fields(args),
     )
 
 
@@ -553,12 +556,17 @@ def _print_stats(stream: TokenStream) -> None:
         print("stats: the backend reported no timings", file=sys.stderr)
         return
     cached = f" ({metrics.cached_tokens} cached)" if metrics.cached_tokens else ""
+    drafted = (
+        f"drafted: {metrics.drafted_tokens} tokens, {metrics.accepted_tokens} accepted; "
+        if metrics.drafted_tokens
+        else ""
+    )
     print(
         f"prompt: {metrics.prompt_tokens} tokens{cached}, "
         f"{metrics.prefill_tokens_per_second:.1f} tokens/s ({metrics.prefill_seconds:.3f} s); "
         f"generated: {metrics.generated_tokens} tokens, "
         f"{metrics.decode_tokens_per_second:.1f} tokens/s ({metrics.decode_seconds:.3f} s); "
-        f"total {metrics.total_seconds:.3f} s",
+        f"{drafted}total {metrics.total_seconds:.3f} s",
         file=sys.stderr,
     )
 

@@ -22,6 +22,7 @@ __all__ = [
     "HubNotInstalled",
     "HubRepoNotFound",
     "HubUnreachable",
+    "IncompatibleDraftModel",
     "InferenceError",
     "InvalidChatTemplate",
     "InvalidModelFile",
@@ -79,6 +80,16 @@ class ModelLoadError(InferenceError):
 
 class InvalidModelFile(ModelLoadError, ValueError):
     """The model file is missing, unreadable or not a valid GGUF file."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class IncompatibleDraftModel(ModelLoadError, ValueError):
+    """The draft model for speculative decoding (`LoadConfig.draft_model`) has another
+    vocabulary than the model's, so its guesses cannot be checked; `path` is the draft."""
 
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}")

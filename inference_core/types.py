@@ -15,6 +15,7 @@ from .content import Content, checked_content, content_images, shown_content
 from .errors import InvalidValue
 
 __all__ = [
+    "CACHE_TYPES",
     "CHANNELS",
     "FINISH_REASONS",
     "MAX_DETOKENIZE_IDS",
@@ -27,6 +28,7 @@ __all__ = [
     "MAX_TOKENIZE_CHARS",
     "MAX_TOKENS",
     "ROLES",
+    "SPECULATIVE_MODES",
     "TOOL_FORMATS",
     "BatchResult",
     "Capabilities",
@@ -101,6 +103,19 @@ def _float_in(low: float, high: float, *, low_open: bool = False) -> _Validator:
         if not ok:
             raise InvalidValue(
                 attribute.name, f"{attribute.name} must be a number in {allowed}, got {value!r}"
+            )
+
+    return check
+
+
+def _one_of(choices: tuple[str, ...]) -> _Validator:
+    """One of a few named strings; the message lists them."""
+
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not (isinstance(value, str) and value in choices):
+            raise InvalidValue(
+                attribute.name,
+                f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}",
             )
 
     return check
@@ -493,6 +508,17 @@ def _header_value(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 # A load not done in a day is stuck; a far larger bound overflows the waits it is given to.
 _MAX_LOAD_TIMEOUT = 86_400.0
 _MAX_KEEP_ALIVE = 30 * 86_400.0  # a month; longer is "always", which is None
+# KV cache element types: f16 as llama-server's default, and the two quantized ones
+# that halve and quarter it with flash attention (which quantized values need).
+CACHE_TYPES = ("f16", "q8_0", "q4_0")
+# "ngram" drafts from the text so far (no second model); "draft" from a draft model.
+SPECULATIVE_MODES = ("off", "ngram", "draft")
+_MAX_DRAFT = 1024
+
+
+def _speculative_default(config: LoadConfig) -> str:
+    """A draft model given means drafting with it, unless `speculative` says otherwise."""
+    return "draft" if config.draft_model is not None else "off"
 
 
 def _masked(value: str | None) -> str:
@@ -540,6 +566,17 @@ class LoadConfig:
     None: always resident) lets the server give its memory back after that long without
     requests; the next request brings it back (about half a second for a small model).
     Both are for a server started here, not one at a URL.
+
+    cache_type is the element type of the KV cache: "f16", or "q8_0" and "q4_0", which
+    take about a half and a quarter of its memory (counted by the VRAM pre-flight).
+
+    speculative lets the server guess several tokens ahead and check them in one step:
+    "ngram" guesses from the text so far (no second model; a gain where the answer copies
+    its prompt), "draft" with `draft_model`, a small model of the same vocabulary (a path
+    or an hf:// name; giving one means "draft"). draft_max and draft_min are the most and
+    fewest tokens guessed at a time; 0 leaves them to the server. Greedy output stays the
+    model's own, but for a near tie between two candidates, which the batched check may
+    break the other way.
     """
 
     backend: str = attrs.field(default="", validator=_str)
@@ -578,6 +615,38 @@ class LoadConfig:
         default=None,
         validator=attrs.validators.optional(_float_in(0.0, _MAX_KEEP_ALIVE, low_open=True)),
     )
+    cache_type: str = attrs.field(default="f16", validator=_one_of(CACHE_TYPES))
+    draft_model: str | None = attrs.field(
+        default=None, converter=_optional_path, validator=attrs.validators.optional(_str)
+    )
+    speculative: str = attrs.field(
+        default=attrs.Factory(_speculative_default, takes_self=True),
+        validator=_one_of(SPECULATIVE_MODES),
+    )
+    draft_max: int = attrs.field(default=0, validator=_int_in(0, _MAX_DRAFT))
+    draft_min: int = attrs.field(default=0, validator=_int_in(0, _MAX_DRAFT))
+
+    def __attrs_post_init__(self) -> None:
+        """Speculation's fields must agree: each is checked alone by its validator."""
+        if self.speculative == "draft" and self.draft_model is None:
+            raise InvalidValue(
+                "draft_model", "speculative='draft' needs draft_model, the model that drafts"
+            )
+        if self.speculative != "draft" and self.draft_model is not None:
+            raise InvalidValue(
+                "speculative",
+                f"draft_model is given but speculative={self.speculative!r}: leave "
+                "speculative unset (or 'draft') to draft with it, or drop draft_model",
+            )
+        if self.speculative == "off" and (self.draft_max or self.draft_min):
+            raise InvalidValue(
+                "draft_max", "draft_max and draft_min are for speculative='ngram' or 'draft'"
+            )
+        if self.draft_max and self.draft_min > self.draft_max:
+            raise InvalidValue(
+                "draft_min",
+                f"draft_min={self.draft_min} is above draft_max={self.draft_max}",
+            )
 
     @gpu_layers.validator
     def _check_gpu_layers(self, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -623,7 +692,9 @@ class GenerateMetrics:
 
     `prompt_tokens` is the whole prompt's length in tokens (what `count_tokens` gives),
     `cached_tokens` how many of them the backend took from its cache rather than read
-    again; the prefill figures are for the tokens it read.
+    again; the prefill figures are for the tokens it read. With speculative decoding
+    (`LoadConfig.speculative`), `drafted_tokens` were guessed ahead and `accepted_tokens`
+    of them turned out the model's own; both 0 where nothing was drafted.
     """
 
     prompt_tokens: int
@@ -634,16 +705,11 @@ class GenerateMetrics:
     prefill_tokens_per_second: float
     decode_tokens_per_second: float
     cached_tokens: int = 0
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
 
 
 TOOL_FORMATS = ("native", "generic", "none")
-
-
-def _tool_format(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value not in TOOL_FORMATS:
-        raise InvalidValue(
-            attribute.name, f"tools must be one of {', '.join(TOOL_FORMATS)}, got {value!r}"
-        )
 
 
 def _tag_texts(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -671,7 +737,7 @@ class Capabilities:
     (so that a reader can show the thinking as it comes, without them).
     """
 
-    tools: Literal["native", "generic", "none"] = attrs.field(validator=_tool_format)
+    tools: Literal["native", "generic", "none"] = attrs.field(validator=_one_of(TOOL_FORMATS))
     parallel_tool_calls: bool = attrs.field(validator=_bool)
     reasoning: bool = attrs.field(validator=_bool)
     vision: bool = attrs.field(validator=_bool)

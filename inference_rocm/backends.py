@@ -26,7 +26,7 @@ from inference_core.protocols import BackendStatus
 from inference_core.streams import GenerationScope
 from inference_core.types import LoadConfig
 
-from . import gguf_meta, rpc, vram, wire
+from . import drafting, gguf_meta, rpc, vram, wire
 from .binaries import BUILD_ADVICE, BinaryLookup, Candidates, candidates, record_crash
 from .devices import SELECTORS, GpuDevice, discover
 from .flags import (
@@ -201,6 +201,14 @@ def load_with_server(
             gguf_meta.read_header(config.mmproj)
         except InvalidModelFile as error:
             raise InvalidModelFile(config.mmproj, f"(the projector) {error.problem}") from None
+    if config.draft_model is not None:
+        try:
+            draft = gguf_meta.read_header(config.draft_model)
+        except InvalidModelFile as error:
+            raise InvalidModelFile(
+                config.draft_model, f"(the draft model) {error.problem}"
+            ) from None
+        drafting.check_vocabularies(header, draft)
     embedding = _embedding_args(config, header) if config.embeddings else []
     options = ServerOptions(
         binary=binary,
@@ -222,6 +230,10 @@ def load_with_server(
         raise chat_template_error(config, logs) from error
     try:
         props = _settings(server, config.load_timeout)
+        if config.speculative != "off":
+            failure = drafting.speculation_failure(server.log(), config.draft_model)
+            if failure is not None:
+                raise failure
     except BaseException:
         server.stop()
         raise

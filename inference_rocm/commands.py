@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from inference_core._cli_speed import add_speed_options, speed_fields
 from inference_core.demo import demo_model_path
 from inference_core.types import LoadConfig
 
@@ -170,6 +171,7 @@ def add_serve_command(subparsers: Any) -> None:
     serve.add_argument(
         "--chat-template", metavar="FILE", help="a Jinja chat template in place of the model's"
     )
+    add_speed_options(serve.add_argument_group("speed"))
     serve.set_defaults(handler=_serve)
 
 
@@ -189,6 +191,7 @@ def _serve(args: argparse.Namespace) -> int:
         keep_alive=args.keep_alive,
         embeddings=args.embeddings,
         chat_template=args.chat_template,
+        **speed_fields(args),
     )
     if args.model:
         served = serving.serve_model(args.model, config, backend=args.backend, listen=listen)

@@ -21,12 +21,14 @@ from . import cpus
 
 __all__ = [
     "SERVER_FIELDS",
+    "cache_type_args",
     "chat_template_args",
     "chat_template_error",
     "explains_refusal",
     "keep_alive_args",
     "refused_template",
     "server_args",
+    "speculative_args",
     "user_sets",
 ]
 
@@ -39,6 +41,29 @@ _REMOTE_ONLY = ("api_key", "ca_bundle", "verify_tls", "model")  # for a server a
 def user_sets(flags: tuple[str, ...], user_args: Sequence[str]) -> bool:
     """Whether the user's own arguments hold one of ``flags`` (``--flag=value`` too)."""
     return any(arg.split("=", 1)[0] in flags for arg in user_args)
+
+
+def _user_value(flags: tuple[str, ...], user_args: Sequence[str]) -> str | None:
+    """The value the user's own arguments give one of ``flags`` (the last one wins)."""
+    value = None
+    for position, arg in enumerate(user_args):
+        name, equals, given = arg.partition("=")
+        if name in flags:
+            if equals:
+                value = given
+            elif position + 1 < len(user_args):
+                value = user_args[position + 1]
+    return value
+
+
+def _refuse_clash(config: LoadConfig, field: str, flags: tuple[str, ...]) -> None:
+    """A field and the user's own flag for the same setting: keep one of them."""
+    if user_sets(flags, config.extra_args):
+        raise InvalidValue(
+            field,
+            f"{field} and a {flags[-1]} in extra_args {config.extra_args!r} both set it; "
+            "keep one of them",
+        )
 
 
 def _threads(config: LoadConfig) -> list[str]:
@@ -126,6 +151,47 @@ def chat_template_args(config: LoadConfig) -> list[str]:
     return ["--jinja", "--chat-template", template]
 
 
+def cache_type_args(config: LoadConfig) -> list[str]:
+    """--cache-type-k/-v: a quantized V cache needs flash attention (on unless turned off)."""
+    if config.cache_type == "f16":
+        return []
+    _refuse_clash(config, "cache_type", ("-ctk", "-ctv", "--cache-type-k", "--cache-type-v"))
+    if _user_value(("-fa", "--flash-attn"), config.extra_args) in ("off", "0", "false"):
+        raise InvalidValue(
+            "cache_type",
+            f"cache_type={config.cache_type!r} needs flash attention, which extra_args "
+            f"{config.extra_args!r} turns off: drop that flag, or use cache_type='f16'",
+        )
+    return ["--cache-type-k", config.cache_type, "--cache-type-v", config.cache_type]
+
+
+_SPECULATION_FLAGS = ("--spec-type", "-md", "--model-draft", "--spec-draft-model")
+# llama-server's n-gram drafter guesses nothing shorter than this (--spec-ngram-mod-n-min).
+_NGRAM_FEWEST = 48
+
+
+def speculative_args(config: LoadConfig) -> list[str]:
+    """--spec-type and the draft limits: llama-server names them per kind of drafter."""
+    if config.speculative == "off":
+        return []
+    _refuse_clash(config, "speculative", _SPECULATION_FLAGS)
+    if config.speculative == "ngram":
+        args = ["--spec-type", "ngram-mod"]
+        most, fewest = "--spec-ngram-mod-n-max", "--spec-ngram-mod-n-min"
+        least = config.draft_min or min(_NGRAM_FEWEST, config.draft_max)
+    else:
+        assert config.draft_model is not None  # LoadConfig checks the two agree
+        args = ["--spec-type", "draft-simple", "--spec-draft-model"]
+        args.append(os.path.abspath(config.draft_model))
+        most, fewest = "--spec-draft-n-max", "--spec-draft-n-min"
+        least = config.draft_min
+    if config.draft_max:
+        args += [most, str(config.draft_max)]
+    if least:
+        args += [fewest, str(least)]
+    return args
+
+
 # The table: each field and the flags it becomes, in the order they are passed.
 def keep_alive_args(config: LoadConfig) -> list[str]:
     """llama-server's sleep: after so many idle seconds (whole ones) it frees the model."""
@@ -143,6 +209,8 @@ _FLAGS: tuple[tuple[str, Callable[[LoadConfig], list[str]]], ...] = (
     ("chat_template", chat_template_args),
     ("mmproj", _mmproj),
     ("keep_alive", keep_alive_args),
+    ("cache_type", cache_type_args),
+    ("speculative", speculative_args),
 )
 # gpu_layers and devices are planned against the GPUs (--n-gpu-layers, the GPU variables).
 # restart is the keeper's (keeper.py).
@@ -150,6 +218,9 @@ SERVER_FIELDS = (
     *(field for field, _ in _FLAGS),
     "gpu_layers",
     "devices",
+    "draft_model",
+    "draft_max",
+    "draft_min",
     "extra_args",
     "restart",
 )

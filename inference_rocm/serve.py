@@ -29,7 +29,7 @@ from inference_core.types import LoadConfig
 
 from . import cpus, wire
 from .backends import LlamaCppBackend, RocmBackend, check_keep_alive
-from .flags import chat_template_args, keep_alive_args
+from .flags import cache_type_args, chat_template_args, keep_alive_args, speculative_args
 from .front import Front
 from .keeper import KeptServer
 from .model import LlamaServerModel
@@ -196,6 +196,12 @@ def serve_folders(
         raise ModelLoadError(f"no GGUF model to serve in {where}")
     launch = _backend(backend, entries[0].path, listen, environ).router_launch()
     check_keep_alive(launch.binary, config)
+    if config.draft_model is not None:
+        raise InvalidValue(
+            "draft_model",
+            "a draft model drafts for one model, and a folder holds many: serve that model "
+            "alone (inference serve MODEL --draft-model DRAFT), or use --speculative ngram",
+        )
     catalog = tempfile.mkdtemp(prefix="inference-serve-")
     try:
         _link(entries, catalog)
@@ -207,6 +213,8 @@ def serve_folders(
             *(["--embeddings"] if config.embeddings else []),
             *chat_template_args(config),
             *keep_alive_args(config),
+            *cache_type_args(config),
+            *speculative_args(config),
             *launch.args,
         )  # fmt: skip
         options = ServerOptions(

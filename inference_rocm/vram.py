@@ -15,8 +15,8 @@ Context: ``LoadConfig.context_len`` is per sequence, and each of the
 from the model's trained length (shared by the slots) but, with ``--fit`` (on
 by default), shrinks an unset context down to 4096 tokens before giving up; so
 the estimate reports the trained length, while the check only requires the
-smaller of the two to fit. A KV cache quantised through ``extra_args`` makes
-the estimate pessimistic.
+smaller of the two to fit. The KV cache is counted at ``LoadConfig.cache_type``
+(one quantised through ``extra_args`` instead makes the estimate pessimistic).
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ FIT_CONTEXT_FLOOR = 4096  # llama-server's --fit-ctx default: it shrinks no furt
 _UBATCH = 512  # llama-server's default micro-batch (-ub)
 _F16 = 2
 _F32 = 4
+# Bytes of 32 cached values: f16, and llama.cpp's blocks of 32 (an f16 scale and 32
+# 8- or 4-bit values).
+_CACHE_BYTES_PER_32 = {"f16": 32 * _F16, "q8_0": 2 + 32, "q4_0": 2 + 16}
 _LAYER = re.compile(r"blk\.([0-9]+)\.")
 _OUTPUT = ("output.weight", "output_norm.weight")
 
@@ -67,6 +70,7 @@ class ModelMemory:
     output_weights: int
     kv_per_layer: int
     compute: int
+    cache_type: str = "f16"
 
     @property
     def layers(self) -> int:
@@ -102,11 +106,14 @@ class ModelMemory:
         return split + last + (self.compute if gpu_layers != 0 else 0)
 
 
-def model_memory(header: GgufHeader, context_len: int, sequences: int = 1) -> ModelMemory:
+def model_memory(
+    header: GgufHeader, context_len: int, sequences: int = 1, cache_type: str = "f16"
+) -> ModelMemory:
     """Estimate weights, KV cache and compute buffer for ``sequences`` x ``context_len``.
 
-    Weights are the GGUF tensor sizes. The KV cache is f16 K and V for every layer:
-    kv heads x (key + value head size) x all sequences' tokens x 2 bytes. The compute
+    Weights are the GGUF tensor sizes. The KV cache is K and V for every layer: kv heads
+    x (key + value head size) x all sequences' tokens, at 2 bytes a value for f16 and
+    34 or 18 bytes a block of 32 for q8_0 or q4_0. The compute
     buffer (its attention mask spans one sequence) is
     llama.cpp's worst-case graph for one micro-batch with flash attention: f32
     activations of about 3 x n_ff + 4 x n_embd floats a token and the f16 attention
@@ -135,13 +142,16 @@ def model_memory(header: GgufHeader, context_len: int, sequences: int = 1) -> Mo
     n_head_kv = header.arch_value("attention.head_count_kv") or n_head
     key = header.arch_value("attention.key_length") or n_embd // n_head
     value = header.arch_value("attention.value_length") or n_embd // n_head
-    kv_per_layer = n_head_kv * (key + value) * context_len * sequences * _F16
+    values = n_head_kv * (key + value) * context_len * sequences
+    kv_per_layer = -(-values * _CACHE_BYTES_PER_32[cache_type] // 32)
 
     n_ff = header.arch_value("feed_forward_length") or 4 * n_embd
     ubatch = max(1, min(_UBATCH, context_len))
     padded = -(-context_len // 256) * 256
     compute = _F32 * ubatch * (3 * n_ff + 4 * n_embd) + _F16 * ubatch * padded
-    return ModelMemory(context_len, sequences, layer_weights, host, output, kv_per_layer, compute)
+    return ModelMemory(
+        context_len, sequences, layer_weights, host, output, kv_per_layer, compute, cache_type
+    )
 
 
 def _shares(devices: Sequence[GpuDevice]) -> list[float]:
@@ -176,7 +186,8 @@ def _largest_context(header: GgufHeader, devices: Sequence[GpuDevice], memory: M
     low, high = 0, memory.context_len // 256
     while low < high:
         middle = (low + high + 1) // 2
-        if _fits(model_memory(header, middle * 256, memory.sequences), -1, devices):
+        smaller = model_memory(header, middle * 256, memory.sequences, memory.cache_type)
+        if _fits(smaller, -1, devices):
             low = middle
         else:
             high = middle - 1
@@ -190,14 +201,14 @@ def plan_gpu_layers(header: GgufHeader, config: LoadConfig, devices: Sequence[Gp
     the numbers and the fix; ``"auto"`` returns the largest count that fits (0 when
     none does: the model then runs on the CPU). 0 is never checked.
     """
-    slots = max(1, config.parallel_slots)
+    slots, cache = max(1, config.parallel_slots), config.cache_type
     if config.context_len:
-        memory = required = model_memory(header, config.context_len, slots)
+        memory = required = model_memory(header, config.context_len, slots, cache)
     else:  # the server's own length, shared by the slots; --fit may shrink it to the floor
         total = header.arch_value("context_length") or FIT_CONTEXT_FLOOR
-        memory = required = model_memory(header, max(1, total // slots), slots)
+        memory = required = model_memory(header, max(1, total // slots), slots, cache)
         if total > FIT_CONTEXT_FLOOR:
-            required = model_memory(header, max(1, FIT_CONTEXT_FLOOR // slots), slots)
+            required = model_memory(header, max(1, FIT_CONTEXT_FLOOR // slots), slots, cache)
     if config.gpu_layers == "auto":
         count = _most_layers(required, devices)
         logger.info(
@@ -237,16 +248,28 @@ def _not_fit_message(
     ]
     if context >= 256:
         fixes.append(f"context_len={context} fits with every layer on the GPU")
+    fixes += [
+        f"cache_type={smaller!r} fits"
+        for smaller in _SMALLER_CACHES.get(memory.cache_type, ())
+        if _fits(_with_cache(header, memory, smaller), gpu_layers, devices)
+    ][:1]
     compute, headroom = memory.compute * len(devices), HEADROOM * len(devices)
     return (
         f"{header.path} does not fit in GPU memory with {layers} of {memory.layers} layers "
         f"offloaded and {_context(memory)}: it needs about {size_text(need)} "
-        f"(weights {size_text(weights)}, KV cache {size_text(kv)}, compute buffers "
-        f"{size_text(compute)}, headroom {size_text(headroom)}), "
+        f"(weights {size_text(weights)}, KV cache {size_text(kv)} at {memory.cache_type}, "
+        f"compute buffers {size_text(compute)}, headroom {size_text(headroom)}), "
         f"which does not fit in the {size_text(sum(d.vram_free for d in devices))} free on "
         f"{_describe(devices)}. Load fewer layers or a smaller context: {'; '.join(fixes)}; "
         "or free GPU memory, or add a GPU with LoadConfig.devices."
     )
+
+
+_SMALLER_CACHES = {"f16": ("q8_0", "q4_0"), "q8_0": ("q4_0",)}
+
+
+def _with_cache(header: GgufHeader, memory: ModelMemory, cache_type: str) -> ModelMemory:
+    return model_memory(header, memory.context_len, memory.sequences, cache_type)
 
 
 def _context(memory: ModelMemory) -> str:

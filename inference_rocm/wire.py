@@ -286,7 +286,8 @@ def figures(value: Any) -> Figures | None:
 def metrics(timings: Any) -> GenerateMetrics | None:
     """The server's own timings of a generation (`timings`); None when it sent none.
     A rate the server could not compute (no time elapsed) comes as null: 0 then. The
-    prompt's tokens are those it read (`prompt_n`) and those its cache held (`cache_n`)."""
+    prompt's tokens are those it read (`prompt_n`) and those its cache held (`cache_n`);
+    `draft_n` and `draft_n_accepted` come only where speculation drafted something."""
     if not timings:
         return None
     fields = _object(timings, _COMPLETION, "timings")
@@ -298,6 +299,10 @@ def metrics(timings: Any) -> GenerateMetrics | None:
     prefill, decode = number("prompt_ms") / 1000, number("predicted_ms") / 1000
     read = _optional_int(fields.get("prompt_n"), _COMPLETION, "timings.prompt_n")
     cached = _optional_int(fields.get("cache_n"), _COMPLETION, "timings.cache_n")
+    drafted = _optional_int(fields.get("draft_n"), _COMPLETION, "timings.draft_n")
+    accepted = _optional_int(
+        fields.get("draft_n_accepted"), _COMPLETION, "timings.draft_n_accepted"
+    )
     return GenerateMetrics(
         prompt_tokens=read + cached,
         generated_tokens=_optional_int(
@@ -309,6 +314,8 @@ def metrics(timings: Any) -> GenerateMetrics | None:
         prefill_tokens_per_second=number("prompt_per_second"),
         decode_tokens_per_second=number("predicted_per_second"),
         cached_tokens=cached,
+        drafted_tokens=drafted,
+        accepted_tokens=accepted,
     )
 
 

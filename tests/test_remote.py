@@ -150,6 +150,8 @@ def test_options_that_shape_a_server_are_refused(external_server: ExternalServer
         {"rpc_servers": ("h:1",)},
         {"keep_alive": 5.0},
         {"restart": False},
+        {"cache_type": "q8_0"},
+        {"speculative": "ngram"},
     )
     for options in shaping:
         (name,) = options

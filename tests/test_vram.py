@@ -42,18 +42,25 @@ class _Lines(logging.Handler):
 
 
 @pytest.fixture(
-    scope="module", params=[(CONTEXT, 0), (512, 4)], ids=["2048-tokens", "4-slots-of-512"]
+    scope="module",
+    params=[(CONTEXT, 0, "f16"), (512, 4, "f16"), (CONTEXT, 0, "q8_0"), (CONTEXT, 0, "q4_0")],
+    ids=["2048-tokens", "4-slots-of-512", "q8_0-cache", "q4_0-cache"],
 )
 def measured(
     request: pytest.FixtureRequest, smollm2_path: str, llama_server_binary: str
 ) -> tuple[ModelMemory, dict[str, float]]:
     """Our estimate, and the MiB of each buffer kind the real server reports, for SmolLM2."""
-    context_len, slots = request.param
+    context_len, slots, cache_type = request.param
     server_log = logging.getLogger("inference_rocm.server.output")
     handler, level = _Lines(), server_log.level
     server_log.addHandler(handler)
     server_log.setLevel(logging.DEBUG)
-    config = LoadConfig(context_len=context_len, parallel_slots=slots, extra_args=("-lv", "4"))
+    config = LoadConfig(
+        context_len=context_len,
+        parallel_slots=slots,
+        cache_type=cache_type,
+        extra_args=("-lv", "4"),
+    )
     try:
         load_with_server(llama_server_binary, smollm2_path, config, gpu_layers=0).close()
     finally:
@@ -65,7 +72,7 @@ def measured(
             figures[kind] = figures.get(kind, 0.0) + float(mib)
     assert set(figures) == {"model", "KV", "compute"}, "\n".join(handler.lines[-40:])
     header = gguf_meta.read_header(smollm2_path)
-    return model_memory(header, context_len, max(1, slots)), figures
+    return model_memory(header, context_len, max(1, slots), cache_type), figures
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +142,8 @@ def test_kv_cache_estimate_matches_the_server_kv_buffer(
     measured: tuple[ModelMemory, dict[str, float]],
 ) -> None:
     estimate, figures = measured
-    assert within(estimate.kv_cache, figures["KV"])  # 45.00 MiB both: 2048 cells in all
+    # 2048 cells in all: 45.00 MiB at f16, 23.91 at q8_0 and 12.66 at q4_0, both sides
+    assert round(estimate.kv_cache / MIB, 2) == figures["KV"]
 
 
 @pytest.mark.server
@@ -222,12 +230,34 @@ def test_all_layers_that_do_not_fit_raise_with_the_numbers_and_the_fix(
     assert header.path in message
     assert "all of 30 layers" in message and "2048-token context" in message
     assert "weights 92 MiB" in message  # 30 layers and the tied output copy
-    assert "KV cache 45 MiB" in message
+    assert "KV cache 45 MiB at f16" in message
     assert re.search(
         r"in the [0-9]+ MiB free on GPU 0: gfx1100 test GPU, VRAM [0-9]+ MiB free of 8.0 GiB\.",
         message,
     )
     assert "gpu_layers=12 (or gpu_layers='auto') fits" in message
+
+
+@pytest.mark.parametrize(("cache_type", "ratio"), [("q8_0", 34 / 64), ("q4_0", 18 / 64)])
+def test_a_quantized_cache_takes_its_share_of_the_f16_one(
+    header: GgufHeader, cache_type: str, ratio: float
+) -> None:
+    quantized = model_memory(header, CONTEXT, cache_type=cache_type)
+    assert quantized.kv_cache == pytest.approx(model_memory(header, CONTEXT).kv_cache * ratio)
+    assert quantized.cache_type == cache_type
+
+
+def test_a_load_that_fits_with_a_smaller_cache_is_told_so_and_it_fits(
+    header: GgufHeader, tensor_bytes: dict[str, int]
+) -> None:
+    long = 4 * CONTEXT  # a long context: the cache outweighs the weights
+    q8_0 = model_memory(header, long, cache_type="q8_0")
+    device = gpu(0, q8_0.gpu_bytes(-1) + HEADROOM + MIB)
+    with pytest.raises(ModelLoadError, match=r"cache_type='q8_0' fits") as caught:
+        plan_gpu_layers(header, LoadConfig(context_len=long), [device])
+    assert "q4_0" not in str(caught.value)  # the first that fits, not every one
+    smaller = LoadConfig(context_len=long, cache_type="q8_0")
+    assert plan_gpu_layers(header, smaller, [device]) == -1
 
 
 def test_the_suggested_context_really_fits(

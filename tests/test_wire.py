@@ -208,7 +208,15 @@ def test_timings_become_metrics() -> None:
     assert metrics == ic.GenerateMetrics(4, 3, 0.002, 0.006, 0.008, 0.0, 500.0)
     cached = wire.metrics({"prompt_n": 1, "cache_n": 9, "prompt_ms": 1.0})
     assert cached is not None and (cached.prompt_tokens, cached.cached_tokens) == (10, 9)
+    assert (cached.drafted_tokens, cached.accepted_tokens) == (0, 0)  # nothing drafted
+    drafted = wire.metrics({"predicted_n": 40, "draft_n": 30, "draft_n_accepted": 29})
+    assert drafted is not None and (drafted.drafted_tokens, drafted.accepted_tokens) == (30, 29)
     assert wire.metrics(None) is None and wire.metrics({}) is None
+
+
+def test_draft_counts_from_a_hostile_server_are_typed_errors() -> None:
+    with pytest.raises(wire.BadAnswer, match="draft_n_accepted"):
+        wire.metrics({"predicted_n": 4, "draft_n": 3, "draft_n_accepted": "all"})
 
 
 def test_embeddings_come_in_the_order_of_the_texts() -> None:
