@@ -290,7 +290,8 @@ def load(
     Options are `LoadConfig` fields as keywords (`context_len=4096`); an
     unknown one is a `TypeError` listing the known ones. `hf://OWNER/REPO/FILE.gguf`
     is fetched into the Hugging Face cache first (see `inference_core.hub`), with the
-    projector beside it (`hub.projector`) unless `mmproj` names another or is "".
+    projector beside it (`hub.projector`) unless `mmproj` names another or is "", and so
+    is a `draft_model` so named.
     """
     load_config = build_config(LoadConfig, config, load_options)
     name = backend if backend not in ("", "auto") else load_config.backend or "auto"
@@ -298,7 +299,10 @@ def load(
     chosen = choose_backend(location, name)
     # fetched once the backend is known: no download in vain
     location, mmproj = hub.resolve(location, load_config.mmproj)
-    load_config = attrs.evolve(load_config, backend=chosen.name, mmproj=mmproj)
+    draft = load_config.draft_model
+    if draft is not None and hub.is_hub_name(draft):
+        draft = hub.fetch(draft)
+    load_config = attrs.evolve(load_config, backend=chosen.name, mmproj=mmproj, draft_model=draft)
     logger.debug("loading %s with backend %r", redacted(location), chosen.name)
     model = chosen.load_model(location, load_config)
     if hasattr(model, "agenerate"):

@@ -5,7 +5,8 @@ first imported, as it does in a user's program: each environment a test sets up
 needs a fresh process. Prints one JSON object: what was loaded, or the error.
 
 ACTION: `load` (through FakeBackend: the path the backend was given, and the projector's),
-`load-without-projector` (the same, with mmproj=""), `generate`
+`load-without-projector` (the same, with mmproj=""), `load-drafted` (the same, the name
+its own draft model: the draft's path as the backend got it), `generate`
 (the real llama_cpp backend: four greedy tokens), `inspect` (`ic.inspect_model`),
 `misnamed` (a backend name that no plugin registers).
 """
@@ -26,10 +27,12 @@ def run(action: str, name: str) -> dict[str, Any]:
     backend = {"generate": "llama_cpp", "misnamed": "no-such-backend"}.get(action, "fake")
     ic.register(FakeBackend())
     mmproj = "" if action == "load-without-projector" else None
-    with ic.load(name, backend=backend, context_len=512, mmproj=mmproj) as model:
+    draft = name if action == "load-drafted" else None
+    with ic.load(name, backend=backend, context_len=512, mmproj=mmproj, draft_model=draft) as model:
         result: dict[str, Any] = {"path": model.info.path}
         if isinstance(model, FakeModel):
             result["mmproj"] = model.config.mmproj
+            result["draft_model"] = model.config.draft_model
         if action == "generate":
             result["text"] = model.generate("The capital of France is", max_tokens=4).text()
     return result

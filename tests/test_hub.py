@@ -267,6 +267,14 @@ def test_a_projector_beside_the_model_is_fetched_with_it(env: dict[str, str]) ->
     assert Path(loaded["mmproj"]).parent == Path(loaded["path"]).parent  # the same commit
 
 
+def test_an_hf_draft_model_is_fetched_and_the_backend_gets_its_file(
+    env: dict[str, str], standin: StandIn
+) -> None:
+    loaded = child("load-drafted", SMOL, env)
+    assert loaded["draft_model"] == loaded["path"]
+    assert loaded["path"].startswith(str(cache_of(env)))
+
+
 def test_mmproj_empty_fetches_no_projector(env: dict[str, str], standin: StandIn) -> None:
     loaded = child("load-without-projector", "hf://owner/seeing/smol.gguf", env)
     assert loaded["mmproj"] == "" and not any("mmproj" in r.path for r in standin.requests)
