@@ -45,7 +45,10 @@ from .errors import (
     NoBackendAvailable,
     ServerCrashed,
     ServerStartError,
+    SessionMismatch,
+    SessionNotFound,
     TlsVerificationFailed,
+    UnsupportedOption,
 )
 from .protocols import BackendStatus, TextModel, TokenStream
 from .tools import TOOL_CHOICES
@@ -639,6 +642,30 @@ def _added_image(path: str, interactive: bool) -> list[dict[str, Any]]:
     return [part]
 
 
+def _session_command(
+    model: TextModel, text: str, history: list[Message], interactive: bool
+) -> list[Message]:
+    """`/save NAME` (the history and the server's cache of it) or `/restore NAME`; the
+    history to go on with. At a terminal a failure is said and the chat goes on."""
+    command, _, name = text.partition(" ")
+    saving = command == "/save"
+    method = getattr(model, "save_session" if saving else "restore_session", None)
+    try:
+        if method is None:
+            raise UnsupportedOption(
+                "sessions", f"this model ({type(model).__name__}) has no save_session"
+            )
+        session = method(name.strip(), history) if saving else method(name.strip())
+    except (InvalidValue, UnsupportedOption, SessionNotFound, SessionMismatch) as error:
+        if not interactive:
+            raise
+        print(f"{_PROG}: {command}: {_one_line(error)}", file=sys.stderr)
+        return history
+    done = "saved" if saving else "restored"
+    print(f"({done} session {session.name}: {session.tokens} tokens)", file=sys.stderr)
+    return history if saving else list(session.messages)
+
+
 def _answered(answer: str, reasoning: str) -> Message:
     """The assistant's turn for the history: with its thinking, for the template to
     render, and its answer without the blank lines it began with after the thinking
@@ -656,7 +683,8 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         if interactive:
             print(
                 f"chatting with {model.info.name} (context {model.context_len}); "
-                "/image FILE adds an image to your next message, /reset clears the "
+                "/image FILE adds an image to your next message, /save NAME and "
+                "/restore NAME keep the conversation for later, /reset clears the "
                 "history, /exit or Ctrl-D quits",
                 file=sys.stderr,
             )
@@ -675,6 +703,9 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             if text.startswith("/image "):
                 added = _added_image(text.removeprefix("/image ").strip(), interactive)
                 pending += added
+                continue
+            if text.startswith(("/save ", "/restore ")):
+                history = _session_command(model, text, history, interactive)
                 continue
             history.append(Message("user", _with_images(text, pending)))
             pending = []

@@ -35,6 +35,8 @@ __all__ = [
     "ServerNotReady",
     "ServerStartError",
     "ServerUnreachable",
+    "SessionMismatch",
+    "SessionNotFound",
     "TlsVerificationFailed",
     "UnexpectedServer",
     "UnsupportedOption",
@@ -260,6 +262,23 @@ class UnsupportedOption(InferenceError):
     def __init__(self, option: str, message: str) -> None:
         super().__init__(message)
         self.option = option
+
+
+class _SessionError(InferenceError):
+    """A saved session (`save_session`) could not be used: `name` is which."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class SessionNotFound(_SessionError, LookupError):
+    """No session of that name was saved (the message lists those that were)."""
+
+
+class SessionMismatch(_SessionError, ValueError):
+    """The session was saved by another model, or with another context or cache type,
+    whose cache this model cannot take."""
 
 
 class ModelClosed(InferenceError):

@@ -39,6 +39,7 @@ __all__ = [
     "Message",
     "MessageLike",
     "ModelInfo",
+    "Session",
     "Token",
     "ToolCall",
     "build_config",
@@ -707,6 +708,25 @@ class GenerateMetrics:
     cached_tokens: int = 0
     drafted_tokens: int = 0
     accepted_tokens: int = 0
+
+
+def _messages(value: Iterable[MessageLike]) -> tuple[Message, ...]:
+    return tuple(to_message(message) for message in value)
+
+
+@attrs.frozen
+class Session:
+    """A conversation saved with `save_session` and read back with `restore_session`.
+
+    `tokens` is how many tokens of it the backend holds in its cache; `messages` (a
+    chat's) or `prompt` (a completion's) the conversation as saved: send it again, with
+    a new turn, and the backend reads only the new turn.
+    """
+
+    name: str
+    tokens: int
+    messages: tuple[Message, ...] = attrs.field(default=(), converter=_messages)
+    prompt: str | None = None
 
 
 TOOL_FORMATS = ("native", "generic", "none")

@@ -27,7 +27,14 @@ from inference_core.streams import GenerationScope
 from inference_core.types import LoadConfig
 
 from . import drafting, gguf_meta, rpc, vram, wire
-from .binaries import BUILD_ADVICE, BinaryLookup, Candidates, candidates, record_crash
+from .binaries import (
+    BUILD_ADVICE,
+    BinaryLookup,
+    Candidates,
+    cache_for,
+    candidates,
+    record_crash,
+)
 from .devices import SELECTORS, GpuDevice, discover
 from .flags import (
     chat_template_error,
@@ -39,6 +46,7 @@ from .flags import (
 from .keeper import KeptServer
 from .model import LlamaServerModel
 from .server import Listen, LlamaServer, ServerOptions
+from .sessions import SessionStore, sessions_folder
 
 __all__ = [
     "ALLOW_IGPU_VARIABLE",
@@ -210,10 +218,13 @@ def load_with_server(
             ) from None
         drafting.check_vocabularies(header, draft)
     embedding = _embedding_args(config, header) if config.embeddings else []
+    # A server others reach (`inference serve`) writes no files on their request.
+    store = None if listen is not None else _session_store(header, config, environ)
+    saving = [] if store is None else ["--slot-save-path", str(store.folder)]
     options = ServerOptions(
         binary=binary,
         model_path=info.path,
-        args=(*embedding, *server_args(config, gpu_layers), *extra_args),  # the user's last
+        args=(*embedding, *saving, *server_args(config, gpu_layers), *extra_args),
         environ=environ,
         gpu_selection=gpu_selection,
         listen=listen,
@@ -250,7 +261,21 @@ def load_with_server(
         slots=props.slots or config.parallel_slots or 1,
         embed_batch=min(_embed_batch(config), props.context_len) if config.embeddings else None,
         props=props,
+        sessions=None if store is None else attrs.evolve(store, context_len=props.context_len),
     )
+
+
+def _session_store(
+    header: gguf_meta.GgufHeader, config: LoadConfig, environ: Mapping[str, str] | None
+) -> SessionStore | None:
+    """Sessions in the cache folder (the one `environ` names, if given; none if it names
+    no folder)."""
+    cache = cache_for(environ)
+    if cache is None:
+        return None
+    folder = sessions_folder(cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    return SessionStore(folder, header.path, header.data_offset, 0, config.cache_type)
 
 
 def _start_failure_log(options: ServerOptions, config: LoadConfig) -> str:

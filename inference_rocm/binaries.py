@@ -39,6 +39,7 @@ __all__ = [
     "Candidates",
     "CrashVerdict",
     "SourceKind",
+    "cache_for",
     "cache_root",
     "cached_builds",
     "candidates",
@@ -168,7 +169,8 @@ def _cache_in(env: Mapping[str, str]) -> Path | None:
     return Path(base, "inference-core") if base else None
 
 
-def _cache_for(environ: Mapping[str, str] | None) -> Path | None:
+def cache_for(environ: Mapping[str, str] | None) -> Path | None:
+    """The cache folder of `environ` (None: this process's), or None when it names none."""
     return cache_root() if environ is None else _cache_in(environ)
 
 
@@ -268,7 +270,7 @@ def candidates(environ: Mapping[str, str] | None = None) -> Candidates:
     (default: this process's environment) and from nowhere else.
     """
     env = os.environ if environ is None else environ
-    cache = _cache_for(environ)
+    cache = cache_for(environ)
     verdicts_file = _verdicts_file(cache)
     problems: list[str] = []
     for variable in USER_VARIABLES:
@@ -373,7 +375,7 @@ def known_crash(path: str, environ: Mapping[str, str] | None = None) -> CrashVer
 
     A rebuilt or replaced binary has another modification time, so it is tried afresh.
     """
-    return _verdict_for(path, _read_verdicts(_verdicts_file(_cache_for(environ))))
+    return _verdict_for(path, _read_verdicts(_verdicts_file(cache_for(environ))))
 
 
 def _verdict_for(path: str, verdicts: list[CrashVerdict]) -> CrashVerdict | None:
@@ -386,7 +388,7 @@ def record_crash(
 ) -> CrashVerdict | None:
     """Remember that `path` died by `signal_name` here; never raises (a read-only cache
     only means the crash is seen again next time)."""
-    target = _verdicts_file(_cache_for(environ))
+    target = _verdicts_file(cache_for(environ))
     mtime = _mtime_ns(path)
     if mtime is None or target is None:
         return None

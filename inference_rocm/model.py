@@ -33,9 +33,12 @@ from inference_core.types import (
     Capabilities,
     GenerateConfig,
     Message,
+    MessageLike,
     ModelInfo,
+    Session,
     Token,
     build_config,
+    to_message,
 )
 
 from . import channels, images, rendering, thinking, tokenizer, wire
@@ -43,6 +46,7 @@ from .client import EventStream, RequestRejected, ServerClient
 from .delivery import UTF8_SLACK, Generation
 from .native_tools import FormatProbe, NativeToolPlan
 from .rendering import ToolChat
+from .sessions import SessionStore
 from .tool_formats import ToolFormat
 
 __all__ = ["LlamaServerModel", "ServerHandle", "request_body"]
@@ -120,6 +124,16 @@ class ServerHandle(Protocol):
 _Server = TypeVar("_Server", bound=ServerHandle)
 
 
+@attrs.frozen
+class _Conversation:
+    """A generation as `save_session` sends it again: its prompt, the prompt's text as
+    rendered, and the ids it generated."""
+
+    prompt: str | Sequence[Message]
+    text: str
+    generated: list[int]
+
+
 @final
 class LlamaServerModel(StreamingModel, Generic[_Server]):
     """A model served by one llama-server child. Safe to use from many threads."""
@@ -136,6 +150,7 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         slots: int,
         embed_batch: int | None = None,
         props: wire.Props | None = None,
+        sessions: SessionStore | None = None,
     ) -> None:
         super().__init__()
         self.embed_batch = embed_batch  # None: not loaded with embeddings=True
@@ -149,6 +164,9 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         self._tags_lock = threading.Lock()
         self._tags: list[thinking.Tags | None] = []  # found on first use
         self._format_probe = FormatProbe(lambda: server.client, props)
+        self._sessions = sessions  # None: the server writes no sessions (one at a URL)
+        self._session_lock = threading.Lock()
+        self._last: _Conversation | None = None  # of the last generation, for save_session
 
     def __repr__(self) -> str:
         return f"<LlamaServerModel {self.info.path!r} {self.server.where()}>"
@@ -257,13 +275,19 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
                         raise undecodable from None
                 raise _constraint_error(rejected, config) or rejected from None
             generation.events = events
+            generated: list[int] = []
             try:
                 tokens = generation.deliver(events, config, scope)
                 if thought is not None:
                     tokens = channels.split(tokens, thought.block, inside=opened, may_open=True)
-                yield from tokens
+                for token in tokens:
+                    generated.append(token.id)
+                    yield token
             finally:
                 events.close()
+                if not pictures:  # a conversation with images is not sent again as text
+                    with self._session_lock:
+                        self._last = _Conversation(prompt, text, generated)
             wire.metrics(generation.timings)
 
     def _start(
@@ -278,6 +302,63 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
                 raise
         logger.info("llama-server's prompt cache failed on a chat's images; sending it anew")
         return self.server.client.stream("/completion", {**body, "cache_prompt": False}, scope)
+
+    # -- sessions -----------------------------------------------------------
+
+    def _session_store(self) -> SessionStore:
+        if self._sessions is None:
+            raise UnsupportedOption(
+                "sessions",
+                f"sessions are saved by the llama-server this library starts; the server at "
+                f"{self.server.where()} keeps its files on its own machine, if it was started "
+                "with --slot-save-path: load the model from its file to save sessions",
+            )
+        return self._sessions
+
+    def save_session(
+        self, name: str, conversation: str | Sequence[MessageLike] | None = None
+    ) -> Session:
+        """Save a conversation's cache as session `name` (replacing one of that name).
+
+        `conversation` is a prompt or messages (the answers included), rendered as a
+        generation renders them; by default, the last generation's prompt and the tokens
+        it generated. The server reads whatever of it its cache lacks, and the slot that
+        then holds it is written to disk with the conversation, which `restore_session`
+        gives back."""
+        store = self._session_store()
+        with self._answers():
+            self._check_usable()
+            if conversation is None:
+                with self._session_lock:
+                    last = self._last
+                if last is None:
+                    raise InvalidValue(
+                        "conversation",
+                        "nothing to save yet: generate first, or pass the conversation",
+                    )
+                prompt, held = last.prompt, [last.text, *last.generated]
+            else:
+                prompt = (
+                    conversation
+                    if isinstance(conversation, str)
+                    else [to_message(message) for message in conversation]
+                )
+                kwargs = thinking.template_kwargs(self._thinking(), GenerateConfig())
+                held = [rendering.render(self.server.client, prompt, None, kwargs)]
+            answer = self.server.client.request(
+                "POST", "/completion", {"prompt": held, "n_predict": 0, "cache_prompt": True}
+            )
+            return store.save(self.server.client, wire.slot(answer), name, prompt)
+
+    def restore_session(self, name: str) -> Session:
+        """Read session `name` back into the slot it was saved from: a prompt that starts
+        with its tokens (its conversation again, and a new turn) goes to that slot, as
+        llama-server sends a prompt to the slot whose cache holds most of it, and skips
+        their prefill."""
+        store = self._session_store()
+        with self._answers():
+            self._check_usable()
+            return store.restore(self.server.client, name, self.slots)
 
     # -- embeddings ---------------------------------------------------------
 

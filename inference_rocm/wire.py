@@ -172,6 +172,16 @@ def count(value: Any, field: str) -> int:
     return _int(value, _COMPLETION, field)
 
 
+def slot(value: Any) -> int:
+    """The slot a whole `/completion` answer says served it (`id_slot`)."""
+    return _int(_object(value, _COMPLETION, "the answer").get("id_slot"), _COMPLETION, "id_slot")
+
+
+def slot_tokens(answer: Any, field: str) -> int:
+    """How many tokens a `/slots` save or restore wrote or read (`n_saved`, `n_restored`)."""
+    return _int(_object(answer, "/slots", "the answer").get(field), "/slots", field)
+
+
 def flag(value: Any, field: str) -> bool:
     """A yes-or-no of a `/completion` event (`stop`), absent meaning no."""
     if value is None or type(value) is bool:

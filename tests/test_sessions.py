@@ -1,0 +1,204 @@
+"""Saved sessions against the real llama-server and SmolLM2: a conversation saved by one
+model and restored by another skips its prefill, parallel slots keep their conversations
+apart, and a session that is missing, or was saved by another model or context, is
+refused by name before the server is asked."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import inference_core as ic
+from inference_core.types import MessageLike
+from inference_rocm.sessions import SESSION_NAME, SessionStore
+
+from .external import KEY, ExternalServer
+from .gguf_copies import other_vocabulary_copy
+from .test_cli import cli
+
+pytestmark = pytest.mark.server
+
+CONTEXT = 1024
+FACTS = " ".join(f"Fact {n}: {n} times three is {3 * n}." for n in range(20))
+
+
+def conversation(topic: str) -> list[MessageLike]:
+    return [{"role": "user", "content": f"Remember these facts about {topic}. {FACTS}"}]
+
+
+def sessions_folder() -> Path:
+    return Path(os.environ["XDG_CACHE_HOME"], "inference-core", "sessions")
+
+
+@pytest.fixture(scope="module")
+def two_slots(smollm2_path: str) -> Iterator[ic.TextModel]:
+    with ic.load(smollm2_path, backend="llama_cpp", context_len=CONTEXT, parallel_slots=2) as model:
+        yield model
+
+
+@pytest.fixture(scope="module")
+def other_two_slots(smollm2_path: str) -> Iterator[ic.TextModel]:
+    """A second server of the same model and settings: a session crosses between them."""
+    with ic.load(smollm2_path, backend="llama_cpp", context_len=CONTEXT, parallel_slots=2) as model:
+        yield model
+
+
+def answered(model: ic.TextModel, messages: list[MessageLike]) -> list[MessageLike]:
+    stream = model.chat(messages, max_tokens=6)
+    return [*messages, {"role": "assistant", "content": stream.text()}]
+
+
+def test_a_restored_conversation_skips_its_prefill_on_another_server(
+    two_slots: ic.TextModel, other_two_slots: ic.TextModel
+) -> None:
+    history = answered(two_slots, conversation("the river"))
+    saved = two_slots.save_session("river", history)  # type: ignore[attr-defined]
+    assert saved.tokens > 250
+    restored = other_two_slots.restore_session("river")  # type: ignore[attr-defined]
+    assert restored.tokens == saved.tokens
+    assert [m.content for m in restored.messages] == [m["content"] for m in history]  # type: ignore[index]
+    stream = other_two_slots.chat([*restored.messages, {"role": "user", "content": "Fact 7?"}])
+    stream.text()
+    assert stream.metrics is not None
+    assert stream.metrics.cached_tokens >= saved.tokens - 2
+    assert stream.metrics.prompt_tokens - stream.metrics.cached_tokens < 30  # the new turn
+
+
+def test_each_of_two_slots_keeps_its_own_conversation(
+    two_slots: ic.TextModel, other_two_slots: ic.TextModel
+) -> None:
+    first = answered(two_slots, conversation("apples"))
+    second = answered(two_slots, conversation("boats"))
+    two_slots.save_session("apples", first)  # type: ignore[attr-defined]
+    two_slots.save_session("boats", second)  # type: ignore[attr-defined]
+    records = {
+        name: json.loads((sessions_folder() / f"{name}.json").read_text())
+        for name in ("apples", "boats")
+    }
+    assert {record["slot"] for record in records.values()} == {0, 1}  # one each
+    for name in ("boats", "apples"):
+        session = other_two_slots.restore_session(name)  # type: ignore[attr-defined]
+        assert name in str(session.messages[0].content)
+        stream = other_two_slots.chat([*session.messages, {"role": "user", "content": "Hi"}])
+        stream.text()
+        assert stream.metrics is not None and stream.metrics.cached_tokens >= session.tokens - 2
+
+
+def test_by_default_the_last_generation_is_saved_as_it_was_prompted(
+    two_slots: ic.TextModel, other_two_slots: ic.TextModel
+) -> None:
+    prompt = f"Notes. {FACTS}\nSummary:"
+    stream = two_slots.generate(prompt, max_tokens=4)
+    generated = len(list(stream))
+    saved = two_slots.save_session("notes")  # type: ignore[attr-defined]
+    assert saved.prompt == prompt and saved.messages == ()
+    restored = other_two_slots.restore_session("notes")  # type: ignore[attr-defined]
+    assert restored.tokens == saved.tokens >= two_slots.count_tokens(prompt) + generated - 1
+    again = other_two_slots.generate(prompt, max_tokens=1)
+    again.text()
+    assert (
+        again.metrics is not None and again.metrics.cached_tokens == again.metrics.prompt_tokens - 1
+    )
+
+
+def test_a_missing_session_is_named_with_those_that_exist(two_slots: ic.TextModel) -> None:
+    two_slots.generate("Hello", max_tokens=1).text()
+    two_slots.save_session("present")  # type: ignore[attr-defined]
+    with pytest.raises(ic.SessionNotFound, match=r"no session 'absent'.*present") as missing:
+        two_slots.restore_session("absent")  # type: ignore[attr-defined]
+    assert missing.value.name == "absent" and isinstance(missing.value, LookupError)
+
+
+def test_a_session_of_another_context_or_model_is_refused_by_what_differs(
+    smollm2_path: str, two_slots: ic.TextModel, tmp_path: Path
+) -> None:
+    two_slots.generate("Hello there", max_tokens=1).text()
+    two_slots.save_session("small")  # type: ignore[attr-defined]
+    with (
+        ic.load(smollm2_path, backend="llama_cpp", context_len=512) as shorter,
+        pytest.raises(ic.SessionMismatch, match=f"context_len {CONTEXT}, not 512"),
+    ):
+        shorter.restore_session("small")  # type: ignore[attr-defined]
+    other = tmp_path / "other.gguf"
+    other_vocabulary_copy(smollm2_path, other, 1000)
+    with (
+        ic.load(other, backend="llama_cpp", context_len=CONTEXT) as another,
+        pytest.raises(ic.SessionMismatch, match="the model") as refused,
+    ):
+        another.restore_session("small")  # type: ignore[attr-defined]
+    assert smollm2_path in str(refused.value) and isinstance(refused.value, ValueError)
+
+
+def test_a_damaged_record_is_a_mismatch_not_a_crash(two_slots: ic.TextModel) -> None:
+    two_slots.generate("Hello", max_tokens=1).text()
+    two_slots.save_session("damaged")  # type: ignore[attr-defined]
+    (sessions_folder() / "damaged.json").write_text('{"version": 1, "messages": "x"')
+    with pytest.raises(ic.SessionMismatch, match="cannot be read"):
+        two_slots.restore_session("damaged")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["", "../escape", "a/b", ".hidden", "x" * 101, "名前", 7])
+def test_a_name_that_is_not_a_plain_file_name_is_an_invalid_value(
+    two_slots: ic.TextModel, name: object
+) -> None:
+    with pytest.raises(ic.InvalidValue, match="a session's name"):
+        two_slots.restore_session(name)  # type: ignore[attr-defined]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=120))
+def test_any_name_is_a_plain_file_in_the_folder_or_refused(name: str) -> None:
+    store = SessionStore(Path("/sessions"), "model.gguf", 0, CONTEXT, "f16")
+    if SESSION_NAME.fullmatch(name):
+        path = store._record_path(name)
+        assert path.parent == Path("/sessions") and path.name == f"{name}.json"
+    else:
+        with pytest.raises(ic.InvalidValue):
+            store.restore(None, name, 1)  # type: ignore[arg-type]
+
+
+def test_nothing_generated_yet_is_said(smollm2_path: str) -> None:
+    with (
+        ic.load(smollm2_path, backend="llama_cpp", context_len=256) as model,
+        pytest.raises(ic.InvalidValue, match="nothing to save yet"),
+    ):
+        model.save_session("early")  # type: ignore[attr-defined]
+
+
+def test_the_remote_backend_says_it_cannot_save_sessions(
+    external_server: ExternalServer,
+) -> None:
+    with (
+        ic.load(external_server.url, api_key=KEY) as model,
+        pytest.raises(ic.UnsupportedOption, match="load the model from its file") as error,
+    ):
+        model.save_session("remote", "Hello")  # type: ignore[attr-defined]
+    assert error.value.option == "sessions"
+
+
+def test_the_chat_command_saves_and_restores(smollm2_path: str) -> None:
+    first = cli("chat", "--ctx", "1024", "-n", "4", stdin=f"{FACTS}\n/save cli-facts\n")
+    assert first.returncode == 0, first.stderr
+    assert "(saved session cli-facts:" in first.stderr
+    second = cli(
+        "chat", "--ctx", "1024", "-n", "4", "--stats", stdin="/restore cli-facts\nFact 3?\n"
+    )
+    assert second.returncode == 0, second.stderr
+    assert "(restored session cli-facts:" in second.stderr
+    counts = re.search(r"prompt: (\d+) tokens \((\d+) cached\)", second.stderr)
+    assert counts is not None, second.stderr
+    prompt, cached = int(counts[1]), int(counts[2])
+    assert cached > 250 and prompt - cached < 30
+
+
+def test_the_chat_command_names_a_missing_session() -> None:
+    result = cli("chat", "--ctx", "1024", "-n", "4", stdin="/restore never-saved\n")
+    assert result.returncode != 0
+    assert "no session 'never-saved'" in result.stderr
