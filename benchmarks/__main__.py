@@ -32,6 +32,7 @@ from .recording import record_both
 from .replay_cost import measure_replay
 from .report import Row, markdown, table, write_json
 from .servers import measure_servers
+from .speed import measure_speed
 from .startup import measure_import, measure_readiness, measure_status
 
 _T = TypeVar("_T")
@@ -63,6 +64,9 @@ class Settings:
     lifecycle_rounds: int
     front_tokens: int
     front_rounds: int
+    speed_tokens: int
+    speed_rounds: int
+    speed_facts: int
 
 
 FULL = Settings(
@@ -85,6 +89,9 @@ FULL = Settings(
     lifecycle_rounds=3,
     front_tokens=128,
     front_rounds=5,
+    speed_tokens=200,
+    speed_rounds=3,
+    speed_facts=100,
 )
 QUICK = Settings(
     replay_tokens=200,
@@ -106,6 +113,9 @@ QUICK = Settings(
     lifecycle_rounds=1,
     front_tokens=16,
     front_rounds=1,
+    speed_tokens=16,
+    speed_rounds=1,
+    speed_facts=10,
 )
 
 
@@ -130,7 +140,16 @@ def _step(name: str, run: Callable[[], _T]) -> _T:
     return result
 
 
-GROUPS = ("startup", "streams", "servers", "contention", "distributed", "lifecycle", "serve")
+GROUPS = (
+    "startup",
+    "streams",
+    "servers",
+    "contention",
+    "distributed",
+    "lifecycle",
+    "serve",
+    "speed",
+)
 
 
 def run(settings: Settings, groups: Sequence[str] = GROUPS) -> list[Row]:
@@ -171,6 +190,13 @@ def run(settings: Settings, groups: Sequence[str] = GROUPS) -> list[Row]:
     if "serve" in groups:
         rows += _step(
             "serve", lambda: measure_front(path, settings.front_tokens, settings.front_rounds)
+        )
+    if "speed" in groups:
+        rows += _step(
+            "speed",
+            lambda: measure_speed(
+                path, settings.speed_tokens, settings.speed_rounds, settings.speed_facts
+            ),
         )
     return rows
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import inference_core as ic
 from inference_rocm.model import LlamaServerModel
 
+from .memory import resident_bytes
 from .report import Row
 from .stats import figure
 
@@ -30,14 +30,6 @@ def _first_token_seconds(model: ic.TextModel) -> float:
     started = time.perf_counter()
     next(iter(model.generate(_PROMPT, max_tokens=1, temperature=0.0)))
     return time.perf_counter() - started
-
-
-def _resident(pid: int | None) -> int:
-    assert pid is not None
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/{pid}/status has no VmRSS")
 
 
 def _wait(condition: object, what: str, seconds: float = 60.0) -> None:
@@ -61,9 +53,9 @@ def measure_lifecycle(path: str, rounds: int) -> list[Row]:
         for _ in range(rounds):
             _first_token_seconds(model)
             warm.append(_first_token_seconds(model))
-            awake = _resident(server.pid)
+            awake = resident_bytes(server.pid)
             _wait(lambda: model.asleep, "the sleep")
-            freed.append(awake - _resident(server.pid))
+            freed.append(awake - resident_bytes(server.pid))
             awake_bytes.append(awake)
             woken.append(_first_token_seconds(model))
             os.kill(server.pid, signal.SIGKILL)

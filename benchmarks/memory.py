@@ -16,7 +16,7 @@ from inference_core import TextModel
 from .report import Row, Target
 from .stats import figure
 
-__all__ = ["measure_memory"]
+__all__ = ["measure_memory", "resident_bytes"]
 
 _SECTION = "memory"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -25,6 +25,16 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 def _rss() -> int:
     with open("/proc/self/statm", encoding="ascii") as statm:
         return int(statm.read().split()[1]) * _PAGE
+
+
+def resident_bytes(pid: int | None) -> int:
+    """A process's resident memory (VmRSS), as /proc tells it."""
+    assert pid is not None
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/{pid}/status has no VmRSS")
 
 
 def measure_memory(model: TextModel, prompt: str, generations: int, blocks: int = 4) -> list[Row]:
