@@ -50,6 +50,7 @@ from .protocols import (
     Backend,
     BackendStatus,
     CancelSignal,
+    SavesSessions,
     TextModel,
     TokenStream,
 )
@@ -113,6 +114,7 @@ __all__ = [
     "ModelInfo",
     "ModelLoadError",
     "NoBackendAvailable",
+    "SavesSessions",
     "ServerCrashed",
     "ServerNotReady",
     "ServerStartError",

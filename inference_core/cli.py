@@ -50,7 +50,7 @@ from .errors import (
     TlsVerificationFailed,
     UnsupportedOption,
 )
-from .protocols import BackendStatus, TextModel, TokenStream
+from .protocols import BackendStatus, SavesSessions, TextModel, TokenStream
 from .tools import TOOL_CHOICES
 from .types import GenerateConfig, LoadConfig, Message, Token
 
@@ -649,13 +649,14 @@ def _session_command(
     history to go on with. At a terminal a failure is said and the chat goes on."""
     command, _, name = text.partition(" ")
     saving = command == "/save"
-    method = getattr(model, "save_session" if saving else "restore_session", None)
     try:
-        if method is None:
-            raise UnsupportedOption(
-                "sessions", f"this model ({type(model).__name__}) has no save_session"
-            )
-        session = method(name.strip(), history) if saving else method(name.strip())
+        if not isinstance(model, SavesSessions):
+            raise UnsupportedOption("sessions", "this model's backend does not save sessions")
+        session = (
+            model.save_session(name.strip(), history)
+            if saving
+            else model.restore_session(name.strip())
+        )
     except (InvalidValue, UnsupportedOption, SessionNotFound, SessionMismatch) as error:
         if not interactive:
             raise

@@ -20,6 +20,7 @@ from .types import (
     LoadConfig,
     MessageLike,
     ModelInfo,
+    Session,
     Token,
     ToolCall,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "Backend",
     "BackendStatus",
     "CancelSignal",
+    "SavesSessions",
     "TextModel",
     "TokenStream",
 ]
@@ -328,6 +330,23 @@ class TextModel(Protocol):
     def __enter__(self) -> TextModel: ...
 
     def __exit__(self, *exc_info: object) -> None: ...
+
+
+@runtime_checkable
+class SavesSessions(Protocol):
+    """A model that keeps conversations for later: its backend's cache of them, written
+    to disk and read back, so that a restored conversation skips its prefill. Optional:
+    `isinstance(model, SavesSessions)` says whether a loaded model can."""
+
+    def save_session(
+        self, name: str, conversation: str | Sequence[MessageLike] | None = None
+    ) -> Session:
+        """Save a conversation (by default the last generation's) as session `name`."""
+        ...
+
+    def restore_session(self, name: str) -> Session:
+        """Read session `name` back; send its conversation again to go on from it."""
+        ...
 
 
 @runtime_checkable

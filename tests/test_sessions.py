@@ -50,6 +50,12 @@ def other_two_slots(smollm2_path: str) -> Iterator[ic.TextModel]:
         yield model
 
 
+def saving(model: ic.TextModel) -> ic.SavesSessions:
+    """The model as one that saves sessions, which every llama-server model here is."""
+    assert isinstance(model, ic.SavesSessions)
+    return model
+
+
 def answered(model: ic.TextModel, messages: list[MessageLike]) -> list[MessageLike]:
     stream = model.chat(messages, max_tokens=6)
     return [*messages, {"role": "assistant", "content": stream.text()}]
@@ -59,9 +65,9 @@ def test_a_restored_conversation_skips_its_prefill_on_another_server(
     two_slots: ic.TextModel, other_two_slots: ic.TextModel
 ) -> None:
     history = answered(two_slots, conversation("the river"))
-    saved = two_slots.save_session("river", history)  # type: ignore[attr-defined]
+    saved = saving(two_slots).save_session("river", history)
     assert saved.tokens > 250
-    restored = other_two_slots.restore_session("river")  # type: ignore[attr-defined]
+    restored = saving(other_two_slots).restore_session("river")
     assert restored.tokens == saved.tokens
     assert [m.content for m in restored.messages] == [m["content"] for m in history]  # type: ignore[index]
     stream = other_two_slots.chat([*restored.messages, {"role": "user", "content": "Fact 7?"}])
@@ -76,15 +82,15 @@ def test_each_of_two_slots_keeps_its_own_conversation(
 ) -> None:
     first = answered(two_slots, conversation("apples"))
     second = answered(two_slots, conversation("boats"))
-    two_slots.save_session("apples", first)  # type: ignore[attr-defined]
-    two_slots.save_session("boats", second)  # type: ignore[attr-defined]
+    saving(two_slots).save_session("apples", first)
+    saving(two_slots).save_session("boats", second)
     records = {
         name: json.loads((sessions_folder() / f"{name}.json").read_text())
         for name in ("apples", "boats")
     }
     assert {record["slot"] for record in records.values()} == {0, 1}  # one each
     for name in ("boats", "apples"):
-        session = other_two_slots.restore_session(name)  # type: ignore[attr-defined]
+        session = saving(other_two_slots).restore_session(name)
         assert name in str(session.messages[0].content)
         stream = other_two_slots.chat([*session.messages, {"role": "user", "content": "Hi"}])
         stream.text()
@@ -97,9 +103,9 @@ def test_by_default_the_last_generation_is_saved_as_it_was_prompted(
     prompt = f"Notes. {FACTS}\nSummary:"
     stream = two_slots.generate(prompt, max_tokens=4)
     generated = len(list(stream))
-    saved = two_slots.save_session("notes")  # type: ignore[attr-defined]
+    saved = saving(two_slots).save_session("notes")
     assert saved.prompt == prompt and saved.messages == ()
-    restored = other_two_slots.restore_session("notes")  # type: ignore[attr-defined]
+    restored = saving(other_two_slots).restore_session("notes")
     assert restored.tokens == saved.tokens >= two_slots.count_tokens(prompt) + generated - 1
     again = other_two_slots.generate(prompt, max_tokens=1)
     again.text()
@@ -110,9 +116,9 @@ def test_by_default_the_last_generation_is_saved_as_it_was_prompted(
 
 def test_a_missing_session_is_named_with_those_that_exist(two_slots: ic.TextModel) -> None:
     two_slots.generate("Hello", max_tokens=1).text()
-    two_slots.save_session("present")  # type: ignore[attr-defined]
+    saving(two_slots).save_session("present")
     with pytest.raises(ic.SessionNotFound, match=r"no session 'absent'.*present") as missing:
-        two_slots.restore_session("absent")  # type: ignore[attr-defined]
+        saving(two_slots).restore_session("absent")
     assert missing.value.name == "absent" and isinstance(missing.value, LookupError)
 
 
@@ -120,28 +126,28 @@ def test_a_session_of_another_context_or_model_is_refused_by_what_differs(
     smollm2_path: str, two_slots: ic.TextModel, tmp_path: Path
 ) -> None:
     two_slots.generate("Hello there", max_tokens=1).text()
-    two_slots.save_session("small")  # type: ignore[attr-defined]
+    saving(two_slots).save_session("small")
     with (
         ic.load(smollm2_path, backend="llama_cpp", context_len=512) as shorter,
         pytest.raises(ic.SessionMismatch, match=f"context_len {CONTEXT}, not 512"),
     ):
-        shorter.restore_session("small")  # type: ignore[attr-defined]
+        saving(shorter).restore_session("small")
     other = tmp_path / "other.gguf"
     other_vocabulary_copy(smollm2_path, other, 1000)
     with (
         ic.load(other, backend="llama_cpp", context_len=CONTEXT) as another,
         pytest.raises(ic.SessionMismatch, match="the model") as refused,
     ):
-        another.restore_session("small")  # type: ignore[attr-defined]
+        saving(another).restore_session("small")
     assert smollm2_path in str(refused.value) and isinstance(refused.value, ValueError)
 
 
 def test_a_damaged_record_is_a_mismatch_not_a_crash(two_slots: ic.TextModel) -> None:
     two_slots.generate("Hello", max_tokens=1).text()
-    two_slots.save_session("damaged")  # type: ignore[attr-defined]
+    saving(two_slots).save_session("damaged")
     (sessions_folder() / "damaged.json").write_text('{"version": 1, "messages": "x"')
     with pytest.raises(ic.SessionMismatch, match="cannot be read"):
-        two_slots.restore_session("damaged")  # type: ignore[attr-defined]
+        saving(two_slots).restore_session("damaged")
 
 
 @pytest.mark.parametrize("name", ["", "../escape", "a/b", ".hidden", "x" * 101, "名前", 7])
@@ -149,7 +155,7 @@ def test_a_name_that_is_not_a_plain_file_name_is_an_invalid_value(
     two_slots: ic.TextModel, name: object
 ) -> None:
     with pytest.raises(ic.InvalidValue, match="a session's name"):
-        two_slots.restore_session(name)  # type: ignore[attr-defined]
+        saving(two_slots).restore_session(name)  # type: ignore[arg-type]
 
 
 @settings(max_examples=200, deadline=None)
@@ -169,7 +175,7 @@ def test_nothing_generated_yet_is_said(smollm2_path: str) -> None:
         ic.load(smollm2_path, backend="llama_cpp", context_len=256) as model,
         pytest.raises(ic.InvalidValue, match="nothing to save yet"),
     ):
-        model.save_session("early")  # type: ignore[attr-defined]
+        saving(model).save_session("early")
 
 
 def test_the_remote_backend_says_it_cannot_save_sessions(
@@ -179,7 +185,7 @@ def test_the_remote_backend_says_it_cannot_save_sessions(
         ic.load(external_server.url, api_key=KEY) as model,
         pytest.raises(ic.UnsupportedOption, match="load the model from its file") as error,
     ):
-        model.save_session("remote", "Hello")  # type: ignore[attr-defined]
+        saving(model).save_session("remote", "Hello")
     assert error.value.option == "sessions"
 
 
