@@ -181,6 +181,13 @@ def speculative_args(config: LoadConfig) -> list[str]:
         least = config.draft_min or min(_NGRAM_FEWEST, config.draft_max)
     else:
         assert config.draft_model is not None  # LoadConfig checks the two agree
+        if config.embeddings:
+            raise InvalidValue(
+                "draft_model",
+                "llama-server aborts loading a draft model beside embeddings=True (a "
+                "failed assertion, measured on the pinned build): load the model for "
+                "embeddings on its own, or use speculative='ngram'",
+            )
         args = ["--spec-type", "draft-simple", "--spec-draft-model"]
         args.append(os.path.abspath(config.draft_model))
         most, fewest = "--spec-draft-n-max", "--spec-draft-n-min"

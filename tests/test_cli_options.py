@@ -108,6 +108,34 @@ def test_gpu_layers_threads_and_ctx_reach_llama_servers_command_line(
         assert argv[argv.index("--n-gpu-layers") + 1] == flag
 
 
+@server
+def test_cache_type_and_a_draft_model_reach_llama_servers_command_line(
+    smollm2_path: str,
+) -> None:
+    result = cli(
+        "run", "--debug", "--ctx", "256", "--cache-type", "q4_0", "--draft-model",
+        smollm2_path, "--draft-max", "5", "-n", "1", "Hi",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    argv = server_argv(result.stderr)
+    assert argv[argv.index("--cache-type-k") + 1] == argv[argv.index("--cache-type-v") + 1]
+    assert argv[argv.index("--cache-type-v") + 1] == "q4_0"
+    assert argv[argv.index("--spec-type") + 1] == "draft-simple"  # a draft model: drafting
+    assert argv[argv.index("--spec-draft-model") + 1] == smollm2_path
+    assert argv[argv.index("--spec-draft-n-max") + 1] == "5"
+
+
+@server
+def test_embed_takes_ngram_drafting_and_refuses_a_draft_model(smollm2_path: str) -> None:
+    result = cli("embed", "--debug", "--ctx", "256", "--speculative", "ngram", "Hi")
+    assert result.returncode == 0, result.stderr
+    argv = server_argv(result.stderr)
+    assert argv[argv.index("--spec-type") + 1] == "ngram-mod"
+    refused = cli("embed", "--ctx", "256", "--draft-model", smollm2_path, "Hi")
+    assert refused.returncode == 2  # before any start: llama-server would abort
+    assert "--draft-model" in refused.stderr and "embeddings" in refused.stderr
+
+
 @pytest.mark.parametrize(
     "command", [("run", "Hi"), ("chat",), ("embed", "Hi")], ids=["run", "chat", "embed"]
 )

@@ -183,3 +183,14 @@ def test_a_field_and_a_flag_of_the_user_for_one_setting_clash(
 def test_a_quantized_cache_beside_flash_attention_on_is_passed(tmp_path: Path) -> None:
     args = server_args(ic.LoadConfig(cache_type="q8_0", extra_args=("-fa", "on")), None)
     assert args[-2:] == ["-fa", "on"] and "q8_0" in args
+
+
+def test_a_draft_model_for_a_folder_of_models_is_refused_before_any_start(
+    smollm2_path: str, tmp_path: Path
+) -> None:
+    (tmp_path / "smollm2.gguf").symlink_to(smollm2_path)
+    before = children()
+    result = cli("serve", "--models-dir", str(tmp_path), "--draft-model", smollm2_path)
+    assert result.returncode != 0
+    assert "a draft model drafts for one model" in result.stderr
+    assert children() <= before
