@@ -85,19 +85,20 @@ def _interleaved(
     return rates, ids
 
 
-def _divergence(model: ic.TextModel, prompt: str, plain: list[int], other: list[int]) -> Row:
-    """Where two greedy outputs first part (-1: nowhere), and the gap in log probability
-    between the two best candidates there, from the plain side's figures."""
-    at = next((n for n, (a, b) in enumerate(zip(plain, other, strict=False)) if a != b), -1)
+def _divergence(model: ic.TextModel, prompt: str, other: list[int]) -> Row:
+    """Where a greedy run of `model`, with its figures, first parts from the ids `other`
+    (-1: nowhere), and the gap in log probability between its two best candidates
+    there: near 0, a near tie that numbers differing in the last bits may break."""
+    plain = list(model.generate(prompt, max_tokens=len(other), temperature=0.0, logprobs=2))
+    at = next((n for n, (a, b) in enumerate(zip(plain, other, strict=False)) if a.id != b), -1)
     gap = float("nan")
     if at >= 0:
-        stream = model.generate(prompt, max_tokens=at + 1, temperature=0.0, logprobs=2)
-        best = list(stream)[at].top_logprobs
+        best = plain[at].top_logprobs
         if len(best) >= 2 and best[0].logprob is not None and best[1].logprob is not None:
             gap = abs(best[0].logprob - best[1].logprob)
     return Row(
         _SECTION,
-        f"first divergence at token {at} of {len(plain)}"
+        f"first divergence at token {at} of {len(other)}"
         + ("" if at < 0 else f", log-probability gap {gap:.3f}"),
         "token",
         figure([float(at)]),
@@ -124,7 +125,7 @@ def _ngram(path: str, tokens: int, rounds: int) -> list[Row]:
                     "x",
                     ratios(rates["ngram"], rates["off"]),
                 ),
-                _divergence(sides["off"], prompt, ids["off"], ids["ngram"]),
+                _divergence(sides["off"], prompt, ids["ngram"]),
             ]
         return rows
 
@@ -144,7 +145,7 @@ def _draft(path: str, tokens: int, rounds: int) -> list[Row]:
                     figure(rates["draft"])),
                 Row(_SECTION, "draft model: with ÷ without", "x",
                     ratios(rates["draft"], rates["off"])),
-                _divergence(alone, _FREE, ids["off"], ids["draft"]),
+                _divergence(alone, _FREE, ids["draft"]),
             ]  # fmt: skip
 
 
