@@ -276,3 +276,28 @@ def test_importing_the_core_pulls_in_no_backend_or_heavy_dependency() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@given(
+    st.sampled_from(["off", "ngram", "draft", "auto", "", 1, None]),
+    st.none() | st.just("draft.gguf"),
+    st.integers(-2, 1100) | st.booleans(),
+    st.integers(-2, 1100),
+    st.sampled_from(["f16", "q8_0", "q4_0", "q5_1", "F16", 0]),
+)
+def test_speculation_and_cache_settings_agree_or_are_an_invalid_value(
+    speculative: object, draft_model: str | None, most: object, fewest: int, cache: object
+) -> None:
+    given = {"draft_model": draft_model, "draft_max": most, "draft_min": fewest}
+    if speculative is not None:
+        given["speculative"] = speculative
+    try:
+        config = LoadConfig(cache_type=cache, **given)  # type: ignore[arg-type]
+    except InvalidValue as error:
+        assert error.field in {"speculative", "draft_model", "draft_max", "draft_min", "cache_type"}
+        return
+    assert config.cache_type in ("f16", "q8_0", "q4_0")
+    assert (config.speculative == "draft") == (config.draft_model is not None)
+    assert config.speculative != "off" or config.draft_max == config.draft_min == 0
+    assert not config.draft_max or config.draft_min <= config.draft_max
+    assert 0 <= config.draft_min <= 1024 and 0 <= config.draft_max <= 1024
