@@ -285,9 +285,8 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
                     yield token
             finally:
                 events.close()
-                if not pictures:  # a conversation with images is not sent again as text
-                    with self._session_lock:
-                        self._last = _Conversation(prompt, text, generated)
+                with self._session_lock:  # one with images cannot be sent again as text
+                    self._last = None if pictures else _Conversation(prompt, text, generated)
             wire.metrics(generation.timings)
 
     def _start(

@@ -70,6 +70,16 @@ def test_each_image_costs_the_projectors_tokens(seeing: ic.TextModel) -> None:
         assert stream.metrics is not None and stream.metrics.prompt_tokens == counted
 
 
+def test_a_chat_with_images_is_not_saved_as_the_last_conversation(
+    seeing: ic.TextModel,
+) -> None:
+    assert isinstance(seeing, ic.SavesSessions)
+    seeing.generate("Hello", max_tokens=1).text()  # a conversation of text first
+    ids(seeing, asking(RED))
+    with pytest.raises(ic.InvalidValue, match="nothing to save yet"):  # not the text's
+        seeing.save_session("after-an-image")
+
+
 def test_the_ids_follow_the_image(seeing: ic.TextModel) -> None:
     red = ids(seeing, asking(RED))
     assert red != ids(seeing, asking(BLUE))
