@@ -46,7 +46,6 @@ from .errors import (
     ServerCrashed,
     ServerStartError,
     SessionMismatch,
-    SessionNotFound,
     TlsVerificationFailed,
     UnsupportedOption,
 )
@@ -657,7 +656,11 @@ def _session_command(
             if saving
             else model.restore_session(name.strip())
         )
-    except (InvalidValue, UnsupportedOption, SessionNotFound, SessionMismatch) as error:
+        if not saving and session.prompt is not None:
+            raise SessionMismatch(
+                session.name, f"session {session.name!r} holds a prompt, not a chat's messages"
+            )
+    except (InvalidValue, InferenceError, OSError) as error:
         if not interactive:
             raise
         print(f"{_PROG}: {command}: {_one_line(error)}", file=sys.stderr)

@@ -39,6 +39,7 @@ __all__ = [
     "HubFile",
     "cached_snapshots",
     "fetch",
+    "fetched",
     "is_hub_name",
     "parse",
     "projector",
@@ -417,11 +418,15 @@ def cached_snapshots() -> list[CachedSnapshot]:
     return found
 
 
+def fetched(name: str | None) -> str | None:
+    """A file's path: an hf:// name fetched into the cache first; a path (or None) as given."""
+    return fetch(name) if name and is_hub_name(name) else name
+
+
 def resolve(location: str, mmproj: str | None) -> tuple[str, str | None]:
     """A model's file and projector, hf:// names fetched into the cache (the projector
     beside a fetched model too, unless `mmproj` names another or is ""); paths as given."""
-    if mmproj and is_hub_name(mmproj):
-        mmproj = fetch(mmproj)
+    mmproj = fetched(mmproj)
     if is_hub_name(location):
         name, location = location, fetch(location)
         if mmproj is None:

@@ -336,7 +336,8 @@ class TextModel(Protocol):
 class SavesSessions(Protocol):
     """A model that keeps conversations for later: its backend's cache of them, written
     to disk and read back, so that a restored conversation skips its prefill. Optional:
-    `isinstance(model, SavesSessions)` says whether a loaded model can."""
+    `isinstance(model, SavesSessions)` says whether a model has the methods; a model
+    whose server cannot save (one at a URL) raises `UnsupportedOption` when called."""
 
     def save_session(
         self, name: str, conversation: str | Sequence[MessageLike] | None = None

@@ -299,9 +299,7 @@ def load(
     chosen = choose_backend(location, name)
     # fetched once the backend is known: no download in vain
     location, mmproj = hub.resolve(location, load_config.mmproj)
-    draft = load_config.draft_model
-    if draft is not None and hub.is_hub_name(draft):
-        draft = hub.fetch(draft)
+    draft = hub.fetched(load_config.draft_model)
     load_config = attrs.evolve(load_config, backend=chosen.name, mmproj=mmproj, draft_model=draft)
     logger.debug("loading %s with backend %r", redacted(location), chosen.name)
     model = chosen.load_model(location, load_config)

@@ -821,4 +821,17 @@ def build_config(cls: type[_Config], config: _Config | None, options: Mapping[st
         return cls(**options)
     if not isinstance(config, cls):
         raise TypeError(f"config must be a {cls.__name__}, got {type(config).__name__}")
+    if isinstance(config, LoadConfig):
+        options = _following_the_draft(config, options)
     return attrs.evolve(config, **options) if options else config
+
+
+def _following_the_draft(config: LoadConfig, options: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A config's `speculative` that is what its `draft_model` implies follows a new
+    `draft_model` given without one: giving a draft means drafting with it."""
+    if "draft_model" not in options or "speculative" in options:
+        return options
+    if config.speculative != _speculative_default(config):
+        return options  # said otherwise ("ngram"): kept, and checked against the draft
+    follows = "draft" if options["draft_model"] is not None else "off"
+    return {**options, "speculative": follows}

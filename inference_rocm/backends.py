@@ -46,7 +46,7 @@ from .flags import (
 from .keeper import KeptServer
 from .model import LlamaServerModel
 from .server import Listen, LlamaServer, ServerOptions
-from .sessions import SessionStore, sessions_folder
+from .sessions import SessionIdentity, SessionStore, sessions_folder
 
 __all__ = [
     "ALLOW_IGPU_VARIABLE",
@@ -261,21 +261,27 @@ def load_with_server(
         slots=props.slots or config.parallel_slots or 1,
         embed_batch=min(_embed_batch(config), props.context_len) if config.embeddings else None,
         props=props,
-        sessions=None if store is None else attrs.evolve(store, context_len=props.context_len),
+        sessions=None if store is None else store.with_context(props.context_len),
     )
 
 
 def _session_store(
     header: gguf_meta.GgufHeader, config: LoadConfig, environ: Mapping[str, str] | None
 ) -> SessionStore | None:
-    """Sessions in the cache folder (the one `environ` names, if given; none if it names
-    no folder)."""
+    """Sessions in the cache folder (the one `environ` names, if given); none, with a
+    warning, where it names no folder or one that cannot be made: a load never fails
+    for want of sessions."""
     cache = cache_for(environ)
     if cache is None:
         return None
     folder = sessions_folder(cache)
-    folder.mkdir(parents=True, exist_ok=True)
-    return SessionStore(folder, header.path, header.data_offset, 0, config.cache_type)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        identity = SessionIdentity.of(header, config)
+    except OSError as error:
+        logger.warning("this model will save no sessions: %s", error)
+        return None
+    return SessionStore(folder, identity)
 
 
 def _start_failure_log(options: ServerOptions, config: LoadConfig) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inference_core.errors import IncompatibleDraftModel
+from inference_core.errors import IncompatibleDraftModel, ModelLoadError
 
 from .gguf_meta import GgufHeader
 
@@ -61,16 +61,21 @@ def check_vocabularies(model: GgufHeader, draft: GgufHeader) -> None:
         )
 
 
-def speculation_failure(log: str, draft_path: str | None) -> IncompatibleDraftModel | None:
+def speculation_failure(log: str, draft_path: str | None) -> ModelLoadError | None:
     """The error for a server that started but could not set speculation up, from its log;
     None when it did (or was not asked to)."""
     line = next((line for line in log.splitlines() if _FAILED in line), None)
     if line is None:
         return None
-    reason = line.split(_FAILED, 1)[1].lstrip(": ").strip() or "no reason given"
+    reason = line.split(_FAILED, 1)[1].lstrip(": ").strip()[:300] or "no reason given"
+    if draft_path is None:
+        return ModelLoadError(
+            f"llama-server could not set n-gram drafting up ({reason}) and would have run "
+            "without it: load the model with speculative='off'"
+        )
     return IncompatibleDraftModel(
-        draft_path or "(n-gram drafting)",
-        f"llama-server could not use it to speculate ({reason[:300]}) and would have run "
+        draft_path,
+        f"llama-server could not use it to speculate ({reason}) and would have run "
         "without it: use a smaller model of the same family (the same tokenizer), or "
         "speculative='ngram', which needs no draft model",
     )

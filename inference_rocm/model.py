@@ -127,11 +127,27 @@ _Server = TypeVar("_Server", bound=ServerHandle)
 @attrs.frozen
 class _Conversation:
     """A generation as `save_session` sends it again: its prompt, the prompt's text as
-    rendered, and the ids it generated."""
+    rendered, and the tokens it generated."""
 
     prompt: str | Sequence[Message]
     text: str
-    generated: list[int]
+    generated: list[Token]
+
+    def with_answer(self) -> str | list[Message]:
+        """The prompt and its answer: a completion's text, or the chat and its reply."""
+        if isinstance(self.prompt, str):
+            return self.prompt + "".join(token.text for token in self.generated)
+        said = {
+            channel: "".join(t.text for t in self.generated if t.channel == channel)
+            for channel in ("content", "reasoning")
+        }
+        reply = Message("assistant", said["content"], reasoning=said["reasoning"] or None)
+        return [*self.prompt, reply]
+
+
+# Saving a session prefills its slot, then writes it; a generation of another thread
+# that takes the slot between the two makes it try again.
+_SAVE_ATTEMPTS = 3
 
 
 @final
@@ -275,13 +291,13 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
                         raise undecodable from None
                 raise _constraint_error(rejected, config) or rejected from None
             generation.events = events
-            generated: list[int] = []
+            generated: list[Token] = []
             try:
                 tokens = generation.deliver(events, config, scope)
                 if thought is not None:
                     tokens = channels.split(tokens, thought.block, inside=opened, may_open=True)
                 for token in tokens:
-                    generated.append(token.id)
+                    generated.append(token)
                     yield token
             finally:
                 events.close()
@@ -308,9 +324,10 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         if self._sessions is None:
             raise UnsupportedOption(
                 "sessions",
-                f"sessions are saved by the llama-server this library starts; the server at "
-                f"{self.server.where()} keeps its files on its own machine, if it was started "
-                "with --slot-save-path: load the model from its file to save sessions",
+                f"the server of this model ({self.server.where()}) saves no sessions: those "
+                "are saved by a llama-server that load() starts on a model file, not one at a "
+                "URL (whose files stay on its machine) nor one `inference serve` runs, and "
+                "where the cache folder can be written (a warning said so at the load)",
             )
         return self._sessions
 
@@ -335,19 +352,32 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
                         "conversation",
                         "nothing to save yet: generate first, or pass the conversation",
                     )
-                prompt, held = last.prompt, [last.text, *last.generated]
+                saved, held = last.with_answer(), [last.text, *(t.id for t in last.generated)]
             else:
-                prompt = (
+                saved = (
                     conversation
                     if isinstance(conversation, str)
                     else [to_message(message) for message in conversation]
                 )
+                if images.chat_images(saved):
+                    raise UnsupportedOption(
+                        "sessions", "a conversation with images cannot be saved as a session"
+                    )
                 kwargs = thinking.template_kwargs(self._thinking(), GenerateConfig())
-                held = [rendering.render(self.server.client, prompt, None, kwargs)]
-            answer = self.server.client.request(
-                "POST", "/completion", {"prompt": held, "n_predict": 0, "cache_prompt": True}
+                held = [rendering.render(self.server.client, saved, None, kwargs)]
+            for _ in range(_SAVE_ATTEMPTS):
+                answer = self.server.client.request(
+                    "POST", "/completion", {"prompt": held, "n_predict": 0, "cache_prompt": True}
+                )
+                slot, held_tokens = wire.held_in(answer)
+                session = store.save(self.server.client, slot, name, saved, held_tokens)
+                if session is not None:
+                    return session
+            raise GenerationError(
+                f"session {name!r} was not saved: each time, another generation took the "
+                f"slot that held it before it was written ({_SAVE_ATTEMPTS} times); save it "
+                "when the model is less busy"
             )
-            return store.save(self.server.client, wire.slot(answer), name, prompt)
 
     def restore_session(self, name: str) -> Session:
         """Read session `name` back into the slot it was saved from: a prompt that starts

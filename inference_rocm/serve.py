@@ -24,7 +24,7 @@ import attrs
 from inference_core import registry
 from inference_core._cli_models import ModelEntry, cached_models, find_models
 from inference_core.errors import InvalidValue, ModelLoadError
-from inference_core.hub import resolve
+from inference_core.hub import fetched, resolve
 from inference_core.types import LoadConfig
 
 from . import cpus, wire
@@ -125,6 +125,7 @@ def serve_model(
             config,
             backend=chosen.name,
             mmproj=mmproj,
+            draft_model=fetched(config.draft_model),
             extra_args=("--alias", name, *config.extra_args),
         )
         model = chosen.load_model(path, loading)

@@ -23,12 +23,13 @@ from typing import Any
 import attrs
 
 from inference_core.errors import InvalidValue, SessionMismatch, SessionNotFound
-from inference_core.types import Message, Session, to_message
+from inference_core.types import LoadConfig, Message, Session, to_message
 
 from . import wire
 from .client import RequestRejected, ServerClient
+from .gguf_meta import GgufHeader
 
-__all__ = ["SESSION_NAME", "SessionStore", "fingerprint", "sessions_folder"]
+__all__ = ["SESSION_NAME", "SessionIdentity", "SessionStore", "fingerprint", "sessions_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,46 +96,61 @@ def _session(name: str, tokens: int, record: dict[str, Any]) -> Session:
 
 
 @attrs.frozen
-class _Identity:
-    """What a restore must match: the model file, the context of a slot, the cache's type."""
+class SessionIdentity:
+    """What a restore must match: the model file and the LoRA adapter on it (their
+    fingerprints), the context of a slot and the cache's type."""
 
     model: str
     model_path: str
+    adapter: str | None
     context_len: int
     cache_type: str
 
+    @classmethod
+    def of(cls, header: GgufHeader, config: LoadConfig) -> SessionIdentity:
+        """The identity of a model being loaded with `config` (its context still unknown:
+        the server says it once it runs). Reads the files now, while they are there."""
+        adapter = config.adapter_path
+        adapter_print = None if adapter is None else fingerprint(adapter, _SAMPLE)
+        model = fingerprint(header.path, header.data_offset)
+        return cls(model, header.path, adapter_print, 0, config.cache_type)
 
-@attrs.define
+
+@attrs.frozen
 class SessionStore:
     """Sessions of one loaded model, in `folder` (the server's --slot-save-path)."""
 
     folder: Path
-    model_path: str
-    data_offset: int
-    context_len: int
-    cache_type: str
-    _model: str | None = None
+    identity: SessionIdentity
 
-    def _identity(self) -> _Identity:
-        if self._model is None:  # taken on first use: a model never saved pays nothing
-            self._model = fingerprint(self.model_path, self.data_offset)
-        return _Identity(self._model, self.model_path, self.context_len, self.cache_type)
+    def with_context(self, context_len: int) -> SessionStore:
+        return attrs.evolve(self, identity=attrs.evolve(self.identity, context_len=context_len))
 
     def _record_path(self, name: str) -> Path:
         return self.folder / f"{name}.json"
 
     def save(
-        self, client: ServerClient, slot: int, name: str, conversation: str | Sequence[Message]
-    ) -> Session:
-        """Write slot `slot`'s cache as session `name`, with the conversation it holds."""
+        self,
+        client: ServerClient,
+        slot: int,
+        name: str,
+        conversation: str | Sequence[Message],
+        held: int,
+    ) -> Session | None:
+        """Write slot `slot`'s cache as session `name`, with the conversation it holds,
+        `held` tokens of it; None when the slot held another number of tokens by the
+        time it was written (another generation took it), and nothing is recorded."""
         name = _checked_name(name)
         self.folder.mkdir(parents=True, exist_ok=True)
         answer = client.request("POST", f"/slots/{slot}?action=save", {"filename": f"{name}.slot"})
         tokens = wire.slot_tokens(answer, "n_saved")
-        identity = self._identity()
+        if tokens != held:  # the file is another conversation's: no record may name it
+            logger.info("session %r: slot %d held %d tokens, not %d", name, slot, tokens, held)
+            self._record_path(name).unlink(missing_ok=True)
+            return None
         record = {
             "version": _RECORD_VERSION,
-            **attrs.asdict(identity),
+            **attrs.asdict(self.identity),
             "slot": slot,
             "tokens": tokens,
         }
@@ -165,7 +181,7 @@ class SessionStore:
             if not isinstance(record, dict) or record.get("version") != _RECORD_VERSION:
                 raise ValueError("not a session record of this library")
             return record
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:
             raise SessionMismatch(
                 name, f"the record of session {name!r} ({path}) cannot be read: {error}"
             ) from None
@@ -175,24 +191,26 @@ class SessionStore:
         fewer slots)."""
         name = _checked_name(name)
         record = self._read_record(name)
-        identity = self._identity()
+        identity = self.identity
         differences = [
-            f"{field} {record.get(field)!r}, not {getattr(identity, field)!r}"
+            f"{field} {repr(record.get(field))[:300]}, not {getattr(identity, field)!r}"
             for field in ("context_len", "cache_type")
             if record.get(field) != getattr(identity, field)
         ]
+        if record.get("adapter") != identity.adapter:
+            differences.insert(0, "another LoRA adapter (adapter_path)")
         if record.get("model") != identity.model:
-            model = record.get("model_path")
-            differences.insert(0, f"the model {model!r}, not {self.model_path!r}")
+            model = repr(record.get("model_path"))[:300]
+            differences.insert(0, f"the model {model}, not {identity.model_path!r}")
         if differences:
             raise SessionMismatch(
                 name,
                 f"session {name!r} was saved with {'; '.join(differences)}: load that model "
-                "with the same context_len and cache_type to restore it",
+                "with the same adapter_path, context_len and cache_type to restore it",
             )
         try:
             session = _session(name, 0, record)
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, RecursionError) as error:
             raise SessionMismatch(name, f"session {name!r} holds a bad message: {error}") from None
         saved_slot = record.get("slot")
         slot = saved_slot if isinstance(saved_slot, int) and 0 <= saved_slot < slots else 0

@@ -172,9 +172,14 @@ def count(value: Any, field: str) -> int:
     return _int(value, _COMPLETION, field)
 
 
-def slot(value: Any) -> int:
-    """The slot a whole `/completion` answer says served it (`id_slot`)."""
-    return _int(_object(value, _COMPLETION, "the answer").get("id_slot"), _COMPLETION, "id_slot")
+def held_in(answer: Any) -> tuple[int, int]:
+    """The slot a whole `/completion` answer says served it (`id_slot`), and how many
+    tokens of prompt it then holds (`tokens_evaluated`)."""
+    fields = _object(answer, _COMPLETION, "the answer")
+    return (
+        _int(fields.get("id_slot"), _COMPLETION, "id_slot"),
+        _int(fields.get("tokens_evaluated"), _COMPLETION, "tokens_evaluated"),
+    )
 
 
 def slot_tokens(answer: Any, field: str) -> int:

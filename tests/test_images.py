@@ -78,6 +78,8 @@ def test_a_chat_with_images_is_not_saved_as_the_last_conversation(
     ids(seeing, asking(RED))
     with pytest.raises(ic.InvalidValue, match="nothing to save yet"):  # not the text's
         seeing.save_session("after-an-image")
+    with pytest.raises(ic.UnsupportedOption, match="with images cannot be saved"):
+        seeing.save_session("an-image", asking(RED))
 
 
 def test_the_ids_follow_the_image(seeing: ic.TextModel) -> None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import inference_core as ic
 from inference_core.types import MessageLike
-from inference_rocm.sessions import SESSION_NAME, SessionStore
+from inference_rocm.sessions import SESSION_NAME, SessionIdentity, SessionStore
 
 from .external import KEY, ExternalServer
 from .gguf_copies import other_vocabulary_copy
@@ -97,16 +97,16 @@ def test_each_of_two_slots_keeps_its_own_conversation(
         assert stream.metrics is not None and stream.metrics.cached_tokens >= session.tokens - 2
 
 
-def test_by_default_the_last_generation_is_saved_as_it_was_prompted(
+def test_by_default_the_last_generation_is_saved_with_what_it_generated(
     two_slots: ic.TextModel, other_two_slots: ic.TextModel
 ) -> None:
     prompt = f"Notes. {FACTS}\nSummary:"
-    stream = two_slots.generate(prompt, max_tokens=4)
-    generated = len(list(stream))
+    tokens = list(two_slots.generate(prompt, max_tokens=4))
     saved = saving(two_slots).save_session("notes")
-    assert saved.prompt == prompt and saved.messages == ()
+    assert saved.prompt == prompt + "".join(token.text for token in tokens)
+    assert saved.messages == ()
     restored = saving(other_two_slots).restore_session("notes")
-    assert restored.tokens == saved.tokens >= two_slots.count_tokens(prompt) + generated - 1
+    assert restored.tokens == saved.tokens == two_slots.count_tokens(prompt) + len(tokens)
     again = other_two_slots.generate(prompt, max_tokens=1)
     again.text()
     assert (
@@ -161,7 +161,7 @@ def test_a_name_that_is_not_a_plain_file_name_is_an_invalid_value(
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=120))
 def test_any_name_is_a_plain_file_in_the_folder_or_refused(name: str) -> None:
-    store = SessionStore(Path("/sessions"), "model.gguf", 0, CONTEXT, "f16")
+    store = store_in(Path("/sessions"))
     if SESSION_NAME.fullmatch(name):
         path = store._record_path(name)
         assert path.parent == Path("/sessions") and path.name == f"{name}.json"
@@ -183,7 +183,7 @@ def test_the_remote_backend_says_it_cannot_save_sessions(
 ) -> None:
     with (
         ic.load(external_server.url, api_key=KEY) as model,
-        pytest.raises(ic.UnsupportedOption, match="load the model from its file") as error,
+        pytest.raises(ic.UnsupportedOption, match="not one at a URL") as error,
     ):
         saving(model).save_session("remote", "Hello")
     assert error.value.option == "sessions"
@@ -208,3 +208,86 @@ def test_the_chat_command_names_a_missing_session() -> None:
     result = cli("chat", "--ctx", "1024", "-n", "4", stdin="/restore never-saved\n")
     assert result.returncode != 0
     assert "no session 'never-saved'" in result.stderr
+
+
+def test_by_default_a_chat_is_saved_with_its_reply(
+    two_slots: ic.TextModel, other_two_slots: ic.TextModel
+) -> None:
+    asked = conversation("the moon")
+    stream = two_slots.chat(asked, max_tokens=6)
+    reply = stream.text()
+    saved = saving(two_slots).save_session("moon")
+    assert [m.role for m in saved.messages] == ["user", "assistant"]
+    assert saved.messages[-1].content == reply
+    restored = saving(other_two_slots).restore_session("moon")
+    assert restored.messages == saved.messages
+
+
+def test_a_load_whose_cache_folder_cannot_be_made_loads_and_says_why_it_saves_none(
+    smollm2_path: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # root may write anywhere, but not under a file
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker / "cache"))
+    with ic.load(smollm2_path, backend="llama_cpp", context_len=256) as model:
+        model.generate("Hello", max_tokens=1).text()
+        with pytest.raises(ic.UnsupportedOption, match="cache folder can be written"):
+            saving(model).save_session("nowhere")
+    assert "will save no sessions" in caplog.text
+
+
+# -- the record, without a server ------------------------------------------------------------
+
+
+class _Answers:
+    """A stand-in for the server's client: every request gets `answer`."""
+
+    def __init__(self, answer: dict[str, object]) -> None:
+        self.answer = answer
+        self.paths: list[str] = []
+
+    def request(self, method: str, path: str, body: object = None) -> dict[str, object]:
+        self.paths.append(path)
+        return self.answer
+
+
+def store_in(folder: Path, adapter: str | None = None) -> SessionStore:
+    identity = SessionIdentity("model-print", "model.gguf", adapter, CONTEXT, "f16")
+    return SessionStore(folder, identity)
+
+
+def test_a_session_saved_with_another_adapter_is_refused_before_the_server_is_asked(
+    tmp_path: Path,
+) -> None:
+    client = _Answers({"n_saved": 12})
+    (tmp_path / "plain.slot").write_bytes(b"the server's file")
+    assert store_in(tmp_path).save(client, 0, "plain", "Hello", 12) is not None  # type: ignore[arg-type]
+    asked = len(client.paths)
+    with pytest.raises(ic.SessionMismatch, match="another LoRA adapter"):
+        store_in(tmp_path, adapter="adapter-print").restore(client, "plain", 1)  # type: ignore[arg-type]
+    assert len(client.paths) == asked
+
+
+def test_a_slot_taken_before_it_was_written_records_nothing(tmp_path: Path) -> None:
+    store = store_in(tmp_path)
+    (tmp_path / "s.slot").write_bytes(b"the server's file")
+    assert store.save(_Answers({"n_saved": 40}), 0, "s", "Hello", 40) is not None  # type: ignore[arg-type]
+    assert (tmp_path / "s.json").is_file()
+    assert store.save(_Answers({"n_saved": 7}), 0, "s", "Hello", 40) is None  # type: ignore[arg-type]
+    with pytest.raises(ic.SessionNotFound):  # its old record would name another's cache
+        store.restore(_Answers({"n_restored": 7}), "s", 1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "record",
+    ['{"version": 1, "x": ' + "[" * 100_000 + "]" * 100_000 + "}", "[]", '{"version": 2}'],
+    ids=["nested-deep", "not-an-object", "another-version"],
+)
+def test_a_hostile_record_is_a_mismatch(tmp_path: Path, record: str) -> None:
+    (tmp_path / "bad.slot").write_bytes(b"")
+    (tmp_path / "bad.json").write_text(record)
+    with pytest.raises(ic.SessionMismatch, match="cannot be read"):
+        store_in(tmp_path).restore(None, "bad", 1)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ import gguf
 import pytest
 
 import inference_core as ic
+from inference_rocm import drafting
 from inference_rocm.flags import server_args
 
 from .gguf_copies import f16_copy, other_vocabulary_copy
@@ -194,3 +195,12 @@ def test_a_draft_model_for_a_folder_of_models_is_refused_before_any_start(
     assert result.returncode != 0
     assert "a draft model drafts for one model" in result.stderr
     assert children() <= before
+
+
+def test_n_gram_drafting_that_fails_to_start_is_not_called_a_vocabulary_mismatch() -> None:
+    said = "0.00.543 E srv    load_model: failed to initialize speculative decoding context: odd"
+    error = drafting.speculation_failure(said, None)
+    assert isinstance(error, ic.ModelLoadError)
+    assert not isinstance(error, ic.IncompatibleDraftModel)
+    assert "(odd)" in str(error) and "speculative='off'" in str(error)
+    assert drafting.speculation_failure("all is well", None) is None

@@ -301,3 +301,13 @@ def test_speculation_and_cache_settings_agree_or_are_an_invalid_value(
     assert config.speculative != "off" or config.draft_max == config.draft_min == 0
     assert not config.draft_max or config.draft_min <= config.draft_max
     assert 0 <= config.draft_min <= 1024 and 0 <= config.draft_max <= 1024
+
+
+def test_a_draft_model_given_on_top_of_a_config_means_drafting_with_it() -> None:
+    drafted = build_config(LoadConfig, LoadConfig(context_len=4096), {"draft_model": "d.gguf"})
+    assert (drafted.speculative, drafted.context_len) == ("draft", 4096)
+    assert build_config(LoadConfig, drafted, {"draft_model": None}).speculative == "off"
+    ngram = LoadConfig(speculative="ngram")
+    assert build_config(LoadConfig, ngram, {"draft_max": 8}).speculative == "ngram"
+    with pytest.raises(InvalidValue):  # said otherwise: "ngram" and a draft disagree
+        build_config(LoadConfig, ngram, {"draft_model": "d.gguf"})
