@@ -18,12 +18,12 @@ from typing import Any, final, overload
 from inference_core.content import Content
 from inference_core.errors import GenerationError
 from inference_core.streams import GenerationScope
-from inference_core.types import Message
+from inference_core.types import Message, ToolCall
 
 from . import wire
 from .client import RequestRejected, ServerClient
 
-__all__ = ["ToolChat", "render", "template_request"]
+__all__ = ["ToolChat", "render", "template_request", "tool_calls_field"]
 
 
 @final
@@ -71,17 +71,23 @@ def _content(content: Content, images: bool) -> str | list[dict[str, Any]]:
     return [part if images or part["type"] == "text" else _PLACEHOLDER for part in content]
 
 
+def tool_calls_field(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
+    """A message's calls in OpenAI's shape, their arguments as an object (as chat
+    templates and `to_message` read them)."""
+    return [
+        {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }
+        for call in calls
+    ]
+
+
 def _message(message: Message, images: bool) -> dict[str, Any]:
     fields: dict[str, Any] = {"role": message.role, "content": _content(message.content, images)}
     if message.tool_calls:
-        fields["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments},
-            }
-            for call in message.tool_calls
-        ]
+        fields["tool_calls"] = tool_calls_field(message.tool_calls)
     if message.tool_call_id is not None:
         fields["tool_call_id"] = message.tool_call_id
     if message.reasoning is not None:

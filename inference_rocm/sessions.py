@@ -23,11 +23,12 @@ from typing import Any
 import attrs
 
 from inference_core.errors import InvalidValue, SessionMismatch, SessionNotFound
-from inference_core.types import LoadConfig, Message, Session, to_message
+from inference_core.types import LoadConfig, Message, Session
 
 from . import wire
 from .client import RequestRejected, ServerClient
 from .gguf_meta import GgufHeader
+from .rendering import tool_calls_field
 
 __all__ = ["SESSION_NAME", "SessionIdentity", "SessionStore", "fingerprint", "sessions_folder"]
 
@@ -73,11 +74,7 @@ def _message_record(message: Message) -> dict[str, Any]:
         "content": message.content if isinstance(message.content, str) else list(message.content),
     }
     if message.tool_calls:
-        record["tool_calls"] = [
-            {"id": call.id, "type": "function",
-             "function": {"name": call.name, "arguments": call.arguments}}
-            for call in message.tool_calls
-        ]  # fmt: skip
+        record["tool_calls"] = tool_calls_field(message.tool_calls)
     if message.tool_call_id is not None:
         record["tool_call_id"] = message.tool_call_id
     if message.reasoning is not None:
@@ -92,7 +89,7 @@ def _session(name: str, tokens: int, record: dict[str, Any]) -> Session:
     messages = record.get("messages", ())
     if not isinstance(messages, list | tuple):
         raise ValueError(f"its messages are {type(messages).__name__}, not a list")
-    return Session(name, tokens, tuple(to_message(message) for message in messages), prompt)
+    return Session(name, tokens, messages, prompt)  # its converter reads the messages
 
 
 @attrs.frozen

@@ -291,3 +291,21 @@ def test_a_hostile_record_is_a_mismatch(tmp_path: Path, record: str) -> None:
     (tmp_path / "bad.json").write_text(record)
     with pytest.raises(ic.SessionMismatch, match="cannot be read"):
         store_in(tmp_path).restore(None, "bad", 1)  # type: ignore[arg-type]
+
+
+def test_a_chat_with_tool_calls_and_reasoning_comes_back_as_it_was_saved(tmp_path: Path) -> None:
+    chat = [
+        ic.Message("user", "Weather in Paris?"),
+        ic.Message(
+            "assistant",
+            "",
+            tool_calls=[ic.ToolCall("call_1", "get_weather", {"city": "Paris"})],
+            reasoning="The user asks for the weather.",
+        ),
+        ic.Message("tool", "sunny", tool_call_id="call_1"),
+    ]
+    (tmp_path / "tools.slot").write_bytes(b"the server's file")
+    store = store_in(tmp_path)
+    saved = store.save(_Answers({"n_saved": 30}), 0, "tools", chat, 30)  # type: ignore[arg-type]
+    restored = store.restore(_Answers({"n_restored": 30}), "tools", 1)  # type: ignore[arg-type]
+    assert saved is not None and list(saved.messages) == list(restored.messages) == chat
