@@ -145,6 +145,13 @@ class _Conversation:
         return [*self.prompt, reply]
 
 
+def _kept(tokens: Iterator[Token], kept: list[Token]) -> Iterator[Token]:
+    """The tokens, each also added to `kept` as it passes."""
+    for token in tokens:
+        kept.append(token)
+        yield token
+
+
 # Saving a session prefills its slot, then writes it; a generation of another thread
 # that takes the slot between the two makes it try again.
 _SAVE_ATTEMPTS = 3
@@ -296,13 +303,14 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
                 tokens = generation.deliver(events, config, scope)
                 if thought is not None:
                     tokens = channels.split(tokens, thought.block, inside=opened, may_open=True)
-                for token in tokens:
-                    generated.append(token)
-                    yield token
+                if self._sessions is not None:  # kept only where save_session can use them
+                    tokens = _kept(tokens, generated)
+                yield from tokens
             finally:
                 events.close()
-                with self._session_lock:  # one with images cannot be sent again as text
-                    self._last = None if pictures else _Conversation(prompt, text, generated)
+                if self._sessions is not None:
+                    with self._session_lock:  # one with images cannot be sent again as text
+                        self._last = None if pictures else _Conversation(prompt, text, generated)
             wire.metrics(generation.timings)
 
     def _start(
