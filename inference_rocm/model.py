@@ -45,6 +45,7 @@ from . import channels, images, rendering, thinking, tokenizer, wire
 from .client import EventStream, RequestRejected, ServerClient
 from .delivery import UTF8_SLACK, Generation
 from .native_tools import FormatProbe, NativeToolPlan
+from .placement import Placement
 from .rendering import ToolChat
 from .sessions import SessionStore
 from .tool_formats import ToolFormat
@@ -174,8 +175,12 @@ class LlamaServerModel(StreamingModel, Generic[_Server]):
         embed_batch: int | None = None,
         props: wire.Props | None = None,
         sessions: SessionStore | None = None,
+        placement: Placement | None = None,
     ) -> None:
         super().__init__()
+        # Where the load put the layers, as its server said (None: it did not say, or a
+        # server at a URL).
+        self.placement = placement
         self.embed_batch = embed_batch  # None: not loaded with embeddings=True
         self.props = props  # what /props said at the load
         self.server = server

@@ -50,7 +50,8 @@ logger = logging.getLogger(__name__)
 server_output = logging.getLogger("inference_rocm.server.output")
 
 HOST = "127.0.0.1"
-_LOG_HEAD_LINES = 200  # where a build says which backends and CPU variant it loaded
+# Where a build says which backends and CPU variant it loaded, and where the layers went.
+_LOG_HEAD_LINES = 400
 _LOG_TAIL_LINES = 60
 _ERROR_TAIL_LINES = 25
 _PR_SET_PDEATHSIG = 1

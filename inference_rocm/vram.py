@@ -24,16 +24,24 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from typing import Protocol
 
 import attrs
 
 from inference_core.errors import ModelLoadError
 from inference_core.types import LoadConfig
 
-from .devices import GpuDevice, size_text
+from .devices import size_text
 from .gguf_meta import GgufHeader
 
-__all__ = ["FIT_CONTEXT_FLOOR", "HEADROOM", "ModelMemory", "model_memory", "plan_gpu_layers"]
+__all__ = [
+    "FIT_CONTEXT_FLOOR",
+    "HEADROOM",
+    "Device",
+    "ModelMemory",
+    "model_memory",
+    "plan_gpu_layers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +59,16 @@ _F32 = 4
 _CACHE_BYTES_PER_32 = {"f16": 32 * _F16, "q8_0": 2 + 32, "q4_0": 2 + 16}
 _LAYER = re.compile(r"blk\.([0-9]+)\.")
 _OUTPUT = ("output.weight", "output_norm.weight")
+
+
+class Device(Protocol):
+    """What the plan needs of a GPU: ROCm's (`devices.GpuDevice`) and one a llama-server
+    lists (`server_devices.ServerDevice`, e.g. Vulkan) alike."""
+
+    @property
+    def vram_free(self) -> int: ...
+
+    def describe(self) -> str: ...
 
 
 @attrs.frozen
@@ -154,14 +172,14 @@ def model_memory(
     )
 
 
-def _shares(devices: Sequence[GpuDevice]) -> list[float]:
+def _shares(devices: Sequence[Device]) -> list[float]:
     """Each device's part of the layers: proportional to free VRAM, as our --tensor-split."""
     free = [device.vram_free for device in devices]
     total = sum(free)
     return [f / total if total else 1 / len(devices) for f in free]
 
 
-def _fits(memory: ModelMemory, gpu_layers: int, devices: Sequence[GpuDevice]) -> bool:
+def _fits(memory: ModelMemory, gpu_layers: int, devices: Sequence[Device]) -> bool:
     if gpu_layers == 0:
         return True
     split, last = memory.offloaded(gpu_layers)
@@ -173,7 +191,7 @@ def _fits(memory: ModelMemory, gpu_layers: int, devices: Sequence[GpuDevice]) ->
     return True
 
 
-def _most_layers(memory: ModelMemory, devices: Sequence[GpuDevice]) -> int:
+def _most_layers(memory: ModelMemory, devices: Sequence[Device]) -> int:
     """The largest --n-gpu-layers that fits: layers + 1 means all, output included."""
     count = memory.layers + 1
     while count > 0 and not _fits(memory, count, devices):
@@ -181,7 +199,7 @@ def _most_layers(memory: ModelMemory, devices: Sequence[GpuDevice]) -> int:
     return count
 
 
-def _largest_context(header: GgufHeader, devices: Sequence[GpuDevice], memory: ModelMemory) -> int:
+def _largest_context(header: GgufHeader, devices: Sequence[Device], memory: ModelMemory) -> int:
     """The largest context_len (a multiple of 256, below ``memory``'s) that fits all layers."""
     low, high = 0, memory.context_len // 256
     while low < high:
@@ -194,7 +212,7 @@ def _largest_context(header: GgufHeader, devices: Sequence[GpuDevice], memory: M
     return low * 256
 
 
-def plan_gpu_layers(header: GgufHeader, config: LoadConfig, devices: Sequence[GpuDevice]) -> int:
+def plan_gpu_layers(header: GgufHeader, config: LoadConfig, devices: Sequence[Device]) -> int:
     """The ``--n-gpu-layers`` to run with (-1 = all) after checking the model fits.
 
     An explicit count (-1 included) that does not fit raises ``ModelLoadError`` with
@@ -232,7 +250,7 @@ def plan_gpu_layers(header: GgufHeader, config: LoadConfig, devices: Sequence[Gp
 
 
 def _not_fit_message(
-    header: GgufHeader, memory: ModelMemory, gpu_layers: int, devices: Sequence[GpuDevice]
+    header: GgufHeader, memory: ModelMemory, gpu_layers: int, devices: Sequence[Device]
 ) -> str:
     layers = "all" if gpu_layers < 0 or gpu_layers > memory.layers else str(gpu_layers)
     split, last = memory.offloaded(gpu_layers)
@@ -278,5 +296,5 @@ def _context(memory: ModelMemory) -> str:
     return f"a {memory.context_len}-token context for each of {memory.sequences} slots"
 
 
-def _describe(devices: Sequence[GpuDevice]) -> str:
+def _describe(devices: Sequence[Device]) -> str:
     return "; ".join(device.describe() for device in devices)

@@ -358,9 +358,20 @@ def reporting_build(path: Path, devices: str) -> Path:
 def test_the_version_and_the_devices_a_build_lists_are_reported(tmp_path: Path) -> None:
     gpu = "  Vulkan0: AMD Radeon RX 7900 XTX (RADV NAVI31) (24560 MiB, 23800 MiB free)"
     binary = reporting_build(tmp_path / "gpu" / "llama-server", gpu)
-    assert binary_version(str(binary)) == (
-        f"version: 6 (0123abc); built with GNU 12.2.0 for Linux x86_64; devices: {gpu.strip()}"
+    assert (
+        binary_version(str(binary))
+        == "version: 6 (0123abc); built with GNU 12.2.0 for Linux x86_64"
+    )
+    details = LlamaCppBackend({"PATH": str(binary.parent), "HOME": str(tmp_path)}).status().details
+    assert details[:3] == (
+        f"llama-server: {binary} (from PATH)",
+        "build: version: 6 (0123abc); built with GNU 12.2.0 for Linux x86_64",
+        "device Vulkan0: AMD Radeon RX 7900 XTX (RADV NAVI31), 23.2 GiB free of 24.0 GiB, "
+        "driver Mesa RADV",
     )
     cpu_only = reporting_build(tmp_path / "cpu" / "llama-server", "")
-    assert binary_version(str(cpu_only)).endswith("; devices: none, it runs on the CPU")
+    details = (
+        LlamaCppBackend({"PATH": str(cpu_only.parent), "HOME": str(tmp_path)}).status().details
+    )
+    assert details[2] == "devices: none listed, so it runs on the CPU"
     assert binary_version(str(tmp_path / "missing")).startswith("unknown (")

@@ -54,16 +54,16 @@ def test_a_failed_start_carries_the_first_lines_of_a_long_log(
 ) -> None:
     chatty = make_executable(
         tmp_path / "llama-server",
-        "for n in range(300):\n    print(f'line {n}', flush=True)\nraise SystemExit(1)",
+        "for n in range(500):\n    print(f'line {n}', flush=True)\nraise SystemExit(1)",
     )
     backend = LlamaCppBackend(environ={"LLAMA_SERVER_PATH": str(chatty)})
     with pytest.raises(ic.ServerStartError) as caught:
         backend.load_model(smollm2_path, ic.LoadConfig())
     kept = caught.value.log.splitlines()
-    assert kept[:200] == [f"line {n}" for n in range(200)]
-    assert kept[200] == "... (40 lines left out)"
-    assert kept[201:] == [f"line {n}" for n in range(240, 300)]
-    assert caught.value.log_tail.splitlines() == [f"line {n}" for n in range(275, 300)]
+    assert kept[:400] == [f"line {n}" for n in range(400)]
+    assert kept[400] == "... (40 lines left out)"
+    assert kept[401:] == [f"line {n}" for n in range(440, 500)]
+    assert caught.value.log_tail.splitlines() == [f"line {n}" for n in range(475, 500)]
 
 
 def test_the_build_proof_leaves_logging_alone(tmp_path: Path, smollm2_path: str) -> None:

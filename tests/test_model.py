@@ -219,9 +219,9 @@ def test_the_server_computes_on_every_core_but_one(shared_model: ic.TextModel) -
 def test_threads_come_from_the_config_or_the_users_own_flag(
     threads: int, extra_args: tuple[str, ...], expected: list[str]
 ) -> None:
-    # Nothing else set, so these are all the flags there are.
+    # Nothing else set, so these are all the flags there are (after the log verbosity).
     config = ic.LoadConfig(threads=threads, extra_args=extra_args)
-    assert server_args(config, gpu_layers=None) == expected
+    assert server_args(config, gpu_layers=None) == ["-lv", "4", *expected]
 
 
 def test_threads_set_twice_is_an_invalid_value() -> None:

@@ -1,0 +1,147 @@
+"""The devices a llama-server build computes on, as its own `--list-devices` names them.
+
+ggml lists each device its backends see, one a line: ``Vulkan0: AMD Radeon RX 7900 XTX
+(RADV NAVI31) (24560 MiB, 23800 MiB free)``. That is the truth for the build at hand in
+the environment at hand (a Vulkan build with no Vulkan driver lists nothing; ggml hides
+CPU-type Vulkan devices such as Mesa's lavapipe unless ``GGML_VK_VISIBLE_DEVICES`` names
+them), so the `llama_cpp` backend plans offloading from it rather than from sysfs.
+
+The binary's output is bounded (size, lines, time): it is a program we did not build.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Mapping
+
+import attrs
+
+from .devices import size_text
+from .server import child_environment
+
+__all__ = ["ServerDevice", "list_devices", "parse_listing", "run_flag"]
+
+_MIB = 1 << 20
+_MAX_OUTPUT = 64 * 1024  # --list-devices, --version and --help are a few KiB
+_MAX_DEVICES = 64
+_TIMEOUT = 20.0  # a first Vulkan start compiles nothing, but a slow driver can take seconds
+_LINE = re.compile(
+    r"\s*(?P<kind>[A-Za-z][A-Za-z_-]{0,30}?)(?P<number>[0-9]{1,3}): (?P<description>.{1,300}?)"
+    r" \((?P<total>[0-9]{1,9}) MiB, (?P<free>[0-9]{1,9}) MiB free\)\s*"
+)
+# What a Vulkan device's name says of its driver: RADV and lavapipe put their own names
+# in it; AMDVLK and AMD's proprietary driver give the bare marketing name.
+_DRIVERS = (
+    (re.compile(r"\bRADV\b"), "Mesa RADV"),
+    (re.compile(r"^llvmpipe\b"), "Mesa lavapipe (runs on the CPU)"),
+    (re.compile(r"\b(AMD|Radeon)\b"), "AMDVLK or AMD's own Vulkan driver"),
+)
+_BACKEND_DRIVERS = {"ROCm": "ROCm (HIP)", "CUDA": "CUDA", "Metal": "Metal", "RPC": "RPC"}
+
+
+@attrs.frozen
+class ServerDevice:
+    """One device as llama-server lists it; ``name`` is what its ``--device`` flag takes.
+
+    ``index`` is the position in the listing, as ``LoadConfig.devices`` counts; sizes
+    are bytes, ``vram_free`` as the driver reported it when listed.
+    """
+
+    index: int
+    name: str  # "Vulkan0"
+    description: str  # "llvmpipe (LLVM 15.0.6, 256 bits)"
+    vram_total: int
+    vram_free: int
+
+    @property
+    def backend(self) -> str:
+        """The ggml backend that drives it: "Vulkan", "ROCm", "CUDA", ..."""
+        return self.name.rstrip("0123456789")
+
+    @property
+    def driver(self) -> str:
+        """The driver, as far as the device's name tells; "unknown" where it does not."""
+        if self.backend != "Vulkan":
+            return _BACKEND_DRIVERS.get(self.backend, "unknown")
+        return next((name for rule, name in _DRIVERS if rule.search(self.description)), "unknown")
+
+    def describe(self) -> str:
+        """'Vulkan0: llvmpipe (...), 2.0 GiB free of 2.0 GiB, driver Mesa lavapipe (...)'."""
+        return (
+            f"{self.name}: {self.description}, {size_text(self.vram_free)} free of "
+            f"{size_text(self.vram_total)}, driver {self.driver}"
+        )
+
+
+def parse_listing(text: str) -> tuple[ServerDevice, ...]:
+    """The devices in ``--list-devices`` output; lines of any other shape are skipped.
+
+    Never raises: at most 64 devices, each line read only if it is of sane length.
+    """
+    devices: list[ServerDevice] = []
+    for line in text[:_MAX_OUTPUT].splitlines():
+        match = _LINE.fullmatch(line) if len(line) < 512 else None
+        if match is None:
+            continue
+        name = match["kind"] + match["number"]
+        if any(device.name == name for device in devices):
+            continue
+        total, free = int(match["total"]) * _MIB, int(match["free"]) * _MIB
+        devices.append(
+            ServerDevice(len(devices), name, match["description"], total, min(free, total))
+        )
+        if len(devices) == _MAX_DEVICES:
+            break
+    return tuple(devices)
+
+
+def run_flag(binary: str, flag: str, environ: Mapping[str, str] | None = None) -> str:
+    """What ``binary flag`` prints (stdout and stderr), cut at 64 KiB and 20 seconds;
+    a binary that cannot be run gives "" (the start itself says what is wrong)."""
+    return _run(binary, flag, child_environment(binary, {}, environ))
+
+
+def _run(binary: str, flag: str, env: Mapping[str, str]) -> str:
+    try:
+        child = subprocess.Popen(
+            [binary, flag],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    except OSError:
+        return ""
+    timer = threading.Timer(_TIMEOUT, child.kill)
+    timer.start()
+    try:
+        assert child.stdout is not None
+        with child.stdout:
+            data = child.stdout.read(_MAX_OUTPUT)
+        child.kill()  # it said enough, or all it had
+        child.wait()
+    finally:
+        timer.cancel()
+    return data.decode("utf-8", errors="replace")
+
+
+def list_devices(binary: str, environ: Mapping[str, str] | None = None) -> tuple[ServerDevice, ...]:
+    """The devices ``binary`` computes on in the environment a server of it would get;
+    cached per binary, modification time and that environment."""
+    env = child_environment(binary, {}, environ)
+    try:
+        mtime = os.stat(binary).st_mtime_ns
+    except OSError:
+        return ()
+    return _cached_listing(binary, mtime, tuple(sorted(env.items())))
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_listing(
+    binary: str, mtime: int, env: tuple[tuple[str, str], ...]
+) -> tuple[ServerDevice, ...]:
+    return parse_listing(_run(binary, "--list-devices", dict(env)))
