@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from .procs import free_port
@@ -31,8 +32,17 @@ def health(url: str) -> int:
 class ExternalServer:
     """One llama-server on a loopback port, keyed; `restart()` keeps the port."""
 
-    def __init__(self, binary: str, model: str, key: str, *args: str, log: Path) -> None:
+    def __init__(
+        self,
+        binary: str,
+        model: str,
+        key: str,
+        *args: str,
+        log: Path,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.binary, self.model, self.key, self.args = binary, model, key, args
+        self.environ = dict(environ or {})  # more variables for the child
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
@@ -44,6 +54,7 @@ class ExternalServer:
             "PATH": os.defpath,
             "LD_LIBRARY_PATH": os.path.dirname(self.binary),
             "LLAMA_API_KEY": self.key,
+            **self.environ,
         }
         argv = [self.binary, "-m", self.model, "--host", "127.0.0.1", "--port", str(self.port)]
         with self.log_path.open("ab") as log:

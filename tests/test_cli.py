@@ -133,6 +133,13 @@ def test_run_with_model_and_stats_prints_metrics_to_stderr(smollm2_path: str) ->
 
 
 @server
+def test_run_with_debug_says_where_the_layers_went(smollm2_path: str) -> None:
+    result = cli("--debug", "run", "--model", smollm2_path, "--max-tokens", "1", "Hi")
+    assert result.returncode == 0, result.stderr
+    assert f"{smollm2_path} is placed: CPU 31 of 31 layers" in result.stderr
+
+
+@server
 def test_run_is_deterministic_when_greedy(smollm2_path: str) -> None:
     first = cli("run", *GREEDY, "One, two, three,")
     second = cli("run", "-m", smollm2_path, *GREEDY, "One, two, three,")
