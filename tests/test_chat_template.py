@@ -207,6 +207,9 @@ _REFUSAL = [
 ]
 _LOSES_THE_REASON = """
 import pathlib, sys
+if "--list-devices" in sys.argv:  # the backend asks before any start: not a start
+    print("Available devices:")
+    sys.exit(0)
 count = pathlib.Path({count!r})
 n = int(count.read_text())
 count.write_text(str(n + 1))
