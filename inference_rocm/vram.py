@@ -4,11 +4,13 @@ llama-server that runs out of GPU memory dies half-way through a load with a
 `hipMalloc failed` deep in its log; checking first turns that into an error with
 the numbers and the fix, and lets ``gpu_layers="auto"`` pick a layer count.
 
-The estimate follows how llama.cpp places a model: ``--n-gpu-layers k`` puts
-the last k repeating layers (weights and their KV cache) on the GPUs, and only
-a count above the layer count moves the output layer too; the token embeddings
-stay on the host. With several GPUs the layers are split in proportion to free
-VRAM (our ``--tensor-split``), and every GPU holds a compute buffer.
+The estimate follows how llama.cpp places a model: it counts the output layer as
+one more layer, offloaded first, so ``--n-gpu-layers k`` puts the output layer and
+the last k - 1 repeating layers (weights and their KV cache) on the GPUs (read back
+from the pinned build's log: 1 offloads the output alone, 31 all of SmolLM2's 30
+layers); the token embeddings stay on the host. With several GPUs the layers are
+split in proportion to free VRAM (our ``--tensor-split``), and every GPU holds a
+compute buffer.
 
 Context: ``LoadConfig.context_len`` is per sequence, and each of the
 ``parallel_slots`` gets a KV cache that long. When it is 0 the server starts
@@ -108,15 +110,18 @@ class ModelMemory:
         """Weights, KV cache and one compute buffer: the whole model on one device."""
         return self.weights + self.kv_cache + self.compute
 
-    def offloaded(self, gpu_layers: int) -> tuple[int, int]:
-        """(bytes split across the GPUs, bytes on the last GPU only) for ``--n-gpu-layers``.
-
-        -1 or any count above the layer count offloads everything, output included.
-        """
+    def on_gpus(self, gpu_layers: int) -> tuple[int, bool]:
+        """(repeating layers, whether the output layer) that ``--n-gpu-layers`` offloads:
+        the output first, then the last repeating layers; -1 or any count above the
+        layer count offloads everything."""
         count = self.layers + 1 if gpu_layers < 0 else min(gpu_layers, self.layers + 1)
-        repeating = min(count, self.layers)
+        return max(0, count - 1), count > 0
+
+    def offloaded(self, gpu_layers: int) -> tuple[int, int]:
+        """(bytes split across the GPUs, bytes on the last GPU only) for ``--n-gpu-layers``."""
+        repeating, output = self.on_gpus(gpu_layers)
         split = sum(self.layer_weights[self.layers - repeating :]) + repeating * self.kv_per_layer
-        return split, self.output_weights if count > self.layers else 0
+        return split, self.output_weights if output else 0
 
     def gpu_bytes(self, gpu_layers: int) -> int:
         """Everything the GPUs hold with ``gpu_layers`` offloaded, one compute buffer."""
@@ -192,7 +197,7 @@ def _fits(memory: ModelMemory, gpu_layers: int, devices: Sequence[Device]) -> bo
 
 
 def _most_layers(memory: ModelMemory, devices: Sequence[Device]) -> int:
-    """The largest --n-gpu-layers that fits: layers + 1 means all, output included."""
+    """The largest --n-gpu-layers that fits: layers + 1 means all."""
     count = memory.layers + 1
     while count > 0 and not _fits(memory, count, devices):
         count -= 1
@@ -230,9 +235,9 @@ def plan_gpu_layers(header: GgufHeader, config: LoadConfig, devices: Sequence[De
     if config.gpu_layers == "auto":
         count = _most_layers(required, devices)
         logger.info(
-            "gpu_layers='auto': %s of %d layers fit in %s with %s",
+            "gpu_layers='auto': %s of %d layers (the output layer counted) fit in %s with %s",
             "all" if count > required.layers else count,
-            required.layers,
+            required.layers + 1,
             _describe(devices),
             _context(required),
         )
@@ -254,7 +259,7 @@ def _not_fit_message(
 ) -> str:
     layers = "all" if gpu_layers < 0 or gpu_layers > memory.layers else str(gpu_layers)
     split, last = memory.offloaded(gpu_layers)
-    kv = min(memory.layers if gpu_layers < 0 else gpu_layers, memory.layers) * memory.kv_per_layer
+    kv = memory.on_gpus(gpu_layers)[0] * memory.kv_per_layer
     weights = split + last - kv
     need = split + last + (memory.compute + HEADROOM) * len(devices)
     fits = _most_layers(memory, devices)
@@ -273,8 +278,9 @@ def _not_fit_message(
     ][:1]
     compute, headroom = memory.compute * len(devices), HEADROOM * len(devices)
     return (
-        f"{header.path} does not fit in GPU memory with {layers} of {memory.layers} layers "
-        f"offloaded and {_context(memory)}: it needs about {size_text(need)} "
+        f"{header.path} does not fit in GPU memory with {layers} of {memory.layers + 1} layers "
+        f"(the output layer counted) offloaded and {_context(memory)}: it needs about "
+        f"{size_text(need)} "
         f"(weights {size_text(weights)}, KV cache {size_text(kv)} at {memory.cache_type}, "
         f"compute buffers {size_text(compute)}, headroom {size_text(headroom)}), "
         f"which does not fit in the {size_text(sum(d.vram_free for d in devices))} free on "

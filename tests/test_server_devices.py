@@ -165,7 +165,7 @@ def test_an_igpu_with_little_free_memory_refuses_with_the_figures_or_fits_some(
     with pytest.raises(ic.ModelLoadError) as caught:
         vram.plan_gpu_layers(header, big, igpu)
     message = str(caught.value)
-    assert "does not fit in GPU memory with all of 30 layers" in message
+    assert "does not fit in GPU memory with all of 31 layers" in message
     assert "KV cache 720 MiB at f16" in message
     assert "the 1.2 GiB free on Vulkan0: AMD Radeon 780M (RADV GFX1103_R1)" in message
     assert "cache_type='q8_0' fits" in message

@@ -113,12 +113,14 @@ def tensor_bytes(smollm2_path: str) -> dict[str, int]:
 
 
 def room_for(sizes: dict[str, int], gpu_layers: int, context: int = CONTEXT) -> int:
-    """The free VRAM one GPU needs for the last ``gpu_layers`` layers (-1: all of them
-    and the output, which shares the token embeddings), at ``context`` tokens."""
-    layers = 30 if gpu_layers < 0 else gpu_layers
+    """The free VRAM one GPU needs for ``--n-gpu-layers gpu_layers`` (-1: all 31) at
+    ``context`` tokens: the output layer (a copy of the tied token embeddings) and the
+    last ``gpu_layers - 1`` repeating layers with their KV cache."""
+    count = 31 if gpu_layers < 0 else gpu_layers
+    layers = max(0, count - 1)
     layer = sum(n for name, n in sizes.items() if name.startswith("blk.0."))
     kv = layers * KV_BYTES_PER_TOKEN_AND_LAYER * context
-    output = sizes["token_embd.weight"] + sizes["output_norm.weight"] if gpu_layers < 0 else 0
+    output = sizes["token_embd.weight"] + sizes["output_norm.weight"] if count else 0
     return layers * layer + kv + output + COMPUTE[context] + HEADROOM
 
 
@@ -201,14 +203,16 @@ def test_slots_multiply_the_kv_cache_the_plan_checks(
         plan_gpu_layers(header, LoadConfig(context_len=1024, parallel_slots=4), device)
 
 
-def test_offloading_some_layers_takes_the_last_ones_without_the_output(
+def test_offloading_some_layers_takes_the_output_first_then_the_last_ones(
     memory: ModelMemory,
 ) -> None:
-    split, last = memory.offloaded(10)
-    assert split == sum(memory.layer_weights[20:]) + 10 * memory.kv_per_layer
-    assert last == 0
+    assert memory.offloaded(10) == (
+        sum(memory.layer_weights[21:]) + 9 * memory.kv_per_layer,
+        memory.output_weights,
+    )
+    assert memory.offloaded(1) == (0, memory.output_weights)
     assert memory.offloaded(-1) == memory.offloaded(31) == memory.offloaded(999)
-    assert memory.offloaded(-1)[1] == memory.output_weights
+    assert memory.offloaded(-1)[0] == sum(memory.layer_weights) + 30 * memory.kv_per_layer
     assert memory.gpu_bytes(0) == 0
 
 
@@ -228,7 +232,8 @@ def test_all_layers_that_do_not_fit_raise_with_the_numbers_and_the_fix(
         plan_gpu_layers(header, LoadConfig(context_len=CONTEXT), [device])
     message = str(caught.value)
     assert header.path in message
-    assert "all of 30 layers" in message and "2048-token context" in message
+    assert "all of 31 layers (the output layer counted)" in message
+    assert "2048-token context" in message
     assert "weights 92 MiB" in message  # 30 layers and the tied output copy
     assert "KV cache 45 MiB at f16" in message
     assert re.search(
@@ -289,7 +294,7 @@ def test_auto_offloads_everything_when_it_fits(
 ) -> None:
     config = LoadConfig(context_len=CONTEXT, gpu_layers="auto")
     assert plan_gpu_layers(header, config, [gpu(0, room_for(tensor_bytes, -1))]) == -1
-    # every repeating layer but not the output layer: 30, not "all"
+    # the output and 29 repeating layers: 30, not "all"
     assert plan_gpu_layers(header, config, [gpu(0, room_for(tensor_bytes, -1) - 1)]) == 30
 
 
@@ -303,7 +308,7 @@ def test_an_explicit_layer_count_that_fits_is_kept(
 ) -> None:
     device = gpu(0, room_for(tensor_bytes, 12))
     assert plan_gpu_layers(header, LoadConfig(context_len=CONTEXT, gpu_layers=12), [device]) == 12
-    with pytest.raises(ModelLoadError, match="with 13 of 30 layers"):
+    with pytest.raises(ModelLoadError, match="with 13 of 31 layers"):
         plan_gpu_layers(header, LoadConfig(context_len=CONTEXT, gpu_layers=13), [device])
 
 
@@ -314,10 +319,10 @@ def test_cpu_only_is_never_checked(header: GgufHeader) -> None:
 def test_two_gpus_share_the_layers_in_proportion_to_free_vram(
     header: GgufHeader, tensor_bytes: dict[str, int]
 ) -> None:
-    # Each holds half the layers, a compute buffer and headroom; the last one the output too.
-    output = tensor_bytes["token_embd.weight"] + tensor_bytes["output_norm.weight"]
-    first = gpu(0, room_for(tensor_bytes, 15) + output + MIB)
-    second = gpu(1, room_for(tensor_bytes, 15) + output + MIB)
+    # Each holds half the layers, a compute buffer and headroom; the last one the output too
+    # (room for 16: the output and 15 layers).
+    first = gpu(0, room_for(tensor_bytes, 16) + MIB)
+    second = gpu(1, room_for(tensor_bytes, 16) + MIB)
     config = LoadConfig(context_len=CONTEXT)
     assert plan_gpu_layers(header, config, [first, second]) == -1
     with pytest.raises(ModelLoadError, match=r"free on GPU 0: .*; GPU 1: "):

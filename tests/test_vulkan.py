@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import inference_core as ic
-from inference_rocm import binaries
+from inference_rocm import binaries, gguf_meta, vram
 from inference_rocm.backends import LlamaCppBackend
 from inference_rocm.model import LlamaServerModel
 from inference_rocm.placement import Placement
@@ -122,7 +123,10 @@ def test_a_load_too_big_for_the_device_is_refused_and_auto_fits_part_of_it(
     with pytest.raises(ic.ModelLoadError) as caught:
         backend(environ, tmp_path).load_model(smollm2_path, big)
     message = str(caught.value)
-    assert "does not fit in GPU memory with all of 30 layers offloaded" in message
+    assert (
+        "does not fit in GPU memory with all of 31 layers (the output layer counted) offloaded"
+        in message
+    )
     assert "KV cache 2.1 GiB at f16" in message and "free on Vulkan0: llvmpipe" in message
     auto = ic.LoadConfig(context_len=8192, parallel_slots=12, gpu_layers="auto")
     with backend(environ, tmp_path).load_model(smollm2_path, auto) as model:
@@ -168,3 +172,30 @@ def test_auto_offloads_to_the_device_and_run_debug_shows_where(
                 timeout=300)  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     assert f"{smollm2_path} is placed: Vulkan0 31 of 31 layers" in shown.stderr
+
+
+def test_the_pre_flight_estimate_is_what_the_server_puts_on_the_device(
+    lavapipe: ServerDevice, environ: Mapping[str, str], tmp_path: Path, smollm2_path: str
+) -> None:
+    """--n-gpu-layers 10: the output layer and the last 9 layers, to the hundredth of a
+    MiB of the buffers the server reports for the device."""
+    config = ic.LoadConfig(context_len=512, parallel_slots=1, gpu_layers=10)
+    with backend(environ, tmp_path).load_model(smollm2_path, config) as model:
+        assert model.placement == Placement((("CPU", 21), ("Vulkan0", 10)), 31)
+        log = model.server.current.log()
+    memory = vram.model_memory(gguf_meta.read_header(smollm2_path), 512)
+    repeating, output = memory.on_gpus(10)
+    assert (repeating, output) == (9, True)
+    weights = sum(memory.layer_weights[-repeating:]) + memory.output_weights
+    kv = repeating * memory.kv_per_layer
+    assert buffer_mib(log, "load_tensors:", "Vulkan0 model") == pytest.approx(
+        weights / MIB, abs=0.006
+    )
+    assert buffer_mib(log, "llama_kv_cache:", "Vulkan0 KV") == pytest.approx(kv / MIB, abs=0.006)
+
+
+def buffer_mib(log: str, where: str, buffer: str) -> float:
+    """A '<where> <buffer> buffer size = N MiB' figure of the server's log."""
+    match = re.search(rf"{where} +{buffer} buffer size = +([0-9.]+) MiB", log)
+    assert match is not None, f"no {buffer} buffer in the log"
+    return float(match[1])
