@@ -22,6 +22,7 @@ from inference_rocm.model import LlamaServerModel
 from .async_streams import measure_async
 from .concurrency import measure_concurrency
 from .contention import measure_contention
+from .devices import measure_devices
 from .distributed import measure_distributed
 from .front import measure_front
 from .lifecycle import measure_lifecycle
@@ -67,6 +68,7 @@ class Settings:
     speed_tokens: int
     speed_rounds: int
     speed_facts: int
+    lavapipe_tokens: int  # lavapipe decodes 1 to 2 tokens a second
 
 
 FULL = Settings(
@@ -92,6 +94,7 @@ FULL = Settings(
     speed_tokens=200,
     speed_rounds=3,
     speed_facts=100,
+    lavapipe_tokens=24,
 )
 QUICK = Settings(
     replay_tokens=200,
@@ -116,6 +119,7 @@ QUICK = Settings(
     speed_tokens=16,
     speed_rounds=1,
     speed_facts=10,
+    lavapipe_tokens=4,
 )
 
 
@@ -149,6 +153,7 @@ GROUPS = (
     "lifecycle",
     "serve",
     "speed",
+    "devices",
 )
 
 
@@ -196,6 +201,13 @@ def run(settings: Settings, groups: Sequence[str] = GROUPS) -> list[Row]:
             "speed",
             lambda: measure_speed(
                 path, settings.speed_tokens, settings.speed_rounds, settings.speed_facts
+            ),
+        )
+    if "devices" in groups:
+        rows += _step(
+            "devices",
+            lambda: measure_devices(
+                path, settings.speed_tokens, settings.speed_rounds, settings.lavapipe_tokens
             ),
         )
     return rows

@@ -32,7 +32,7 @@ from .readers import Endpoint
 from .report import Row
 from .stats import figure, ratios
 
-__all__ = ["measure_speed"]
+__all__ = ["interleaved", "measure_speed"]
 
 _SECTION = "speed"
 _MIB = 2**20
@@ -69,7 +69,7 @@ def _greedy(model: ic.TextModel, prompt: str, tokens: int) -> tuple[float, list[
     return stream.metrics.decode_tokens_per_second, ids
 
 
-def _interleaved(
+def interleaved(
     sides: dict[str, ic.TextModel], prompt: str, tokens: int, rounds: int
 ) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
     """Decode rates of each side, alternating which goes first; the last round's ids."""
@@ -115,7 +115,7 @@ def _ngram(path: str, tokens: int, rounds: int) -> list[Row]:
         }
         rows = []
         for task, prompt in (("copying", _COPYING), ("copying nothing", _FREE)):
-            rates, ids = _interleaved(sides, prompt, tokens, rounds)
+            rates, ids = interleaved(sides, prompt, tokens, rounds)
             rows += [
                 Row(_SECTION, f"n-gram, {task}: decode without", "tok/s", figure(rates["off"])),
                 Row(_SECTION, f"n-gram, {task}: decode with", "tok/s", figure(rates["ngram"])),
@@ -138,7 +138,7 @@ def _draft(path: str, tokens: int, rounds: int) -> list[Row]:
             ic.load(target, backend="llama_cpp", context_len=2048, draft_model=path) as drafted,
         ):
             sides = {"off": alone, "draft": drafted}
-            rates, ids = _interleaved(sides, _FREE, tokens, rounds)
+            rates, ids = interleaved(sides, _FREE, tokens, rounds)
             return [
                 Row(_SECTION, "f16 target: decode without a draft", "tok/s", figure(rates["off"])),
                 Row(_SECTION, "f16 target: decode with the Q4_1 as draft", "tok/s",
@@ -196,7 +196,7 @@ def _two_caches(path: str, context: int) -> Iterator[dict[str, ic.TextModel]]:
 def _cache_type(path: str, tokens: int, rounds: int, context: int = 8192) -> list[Row]:
     header = gguf_meta.read_header(path)
     with _two_caches(path, context) as sides:
-        rates, _ = _interleaved(sides, _FREE, tokens, rounds)
+        rates, _ = interleaved(sides, _FREE, tokens, rounds)
         rss: dict[str, float] = {}
         for kind, model in sides.items():
             assert isinstance(model, LlamaServerModel)
