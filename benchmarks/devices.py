@@ -5,7 +5,9 @@ lavapipe, exposed through GGML_VK_VISIBLE_DEVICES to the servers measured only.
   cached): its time with no device visible and with lavapipe;
 - decode on lavapipe with every layer offloaded, against the CPU (a device that computes
   on the same two cores: what it shows is that the path works, not a GPU's speed);
-- streaming at llama-server's log verbosity 4 (which `model.placement` reads) against 3.
+- streaming at llama-server's log verbosity 4 (which `model.placement` reads) against 3:
+  the server's decode rate, and the CPU our process spends on a one-token request (the
+  log reader's share included: verbosity 4 logs some 20 lines a request, 3 about 6).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = ["measure_devices"]
 _SECTION = "devices"
 _EXPOSED = {"GGML_VK_VISIBLE_DEVICES": "0"}
 _PROMPT = "Write a long story about a dragon who learns to code."
+_REQUESTS = 20  # one-token requests a round, for the CPU they cost us
 _logger = logging.getLogger(__name__)
 
 
@@ -73,8 +76,29 @@ def _verbosity(path: str, tokens: int, rounds: int) -> list[Row]:
             for level in (4, 3)
         }  # fmt: skip
         rates, _ = interleaved(sides, _PROMPT, tokens, rounds)
-    return [Row(_SECTION, "decode at log verbosity 4 (the default now) ÷ 3", "x",
-                ratios(rates["-lv 4"], rates["-lv 3"]))]  # fmt: skip
+        cpu = _request_cpu(sides, max(3, rounds))
+    return [
+        Row(_SECTION, "decode at log verbosity 4 (the default now) ÷ 3", "x",
+            ratios(rates["-lv 4"], rates["-lv 3"])),
+        Row(_SECTION, "our process CPU a one-token request, log verbosity 4", "ms",
+            figure(cpu["-lv 4"])),
+        Row(_SECTION, "our process CPU a one-token request, log verbosity 3", "ms",
+            figure(cpu["-lv 3"])),
+    ]  # fmt: skip
+
+
+def _request_cpu(sides: dict[str, ic.TextModel], rounds: int) -> dict[str, list[float]]:
+    """Process CPU (every thread: the log reader's too) of one-token requests, in ms;
+    the sides take turns going first."""
+    spent: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
+    for index in range(rounds):
+        for name in names if index % 2 == 0 else names[::-1]:
+            started = time.process_time()
+            for _ in range(_REQUESTS):
+                list(sides[name].generate("Hi", max_tokens=1))
+            spent[name].append((time.process_time() - started) / _REQUESTS * 1000)
+    return spent
 
 
 def measure_devices(path: str, tokens: int, rounds: int, lavapipe_tokens: int) -> list[Row]:

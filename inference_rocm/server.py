@@ -12,6 +12,7 @@ import collections
 import contextlib
 import ctypes
 import functools
+import io
 import logging
 import os
 import queue
@@ -53,6 +54,8 @@ HOST = "127.0.0.1"
 # Where a build says which backends and CPU variant it loaded, and where the layers went.
 _LOG_HEAD_LINES = 400
 _LOG_TAIL_LINES = 60
+_LOG_READ = 4096  # at most from the pipe at once (a request's burst of lines fits)
+_LOG_LINE = 64 * 1024  # the longest line kept whole
 _ERROR_TAIL_LINES = 25
 _PR_SET_PDEATHSIG = 1
 _BIND_FAILURE = re.compile(r"couldn't bind|failed to bind|address already in use", re.IGNORECASE)
@@ -366,9 +369,29 @@ class LlamaServer:
         self._log_thread.start()
 
     def _pump_log(self, stream: IO[bytes]) -> None:
-        """Keep the first lines and a bounded tail; forward each line to its logger."""
+        """Keep the first lines and a bounded tail; forward each line to its logger.
+
+        Whatever the pipe holds is taken at once, and the waiters woken once for it: the
+        lines of a request come in bursts, and one wake-up a line cost the streaming
+        thread measurably (about 0.2 ms of CPU a request at log verbosity 4)."""
+        assert isinstance(stream, io.BufferedReader)  # Popen's, buffered: read1 takes what is there
+        pending = b""
+        while chunk := stream.read1(_LOG_READ):
+            *lines, pending = (pending + chunk).split(b"\n")
+            if len(pending) > _LOG_LINE:  # a line without end: keep what there is of it
+                lines.append(pending)
+                pending = b""
+            self._keep(lines)
+        self._keep([pending] if pending else [])
+        stream.close()
+        with self._activity:
+            self._activity.notify_all()
+
+    def _keep(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
         key = self._api_key
-        for raw in iter(stream.readline, b""):
+        for raw in lines:
             line = raw.decode("utf-8", "replace").rstrip()
             if key is not None and key in line:
                 line = line.replace(key, "***")
@@ -377,11 +400,8 @@ class LlamaServer:
             self._tail.append(line)
             self._lines_seen += 1
             server_output.debug("[%d] %s", self.port, line)
-            with self._activity:
-                self._last_activity = time.monotonic()
-                self._activity.notify_all()
-        stream.close()
         with self._activity:
+            self._last_activity = time.monotonic()
             self._activity.notify_all()
 
     def log_tail(self, lines: int = _ERROR_TAIL_LINES) -> str:

@@ -94,3 +94,25 @@ def test_the_spinner_leaves_logging_alone() -> None:
         assert logging_state() == before
     assert logging_state() == before
     assert "loading model.gguf" in terminal.getvalue()
+
+
+def test_lines_longer_than_a_read_are_kept_whole_and_an_endless_one_in_pieces(
+    tmp_path: Path, smollm2_path: str
+) -> None:
+    """The log is read from the pipe in blocks: a line across blocks is one line, and a
+    line with no end in sight is kept in pieces of 64 KiB, not held without bound."""
+    script = (
+        "import sys\n"
+        "sys.stdout.write('a' * 10000 + '\\n' + 'b' * 200000 + '\\nend\\n')\n"
+        "sys.stdout.flush()\n"
+        "raise SystemExit(1)\n"
+    )
+    chatty = make_executable(tmp_path / "llama-server", script)
+    backend = LlamaCppBackend(environ={"LLAMA_SERVER_PATH": str(chatty)})
+    with pytest.raises(ic.ServerStartError) as caught:
+        backend.load_model(smollm2_path, ic.LoadConfig())
+    lines = caught.value.log.splitlines()
+    assert lines[0] == "a" * 10000 and lines[-1] == "end"
+    pieces = lines[1:-1]
+    assert "".join(pieces) == "b" * 200000
+    assert len(pieces) > 1 and all(len(piece) <= 64 * 1024 + 4096 for piece in pieces)
