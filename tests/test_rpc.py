@@ -42,7 +42,7 @@ FAKE_SERVER = Path(__file__).parent / "fakes" / "fake_llama_server.py"
 PROMPT = "The capital of France is"
 # Greedy SmolLM2 counts on for thousands of tokens: still generating when a worker is killed.
 ENDLESS = "Count from one to a thousand: 1, 2, 3,"
-SPLIT_LAYERS = 20  # of SmolLM2's 30: the other 10 stay on the local CPU
+SPLIT_LAYERS = 20  # of 31 (the output counted): the other 11 stay on the local CPU
 
 
 def listening_on(port: int) -> str | None:
@@ -129,6 +129,15 @@ def test_a_model_split_over_two_workers_and_the_cpu_gives_the_local_greedy_ids(
         smollm2_path, rpc_servers=(first.address, second.address), extra_args=("-lv", "4")
     ) as split:
         assert greedy_ids(split) == expected
+        placement = split.placement
+        assert placement is not None
+        on_workers = {name: n for name, n in placement.layers if name.startswith("RPC")}
+    assert sorted(name.split("[")[1] for name in on_workers) == sorted(
+        f"{worker.address}]" for worker in (first, second)
+    )
+    # the offloaded layers (the output counted) on the workers, the rest on this CPU
+    assert sum(on_workers.values()) == SPLIT_LAYERS
+    assert placement.on("CPU") == 31 - SPLIT_LAYERS
     buffers = [r.getMessage() for r in caplog.records if "model buffer size" in r.getMessage()]
     for worker in (first, second):  # llama-server names the workers' buffers RPC0[...]
         assert any(f"[{worker.address}] model buffer size" in line for line in buffers), buffers

@@ -20,11 +20,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import inference_core as ic
-from inference_rocm import backends, gguf_meta, vram
+from inference_rocm import gguf_meta, gpu_choice, server_devices, vram
 from inference_rocm.backends import LlamaCppBackend
 from inference_rocm.placement import Placement, read_placement
 from inference_rocm.server_devices import ServerDevice, parse_listing
-from tests.procs import make_executable
+from tests.procs import child_argv, make_executable
 from tests.test_devices import workstation
 from tests.test_rocm_backend import cpu_server_binary
 
@@ -40,15 +40,18 @@ TWO_CARDS = (
 
 
 def listing_build(folder: Path, listing: str) -> Path:
-    """A llama-server that lists ``listing`` and otherwise runs the real one on the CPU,
-    less the flags only a GPU build takes; each start's flags go to ``argv.jsonl``."""
-    record = folder / "argv.jsonl"
+    """A llama-server that lists ``listing`` (from ``listing.txt`` beside it) and otherwise
+    runs the real one on the CPU, less the flags only a GPU build takes; each start's
+    flags go to ``argv.jsonl``."""
+    record, listed = folder / "argv.jsonl", folder / "listing.txt"
     real = cpu_server_binary()
+    folder.mkdir(parents=True, exist_ok=True)
+    listed.write_text(listing)  # read at each --list-devices: a test may change it
     return make_executable(
         folder / "llama-server",
         "import json, os, sys\n"
         "if '--list-devices' in sys.argv:\n"
-        f"    print('Available devices:\\n' + {listing!r})\n"
+        f"    print('Available devices:\\n' + open({str(listed)!r}).read())\n"
         "    raise SystemExit(0)\n"
         f"with open({str(record)!r}, 'a') as out:\n"
         "    out.write(json.dumps(sys.argv[1:]) + '\\n')\n"
@@ -79,8 +82,8 @@ def cpu_warnings(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[[], list[str]]:
     """The "runs on the CPU" warnings so far, none said before this test."""
-    monkeypatch.setattr(backends, "_SAID_ON_CPU", set())
-    caplog.set_level(logging.WARNING, "inference_rocm.backends")
+    monkeypatch.setattr(gpu_choice, "_said", set())
+    caplog.set_level(logging.WARNING, "inference_rocm.gpu_choice")
     return lambda: [r.getMessage() for r in caplog.records if "runs on the CPU" in r.getMessage()]
 
 
@@ -246,7 +249,8 @@ def test_an_amd_gpu_rocm_cannot_use_is_spoken_of_in_status_and_at_a_cpu_load(
     (note,) = [line for line in details if line.startswith("AMD GPU (")]
     assert "GPU 0: gfx1100 AMD Radeon RX 7900 XTX / 7900 XT" in note
     assert "rocm cannot use it (no " in note and "amdgpu kernel driver is not loaded" in note
-    assert note.endswith("so models run on the CPU: " + backends._VULKAN_ADVICE)
+    assert "this llama-server lists no AMD Vulkan device (its --list-devices lists none)" in note
+    assert note.endswith("so models run on the CPU: " + gpu_choice.VULKAN_ADVICE)
     backend_for(cpu_only, tmp_path, root).load_model(smollm2_path, ic.LoadConfig()).close()
     (said,) = cpu_warnings()
     assert (
@@ -320,10 +324,37 @@ def test_a_partial_offload_is_read_from_the_log() -> None:
 def test_two_gpus_share_the_offloaded_layers_as_their_kv_caches_do() -> None:
     log = (
         "I load_tensors: offloaded 31/31 layers to GPU\n"
+        "I load_tensors:      Vulkan0 model buffer size =    60.00 MiB\n"
+        "I load_tensors:      Vulkan1 model buffer size =    30.00 MiB\n"
         "I llama_kv_cache:    Vulkan0 KV buffer size =    60.00 MiB\n"
         "I llama_kv_cache:    Vulkan1 KV buffer size =    30.00 MiB\n"
     )
     assert read_placement(log) == Placement((("Vulkan0", 21), ("Vulkan1", 10)), 31)
+
+
+def kv_log(counts: list[int], total: int, per_layer: float = 1.5) -> str:
+    """A load's log lines for GPUs holding ``counts`` repeating layers each."""
+    lines = [f"I load_tensors: offloaded {sum(counts)}/{total} layers to GPU",
+             "I load_tensors:   CPU_Mapped model buffer size =    92.10 MiB"]  # fmt: skip
+    lines += [f"I llama_kv_cache:    ROCm{n} KV buffer size = {c * per_layer:.2f} MiB"
+              for n, c in enumerate(counts) if c]  # fmt: skip
+    return "\n".join(lines)
+
+
+def test_three_gpus_and_the_cpu() -> None:
+    log = kv_log([7, 9, 4], 31)
+    assert read_placement(log) == Placement(
+        (("CPU", 11), ("ROCm0", 7), ("ROCm1", 9), ("ROCm2", 4)), 31
+    )
+
+
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=6), st.integers(0, 20))
+def test_each_gpu_gets_the_layers_its_kv_cache_holds(counts: list[int], on_cpu: int) -> None:
+    total = sum(counts) + on_cpu
+    placement = read_placement(kv_log(counts, total))
+    assert placement is not None
+    held = [(f"ROCm{n}", c) for n, c in enumerate(counts) if c]
+    assert placement == Placement(((("CPU", on_cpu),) if on_cpu else ()) + tuple(held), total)
 
 
 def test_a_cpu_build_that_offloads_to_nothing_is_all_cpu_and_silence_is_none() -> None:
@@ -350,3 +381,74 @@ def test_the_users_own_verbosity_is_kept_and_the_placement_then_unknown(
     config = ic.LoadConfig(context_len=512, extra_args=("-lv", "3"))
     with LlamaCppBackend(root=tmp_path).load_model(smollm2_path, config) as model:
         assert model.placement is None
+        argv = child_argv(model.server.pid)
+    assert argv.count("-lv") == 1 and argv[argv.index("-lv") + 1] == "3"
+
+
+@pytest.mark.server
+def test_each_load_is_planned_with_the_memory_free_now(tmp_path: Path, smollm2_path: str) -> None:
+    """Another program (or model) took most of the card between two loads."""
+    build = listing_build(tmp_path / "card", DISCRETE)
+    backend = backend_for(build, tmp_path)
+    config = ic.LoadConfig(context_len=8192, parallel_slots=4)
+    backend.load_model(smollm2_path, config).close()
+    (build.parent / "listing.txt").write_text(
+        "  Vulkan0: AMD Radeon RX 7900 XTX (RADV NAVI31) (24560 MiB, 600 MiB free)"
+    )
+    with pytest.raises(ic.ModelLoadError, match="the 600 MiB free on Vulkan0"):
+        backend.load_model(smollm2_path, config)
+    assert len(started_with(build)) == 1
+
+
+@pytest.mark.server
+def test_gpu_layers_0_beside_an_amd_gpu_is_said_to_be_asked_for(
+    tmp_path: Path, smollm2_path: str, cpu_warnings: Callable[[], list[str]]
+) -> None:
+    root = tmp_path / "machine"
+    workstation(root)
+    build = listing_build(tmp_path / "cpu", "")
+    backend_for(build, tmp_path, root).load_model(smollm2_path, ic.LoadConfig(gpu_layers=0)).close()
+    (said,) = cpu_warnings()
+    assert "runs on the CPU: gpu_layers=0 keeps it off GPU 0: gfx1100" in said
+    assert "lists no GPU device" not in said
+
+
+def test_a_vulkan_device_of_another_vendor_is_not_said_to_run_the_amd_gpu(tmp_path: Path) -> None:
+    root = tmp_path / "machine"
+    workstation(root)
+    nvidia = "  Vulkan0: NVIDIA GeForce RTX 3060 (12288 MiB, 11000 MiB free)"
+    details = backend_for(listing_build(tmp_path / "nv", nvidia), tmp_path, root).status().details
+    (note,) = [line for line in details if line.startswith("AMD GPU (")]
+    assert "lists no AMD Vulkan device (it lists Vulkan0 (NVIDIA GeForce RTX 3060))" in note
+
+
+def test_a_listing_that_fails_is_named_in_status(tmp_path: Path) -> None:
+    failing = make_executable(tmp_path / "bin" / "llama-server", "raise SystemExit(3)\n")
+    details = backend_for(failing, tmp_path).status().details
+    assert details[2] == (
+        "devices: none listed, so it runs on the CPU (its --list-devices exited with status 3)"
+    )
+
+
+def test_a_binary_that_hangs_or_floods_is_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrapper that leaves a grandchild holding the output open, and one that prints
+    without end: each run ends, its whole session with it."""
+    monkeypatch.setattr(server_devices, "_TIMEOUT", 1.0)
+    hangs = make_executable(
+        tmp_path / "hangs" / "llama-server",
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        "print('Available devices:', flush=True)\n"
+        "time.sleep(600)\n",
+    )
+    listing = server_devices.list_devices(str(hangs), {})
+    assert listing.devices == () and listing.problem == "did not finish within 1 s"
+    floods = make_executable(
+        tmp_path / "floods" / "llama-server",
+        "import sys\nwhile True:\n    sys.stdout.write('  Vulkan0: x (1 MiB, 1 MiB free)\\n')\n",
+    )
+    listing = server_devices.list_devices(str(floods), {})
+    assert listing.problem == "printed more than 64 KiB" and len(listing.devices) == 1
+    assert server_devices.run_flag(str(floods), "--help", {}).count("\n") < 64 * 1024 // 30

@@ -3,7 +3,8 @@
 lavapipe is a Vulkan driver that computes on the CPU, so every machine can have one
 (Debian's mesa-vulkan-drivers). ggml hides CPU-type Vulkan devices unless
 GGML_VK_VISIBLE_DEVICES names them: the tests expose it through the environment they
-give the backend, never this process's, so the default test run sees no device.
+give a backend or a command, or (for `ic.load`, which reads this process's) for the one
+test's duration; the default test run sees no device.
 `tox -e vulkan` runs these (CI installs the driver first); without it they fail,
 never skip.
 """
