@@ -9,9 +9,12 @@ for everything else, recording the flags it was given.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -365,6 +368,8 @@ def test_a_cpu_build_that_offloads_to_nothing_is_all_cpu_and_silence_is_none() -
     )
     assert read_placement(log) == Placement((("CPU", 31),), 31)
     assert read_placement("I srv  llama_server: model loaded\n") is None
+    # offloaded, to buffers of names this reading does not know (an older build): no guess
+    assert read_placement("I load_tensors: offloaded 31/31 layers to GPU\n") is None
 
 
 @given(st.text(max_size=3000))
@@ -452,3 +457,24 @@ def test_a_binary_that_hangs_or_floods_is_cut_off(
     listing = server_devices.list_devices(str(floods), {})
     assert listing.problem == "printed more than 64 KiB" and len(listing.devices) == 1
     assert server_devices.run_flag(str(floods), "--help", {}).count("\n") < 64 * 1024 // 30
+
+
+@pytest.mark.server
+def test_over_rpc_workers_the_split_is_left_to_llama_server(
+    tmp_path: Path, smollm2_path: str
+) -> None:
+    build = listing_build(tmp_path / "two", TWO_CARDS)
+    with socket.create_server(("127.0.0.1", 0)) as worker:  # answers, then hangs up
+        address = f"127.0.0.1:{worker.getsockname()[1]}"
+        threading.Thread(target=hang_up_on_each, args=(worker,), daemon=True).start()
+        config = ic.LoadConfig(context_len=512, rpc_servers=(address,), load_timeout=30)
+        with pytest.raises(ic.InferenceError):
+            backend_for(build, tmp_path).load_model(smollm2_path, config)
+    argv = started_with(build)[0]
+    assert value(argv, "--rpc") == address and "--tensor-split" not in argv
+
+
+def hang_up_on_each(listener: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while True:
+            listener.accept()[0].close()
