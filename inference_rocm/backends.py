@@ -435,13 +435,13 @@ class LlamaCppBackend:
     def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[KeptServer]:
         usable = self._usable()
         if config.gpu_layers != 0:
-            usable = preferring_gpus(usable, self._environ)
+            usable = preferring_gpus(usable, self._environ, config.load_timeout)
         return start_first_that_runs(
             usable, lambda binary: self._load_on(binary, path, config), self._environ
         )
 
     def _load_on(self, binary: str, path: str, config: LoadConfig) -> LlamaServerModel[KeptServer]:
-        listing = list_devices(binary, self._environ)
+        listing = list_devices(binary, self._environ, config.load_timeout)
         chosen = choose_listed(listing.devices, config.devices, binary)
         gpu_layers: int | None
         if chosen and not config.rpc_servers:

@@ -16,7 +16,7 @@ from inference_core.types import LoadConfig
 
 from .binaries import BinaryLookup
 from .devices import GpuDevice
-from .server_devices import Listing, ServerDevice, list_devices
+from .server_devices import LISTING_TIMEOUT, Listing, ServerDevice, list_devices
 
 __all__ = ["VULKAN_ADVICE", "amd_notes", "choose_listed", "preferring_gpus", "say_if_on_cpu"]
 
@@ -33,13 +33,15 @@ _said: set[tuple[str, ...]] = set()  # the reasons already warned of, in this pr
 
 
 def preferring_gpus(
-    usable: Sequence[BinaryLookup], environ: Mapping[str, str] | None
+    usable: Sequence[BinaryLookup],
+    environ: Mapping[str, str] | None,
+    timeout: float = LISTING_TIMEOUT,
 ) -> tuple[BinaryLookup, ...]:
     """``usable`` with the first binary that lists a device moved to the front: a faster
     CPU-only build must not silently lose the GPU to a slower start."""
     for position, lookup in enumerate(usable):
         assert lookup.path is not None
-        if list_devices(lookup.path, environ).devices:
+        if list_devices(lookup.path, environ, timeout).devices:
             if position:
                 logger.info(
                     "using %s (from %s): it lists GPU devices, which %s before it do not",

@@ -24,12 +24,19 @@ import attrs
 from .devices import size_text
 from .server import child_environment, describe_exit, spawn_child
 
-__all__ = ["Listing", "ServerDevice", "list_devices", "parse_listing", "run_flag"]
+__all__ = [
+    "LISTING_TIMEOUT",
+    "Listing",
+    "ServerDevice",
+    "list_devices",
+    "parse_listing",
+    "run_flag",
+]
 
 _MIB = 1 << 20
 _MAX_OUTPUT = 64 * 1024  # --list-devices, --version and --help are a few KiB
 _MAX_DEVICES = 64
-_TIMEOUT = 20.0  # a listing takes some 50 ms; a slow driver can take seconds
+LISTING_TIMEOUT = 20.0  # a listing takes some 50 ms; a slow driver can take seconds
 _EXIT_WAIT = 2.0
 _LINE = re.compile(
     r"\s*(?P<kind>[A-Za-z][A-Za-z_-]{0,30}?)(?P<number>[0-9]{1,3}): (?P<description>.{1,300}?)"
@@ -119,17 +126,21 @@ class _Output:
 def run_flag(binary: str, flag: str, environ: Mapping[str, str] | None = None) -> str:
     """What ``binary flag`` prints (stdout and stderr), cut at 64 KiB and 20 seconds;
     "" for a binary that cannot be run (the start itself says what is wrong)."""
-    return _run(binary, flag, child_environment(binary, {}, environ)).text
+    return _run(binary, flag, child_environment(binary, {}, environ), LISTING_TIMEOUT).text
 
 
-def list_devices(binary: str, environ: Mapping[str, str] | None = None) -> Listing:
+def list_devices(
+    binary: str, environ: Mapping[str, str] | None = None, timeout: float = LISTING_TIMEOUT
+) -> Listing:
     """The devices ``binary`` computes on in the environment a server of it would get,
-    with the free memory of now (a listing takes some 50 ms)."""
-    output = _run(binary, "--list-devices", child_environment(binary, {}, environ))
+    with the free memory of now (a listing takes some 50 ms); ``timeout`` (at most 20 s)
+    lets a load keep its own bound."""
+    env = child_environment(binary, {}, environ)
+    output = _run(binary, "--list-devices", env, min(timeout, LISTING_TIMEOUT))
     return Listing(parse_listing(output.text), output.problem)
 
 
-def _run(binary: str, flag: str, env: Mapping[str, str]) -> _Output:
+def _run(binary: str, flag: str, env: Mapping[str, str], timeout: float) -> _Output:
     """Run ``binary flag`` in a session of its own, so that a timeout or a read cut short
     ends whatever it started too; every wait is bounded."""
     try:
@@ -142,7 +153,7 @@ def _run(binary: str, flag: str, env: Mapping[str, str]) -> _Output:
         timed_out.set()
         _end(child)
 
-    timer = threading.Timer(_TIMEOUT, expire)
+    timer = threading.Timer(timeout, expire)
     timer.start()
     try:
         assert child.stdout is not None
@@ -158,7 +169,7 @@ def _run(binary: str, flag: str, env: Mapping[str, str]) -> _Output:
             child.wait(_EXIT_WAIT)  # one stuck in the kernel is left, not waited for
     text = data[:_MAX_OUTPUT].decode("utf-8", errors="replace")
     if timed_out.is_set():
-        return _Output(text, f"did not finish within {_TIMEOUT:g} s")
+        return _Output(text, f"did not finish within {timeout:g} s")
     if len(data) > _MAX_OUTPUT:
         return _Output(text, f"printed more than {_MAX_OUTPUT // 1024} KiB")
     if child.returncode:

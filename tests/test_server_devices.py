@@ -435,12 +435,9 @@ def test_a_listing_that_fails_is_named_in_status(tmp_path: Path) -> None:
     )
 
 
-def test_a_binary_that_hangs_or_floods_is_cut_off(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_binary_that_hangs_or_floods_is_cut_off(tmp_path: Path) -> None:
     """A wrapper that leaves a grandchild holding the output open, and one that prints
     without end: each run ends, its whole session with it."""
-    monkeypatch.setattr(server_devices, "_TIMEOUT", 1.0)
     hangs = make_executable(
         tmp_path / "hangs" / "llama-server",
         "import subprocess, sys, time\n"
@@ -448,7 +445,7 @@ def test_a_binary_that_hangs_or_floods_is_cut_off(
         "print('Available devices:', flush=True)\n"
         "time.sleep(600)\n",
     )
-    listing = server_devices.list_devices(str(hangs), {})
+    listing = server_devices.list_devices(str(hangs), {}, timeout=1.0)
     assert listing.devices == () and listing.problem == "did not finish within 1 s"
     floods = make_executable(
         tmp_path / "floods" / "llama-server",
