@@ -49,7 +49,7 @@ from .keeper import KeptServer
 from .model import LlamaServerModel
 from .placement import Placement, read_placement
 from .server import Listen, LlamaServer, ServerOptions
-from .server_devices import ServerDevice, list_devices, run_flag
+from .server_devices import Listing, ServerDevice, list_devices, run_flag
 from .sessions import SessionIdentity, SessionStore, sessions_folder
 
 __all__ = [
@@ -384,18 +384,16 @@ class LlamaCppBackend:
         found = self._candidates()
         if not found.usable:
             return ()
-        binary = preferring_gpus(found.usable, self._environ)[0].path
-        assert binary is not None
-        return list_devices(binary, self._environ).devices
+        return preferring_gpus(found.usable, self._environ).listing.devices
 
     def status(self) -> BackendStatus:
         found = self._candidates()
         lookup = found.first()
         if lookup.path is None:
             return BackendStatus(self.name, self.priority, False, lookup.problems, found.notes())
-        binary = preferring_gpus(found.usable, self._environ)[0]
+        preferred = preferring_gpus(found.usable, self._environ)
+        binary, listing = preferred.binaries[0], preferred.listing
         assert binary.path is not None
-        listing = list_devices(binary.path, self._environ)
         none = "devices: none listed, so it runs on the CPU" + (
             f" (its --list-devices {listing.problem})" if listing.problem else ""
         )
@@ -411,13 +409,10 @@ class LlamaCppBackend:
         return BackendStatus(self.name, self.priority, True, (), details)
 
     def _amd(self) -> list[GpuDevice]:
-        return discover(self._root, self._env())
+        return discover(self._root, self._environ)
 
     def _rocm_reasons(self) -> tuple[str, ...]:
         return RocmBackend(self._root, self._environ).status().reasons
-
-    def _env(self) -> Mapping[str, str]:
-        return os.environ if self._environ is None else self._environ
 
     def _usable(self) -> tuple[BinaryLookup, ...]:
         found = self._candidates()
@@ -428,27 +423,34 @@ class LlamaCppBackend:
 
     def router_launch(self) -> RouterLaunch:
         """The first binary found, every layer on whatever device it computes on."""
-        binary = preferring_gpus(self._usable(), self._environ)[0].path
+        binary = preferring_gpus(self._usable(), self._environ).binaries[0].path
         assert binary is not None
         return RouterLaunch(binary, None, ("--n-gpu-layers", "999"))
 
     def load_model(self, path: str, config: LoadConfig) -> LlamaServerModel[KeptServer]:
         usable = self._usable()
+        listed: dict[str | None, Listing] = {}  # what ordering them read, by binary
         if config.gpu_layers != 0:
-            usable = preferring_gpus(usable, self._environ, config.load_timeout)
+            preferred = preferring_gpus(usable, self._environ, config.load_timeout)
+            usable, listed = preferred.binaries, {preferred.binaries[0].path: preferred.listing}
         return start_first_that_runs(
-            usable, lambda binary: self._load_on(binary, path, config), self._environ
+            usable,
+            lambda binary: self._load_on(binary, path, config, listed.pop(binary, None)),
+            self._environ,
         )
 
-    def _load_on(self, binary: str, path: str, config: LoadConfig) -> LlamaServerModel[KeptServer]:
-        listing = list_devices(binary, self._environ, config.load_timeout)
+    def _load_on(
+        self, binary: str, path: str, config: LoadConfig, listing: Listing | None
+    ) -> LlamaServerModel[KeptServer]:
+        if listing is None:
+            listing = list_devices(binary, self._environ, config.load_timeout)
         chosen = choose_listed(listing.devices, config.devices, binary)
         gpu_layers: int | None
         if chosen and not config.rpc_servers:
             gpu_layers = vram.plan_gpu_layers(gguf_meta.read_header(path), config, chosen)
         else:
             gpu_layers = _requested_layers(config)
-        say_if_on_cpu(path, binary, listing, chosen, self._amd(), config, gpu_layers)
+        say_if_on_cpu(path, binary, listing, chosen, self._amd, config, gpu_layers)
         device_args: list[str] = []
         if config.devices and not user_sets(("-dev", "--device"), config.extra_args):
             device_args = ["--device", ",".join(device.name for device in chosen)]

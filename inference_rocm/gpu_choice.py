@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+import attrs
 
 from inference_core.errors import ModelLoadError
 from inference_core.types import LoadConfig
@@ -18,7 +20,14 @@ from .binaries import BinaryLookup
 from .devices import GpuDevice
 from .server_devices import LISTING_TIMEOUT, Listing, ServerDevice, list_devices
 
-__all__ = ["VULKAN_ADVICE", "amd_notes", "choose_listed", "preferring_gpus", "say_if_on_cpu"]
+__all__ = [
+    "VULKAN_ADVICE",
+    "Preferred",
+    "amd_notes",
+    "choose_listed",
+    "preferring_gpus",
+    "say_if_on_cpu",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +41,29 @@ _said_lock = threading.Lock()
 _said: set[tuple[str, ...]] = set()  # the reasons already warned of, in this process
 
 
+@attrs.frozen
+class Preferred:
+    """The binaries in the order to try them, and what the first one lists (read while
+    ordering them: a load or a status need not list it again)."""
+
+    binaries: tuple[BinaryLookup, ...]
+    listing: Listing
+
+
 def preferring_gpus(
     usable: Sequence[BinaryLookup],
     environ: Mapping[str, str] | None,
     timeout: float = LISTING_TIMEOUT,
-) -> tuple[BinaryLookup, ...]:
-    """``usable`` with the first binary that lists a device moved to the front: a faster
-    CPU-only build must not silently lose the GPU to a slower start."""
+) -> Preferred:
+    """``usable`` (not empty) with the first binary that lists a device moved to the
+    front: a faster CPU-only build must not silently lose the GPU to a slower start."""
+    first: Listing | None = None
     for position, lookup in enumerate(usable):
         assert lookup.path is not None
-        if list_devices(lookup.path, environ, timeout).devices:
+        listing = list_devices(lookup.path, environ, timeout)
+        if first is None:
+            first = listing
+        if listing.devices:
             if position:
                 logger.info(
                     "using %s (from %s): it lists GPU devices, which %s before it do not",
@@ -49,8 +71,9 @@ def preferring_gpus(
                     lookup.source,
                     ", ".join(str(skipped.path) for skipped in usable[:position]),
                 )
-            return (lookup, *usable[:position], *usable[position + 1 :])
-    return tuple(usable)
+            return Preferred((lookup, *usable[:position], *usable[position + 1 :]), listing)
+    assert first is not None, "preferring_gpus needs at least one binary"
+    return Preferred(tuple(usable), first)
 
 
 def choose_listed(
@@ -100,14 +123,16 @@ def say_if_on_cpu(
     binary: str,
     listing: Listing,
     chosen: Sequence[ServerDevice],
-    amd: Sequence[GpuDevice],
+    amd: Callable[[], Sequence[GpuDevice]],
     config: LoadConfig,
     gpu_layers: int | None,
 ) -> None:
     """One warning (a process's first for this reason) when a model goes to the CPU
-    although a GPU here could run it."""
-    gpus = [d.describe() for d in chosen] or [d.describe() for d in amd]
-    if not gpus or (chosen and gpu_layers != 0):
+    although a GPU here could run it; ``amd`` reads sysfs, only for a load on the CPU."""
+    if chosen and gpu_layers != 0:
+        return
+    gpus = [d.describe() for d in chosen] or [d.describe() for d in amd()]
+    if not gpus:
         return
     key: tuple[str, ...]
     if config.gpu_layers == 0:

@@ -54,6 +54,7 @@ def listing_build(folder: Path, listing: str) -> Path:
         folder / "llama-server",
         "import json, os, sys\n"
         "if '--list-devices' in sys.argv:\n"
+        f"    open({str(folder / 'listings')!r}, 'a').write('.')\n"
         f"    print('Available devices:\\n' + open({str(listed)!r}).read())\n"
         "    raise SystemExit(0)\n"
         f"with open({str(record)!r}, 'a') as out:\n"
@@ -195,6 +196,7 @@ def test_devices_chooses_by_position_and_splits_by_free_memory(
         assert isinstance(one.placement, Placement)
     with backend.load_model(smollm2_path, ic.LoadConfig(context_len=512)) as both:
         assert both.generate("Hi", ic.GenerateConfig(max_tokens=2, temperature=0))
+    assert (build.parent / "listings").read_text() == "." * 3  # devices(), then once a load
     first, second = started_with(build)
     assert value(first, "--device") == "Vulkan1" and "--tensor-split" not in first
     assert value(first, "--n-gpu-layers") == "999"
