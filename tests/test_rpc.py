@@ -410,9 +410,12 @@ def rpc_worker(*args: str, env: dict[str, str] | None = None) -> subprocess.Pope
 
 def _runs_another_program(pid: int) -> bool:
     """Whether `pid` has exec'd: until then a child forked by this interpreter runs it,
-    and /proc shows the interpreter's command line, not the one it was started with."""
+    and /proc shows the interpreter's command line, not the one it was started with.
+    Mid-exec the kernel shows the new program before its arguments (an empty command
+    line), so both must have changed."""
     try:
-        return os.readlink(f"/proc/{pid}/exe") != os.readlink(f"/proc/{os.getpid()}/exe")
+        switched = os.readlink(f"/proc/{pid}/exe") != os.readlink(f"/proc/{os.getpid()}/exe")
+        return switched and bool(Path(f"/proc/{pid}/cmdline").read_bytes())
     except OSError:  # gone, or not ours to read
         return False
 
