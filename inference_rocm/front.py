@@ -53,7 +53,7 @@ from inference_core.integrations._shared import (
     openai_tool_calls,
 )
 from inference_core.protocols import TextModel, TokenStream
-from inference_core.types import Token
+from inference_core.types import GenerateConfig, Token
 
 from .keeper import KeptServer
 from .server import Listen, port_in_use
@@ -120,13 +120,21 @@ class _ToolChat:
     """One chat offering tools, checked: what `model.chat` is given, and how to answer."""
 
     messages: list[Any]
-    options: dict[str, Any]
+    config: GenerateConfig
+    tools: list[Any]
+    tool_choice: Any
+    parallel_tool_calls: bool
     stream: bool
     usage_in_stream: bool
 
-    @property
-    def max_tokens(self) -> int:
-        return int(self.options["config"].max_tokens)
+    def start(self, model: TextModel) -> TokenStream:
+        return model.chat(
+            self.messages,
+            config=self.config,
+            tools=self.tools,
+            tool_choice=self.tool_choice,
+            parallel_tool_calls=self.parallel_tool_calls,
+        )
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> _ToolChat:
@@ -151,12 +159,10 @@ class _ToolChat:
         stream_options = body.get("stream_options")
         return cls(
             messages=messages_from_openai(_list(body.get("messages"), "messages")),
-            options={
-                "config": config_from(settings),
-                "tools": _list(body["tools"], "tools"),
-                "tool_choice": body.get("tool_choice", "auto"),
-                "parallel_tool_calls": body.get("parallel_tool_calls") is True,
-            },
+            config=config_from(settings),
+            tools=_list(body["tools"], "tools"),
+            tool_choice=body.get("tool_choice", "auto"),
+            parallel_tool_calls=body.get("parallel_tool_calls") is True,
             stream=body.get("stream") is True,
             usage_in_stream=isinstance(stream_options, dict)
             and stream_options.get("include_usage") is True,
@@ -201,7 +207,7 @@ class _Answer:
         if ending.reasoning:
             message["reasoning_content"] = ending.reasoning
         choice = {"index": 0, "message": message, "finish_reason": _finish(ending)}
-        return {**self._whole("chat.completion", [choice]), "usage": _usage(ending)}
+        return {**self._whole("chat.completion", [choice]), "usage": ending.openai_usage}
 
     def chunk(self, delta: Mapping[str, Any], finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": dict(delta), "finish_reason": finish_reason}
@@ -218,7 +224,7 @@ class _Answer:
             yield self.chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]})
         yield self.chunk({}, _finish(ending))
         if with_usage:
-            yield _event({**self._whole("chat.completion.chunk", []), "usage": _usage(ending)})
+            yield _event({**self._whole("chat.completion.chunk", []), "usage": ending.openai_usage})
         yield b"data: [DONE]\n\n"
 
     def _whole(self, kind: str, choices: list[Any]) -> dict[str, Any]:
@@ -227,19 +233,6 @@ class _Answer:
 
 def _finish(ending: Ending) -> str:
     return "tool_calls" if ending.tool_calls else ending.finish_reason or "stop"
-
-
-def _usage(ending: Ending) -> dict[str, Any] | None:
-    counts = ending.usage
-    if counts is None:
-        return None
-    return {
-        "prompt_tokens": counts["input"],
-        "completion_tokens": counts["output"],
-        "total_tokens": counts["total"],
-        "prompt_tokens_details": {"cached_tokens": counts["cached"]},
-        "completion_tokens_details": {"reasoning_tokens": counts["reasoning"]},
-    }
 
 
 def _event(data: Mapping[str, Any]) -> bytes:
@@ -327,13 +320,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         error status (raised)."""
         model = self.front.model
         answer = _Answer(self.front.name)
-        reader = answer_reader(model, chat.options["tools"], chat.options["tool_choice"])
-        stream = model.chat(chat.messages, **chat.options)
+        reader = answer_reader(model, chat.tools, chat.tool_choice)
+        stream = chat.start(model)
         try:
             if chat.stream:
                 self._stream(chat, answer, reader, stream)
                 return
-            for token in self._while_asked(stream, chat.max_tokens):
+            for token in self._while_asked(stream, chat.config.max_tokens):
                 reader.take(token)
             ending = reader.end(stream, stream.reasoning_text())
             self._send_whole(200, json.dumps(answer.whole(ending)).encode())
@@ -372,7 +365,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         out = _Chunked(self.wfile)
         out.write(answer.chunk({"role": "assistant", "content": ""}))
         try:
-            for token in self._while_asked(stream, chat.max_tokens):
+            for token in self._while_asked(stream, chat.config.max_tokens):
                 shown = reader.take(token)
                 if shown.thinking:
                     out.write(answer.chunk({"reasoning_content": shown.thinking}))

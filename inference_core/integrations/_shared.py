@@ -294,6 +294,21 @@ class Ending:
     def usage(self) -> dict[str, int] | None:
         return usage(self.metrics, self.reasoning_tokens)
 
+    @property
+    def openai_usage(self) -> dict[str, Any] | None:
+        """The counts as OpenAI's API names them: what `inference serve` answers and
+        LiteLLM's `Usage` takes."""
+        counts = self.usage
+        if counts is None:
+            return None
+        return {
+            "prompt_tokens": counts["input"],
+            "completion_tokens": counts["output"],
+            "total_tokens": counts["total"],
+            "prompt_tokens_details": {"cached_tokens": counts["cached"]},
+            "completion_tokens_details": {"reasoning_tokens": counts["reasoning"]},
+        }
+
 
 _GENERIC_TEXT: Final = "response"
 

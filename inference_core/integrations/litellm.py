@@ -329,16 +329,8 @@ def _chunk(
 
 
 def _usage(ending: Ending) -> Usage | None:
-    counts = ending.usage
-    if counts is None:
-        return None
-    return Usage(
-        prompt_tokens=counts["input"],
-        completion_tokens=counts["output"],
-        total_tokens=counts["total"],
-        prompt_tokens_details={"cached_tokens": counts["cached"]},
-        completion_tokens_details={"reasoning_tokens": counts["reasoning"]},
-    )
+    counts = ending.openai_usage
+    return None if counts is None else Usage(**counts)
 
 
 def _model_info(model: TextModel) -> dict[str, Any]:
