@@ -13,23 +13,54 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sybil import Sybil
+from sybil.integration.pytest import SybilItem
+from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 
 import inference_core as ic
 from inference_core.demo import demo_model_path
 from inference_rocm.server import LlamaServer
 from tests.external import KEY, ExternalServer
 
-# They import their frameworks, which only `tox -e frameworks` installs: a run that does
-# not select the `frameworks` marker leaves the files unread (a run that does and lacks
-# a framework fails on the import, never skips).
-FRAMEWORK_TESTS = {"test_langchain.py", "test_llama_index.py", "test_litellm.py", "test_serve.py"}
+# They import what only their own tox environment installs (the frameworks; MkDocs and
+# Playwright): a run that does not select their marker leaves the files unread (a run
+# that does and lacks one fails on the import, never skips).
+MARKED_FILES = {
+    **dict.fromkeys(
+        ("test_langchain.py", "test_llama_index.py", "test_litellm.py", "test_serve.py"),
+        "frameworks",
+    ),
+    "test_docs_site.py": "docs",
+}
+
+
+# Every ```python block of the README and the documentation runs, in order, each page's
+# blocks sharing one namespace; `<!-- skip: next "why" -->` leaves one out, saying why.
+pytest_collect_file = Sybil(
+    parsers=[PythonCodeBlockParser(), SkipParser()],
+    patterns=["README.md", "docs/*.md", "docs/*/*.md"],
+).pytest()
+# Pages whose examples need what only `tox -e frameworks` installs.
+FRAMEWORK_PAGES = {"frameworks.md"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A documentation example drives the real server (as the `server` marker says);
+    one on a framework's page runs with the frameworks' tests."""
+    for item in items:
+        if isinstance(item, SybilItem):
+            item.add_marker(pytest.mark.server)
+            if item.path.name in FRAMEWORK_PAGES:
+                item.add_marker(pytest.mark.frameworks)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if collection_path.name not in FRAMEWORK_TESTS:
+    marker = MARKED_FILES.get(collection_path.name)
+    if marker is None:
         return None
     selected = config.option.markexpr or ""
-    return "frameworks" not in selected.replace("not frameworks", "")
+    return marker not in selected.replace(f"not {marker}", "")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -162,7 +162,7 @@ def run(settings: Settings, groups: Sequence[str] = GROUPS) -> list[Row]:
     stream benchmark."""
     path = demo_model_path()
     binary = find_binary().path
-    assert binary is not None, "no llama-server found; see the README's installation"
+    assert binary is not None, "no llama-server found; see docs/getting-started.md"
     rows: list[Row] = []
     if "startup" in groups:
         rows += _step("import", lambda: measure_import(settings.import_runs))

@@ -1,4 +1,4 @@
-"""The results: a table for the terminal, a Markdown table for the README, and JSON."""
+"""The results: a table for the terminal, a Markdown table for the Performance page, and JSON."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def table(rows: Sequence[Row]) -> str:
 
 
 def markdown(rows: Sequence[Row]) -> str:
-    """The same table in Markdown, for the README's Performance section."""
+    """The same table in Markdown, for the Performance page (docs/performance.md)."""
     lines = [
         "| " + " | ".join([*_HEADER[:-1], "met"]) + " |",
         "|" + "|".join(["---"] * 3 + ["---:"] * 4 + ["---"] * 2) + "|",

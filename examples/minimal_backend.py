@@ -1,6 +1,6 @@
 """A complete third-party backend in one file: its model shouts the prompt back, word by word.
 
-Install it as its own distribution with an entry point (see the README), or
+Install it as its own distribution with an entry point (see docs/guides/plugins.md), or
 call `inference_core.register(ShoutBackend())` in-process.
 """
 

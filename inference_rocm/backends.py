@@ -479,8 +479,8 @@ _OVERRIDE_HINTS = {
 }
 _ROCM_BUILD = (
     "use a ROCm (HIP) build of llama-server: `inference server build --backend rocm` makes one "
-    "and the backends find it, or build one with cmake -DGGML_HIP=ON (the README's ROCm "
-    "section) and set ROCM_LLAMA_SERVER_PATH (or LLAMA_SERVER_PATH) to it"
+    "and the backends find it, or build one with cmake -DGGML_HIP=ON (the ROCm guide, "
+    "docs/guides/gpus.md) and set ROCM_LLAMA_SERVER_PATH (or LLAMA_SERVER_PATH) to it"
 )
 
 

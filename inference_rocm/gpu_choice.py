@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 VULKAN_ADVICE = (
     "install a Vulkan driver (Mesa's RADV: the mesa-vulkan-drivers package on Debian and "
     "Ubuntu; or AMDVLK) and use a Vulkan build of llama-server (the cpu extra's wheel is "
-    "one), or make ROCm work (the README's ROCm section)"
+    "one), or make ROCm work (the ROCm guide, docs/guides/gpus.md)"
 )
 _AMD_DRIVERS = ("Mesa RADV", "AMDVLK or AMD's own Vulkan driver")
 _said_lock = threading.Lock()
