@@ -1,14 +1,16 @@
-"""`python -m benchmarks [--quick] [--only GROUP,...]`: run the benchmarks, print the table,
-write the JSON."""
+"""`python -m benchmarks [--quick] [--only GROUP,...] [--plot DIR [--from FILE]]`: run the
+benchmarks, print the table, write the JSON, and draw the charts (of this run, or of the
+recorded run in FILE, which runs nothing)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from typing import Any, TypeVar
@@ -28,6 +30,7 @@ from .front import measure_front
 from .lifecycle import measure_lifecycle
 from .live import measure_live, measure_time_to_first_token
 from .memory import measure_memory
+from .plot import plot, read_rows
 from .readers import Endpoint
 from .recording import record_both
 from .replay_cost import measure_replay
@@ -276,7 +279,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="GROUP,...",
         help=f"run only these groups, of {', '.join(GROUPS)} (default: all)",
     )
+    parser.add_argument("--plot", metavar="DIR", help="also draw the charts, as SVG, into DIR")
+    parser.add_argument(
+        "--from",
+        dest="recorded",
+        metavar="FILE",
+        help="with --plot: draw the run recorded in FILE (a results JSON) and measure nothing",
+    )
     args = parser.parse_args(argv)
+    if args.recorded:
+        if not args.plot:
+            parser.error("--from draws a recorded run: give --plot DIR too")
+        return _draw(read_rows(args.recorded), args.plot, _note(args.recorded))
     settings = QUICK if args.quick else FULL
     started = time.perf_counter()
     rows = run(settings, args.only)
@@ -293,10 +307,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as file:
             file.write(markdown(rows))
+    if args.plot:
+        _draw(read_rows(args.output or default), args.plot, _note(args.output or default))
     missed = [row.name for row in rows if row.verdict == "MISSED"]
     print(f"targets missed: {', '.join(missed)}" if missed else "all targets met")
     if args.quick:
         print("(--quick checks that the suite runs: its few short runs do not judge the targets)")
+    return 0
+
+
+def _note(results: str) -> str:
+    """What a chart says of where its figures come from."""
+    with open(results, encoding="utf-8") as file:
+        recorded = json.load(file)
+    machine = recorded["machine"]
+    return (
+        f"{recorded['command']}; {machine['cpus']} CPUs, {machine['platform']}, "
+        f"Python {machine['python']}, llama-server {machine['llama_server']}"
+    )
+
+
+def _draw(rows: Sequence[Mapping[str, Any]], folder: str, note: str) -> int:
+    for path in plot(rows, folder, note):
+        print(f"wrote {path}")
     return 0
 
 
