@@ -118,7 +118,9 @@ def _draw(pyplot: Any, chart: Chart, bars: Mapping[str, Mapping[str, Any]], note
     height = 0.8 / len(series)
     figure, axes = pyplot.subplots(figsize=(7.5, 1.2 + 0.45 * len(groups) * len(series)))
     for index, name in enumerate(series):
-        places, medians, whiskers = [], [], [[], []]
+        places: list[float] = []
+        medians: list[float] = []
+        whiskers: tuple[list[float], list[float]] = ([], [])  # below, above the median
         for position, group in enumerate(groups):
             row = bars[group].get(name)
             if row is None:
