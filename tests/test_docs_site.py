@@ -140,6 +140,22 @@ def test_the_search_finds_the_quick_start_for_load(browser: Browser, base_url: s
     assert base_url + "getting-started/#quick-start" in first, found
 
 
+def test_every_list_and_table_renders(site: Path) -> None:
+    """Python-Markdown, unlike GitHub, reads a list right after a paragraph, or an item
+    after a block indented less than four spaces, as more of the paragraph: a line that
+    begins an item or a table row inside a rendered paragraph is such a slip."""
+    slips = []
+    for page in site.rglob("index.html"):
+        for paragraph in re.findall(r"<p>(.*?)</p>", page.read_text(), re.S):
+            lines = html.unescape(re.sub(r"<[^>]+>", "", paragraph)).split("\n")
+            slips += [
+                f"{page.parent.relative_to(site)}: {line.strip()[:60]}"
+                for line in lines[1:]
+                if re.match(r"\s*(- |\d+\. |\|.*\|)", line)
+            ]
+    assert not slips, slips
+
+
 def _inventory(site: Path) -> dict[str, str]:
     """objects.inv, which mkdocstrings writes: each documented name and its page."""
     raw = (site / "objects.inv").read_bytes()
