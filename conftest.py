@@ -24,12 +24,14 @@ from tests.external import KEY, ExternalServer
 
 # They import what only their own tox environment installs (the frameworks; MkDocs and
 # Playwright): a run that does not select their marker leaves the files unread (a run
-# that does and lacks one fails on the import, never skips).
+# that does and lacks one fails on the import, never skips). A page of the documentation
+# here has its examples carry the marker.
 MARKED_FILES = {
     **dict.fromkeys(
         ("test_langchain.py", "test_llama_index.py", "test_litellm.py", "test_serve.py"),
         "frameworks",
     ),
+    "frameworks.md": "frameworks",
     "test_docs_site.py": "docs",
 }
 
@@ -40,19 +42,18 @@ pytest_collect_file = Sybil(
     parsers=[PythonCodeBlockParser(), SkipParser()],
     patterns=["README.md", "docs/*.md", "docs/*/*.md"],
 ).pytest()
-# Pages whose examples need what only `tox -e frameworks` installs.
-FRAMEWORK_PAGES = {"frameworks.md"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A documentation example drives the real server (as the `server` marker says);
-    one on a framework's page runs with the frameworks' tests."""
+    """A documentation example drives the real server (as the `server` marker says), and
+    one on a marked page carries that page's marker."""
     for item in items:
         if isinstance(item, SybilItem):
             item.add_marker(pytest.mark.server)
-            if item.path.name in FRAMEWORK_PAGES:
-                item.add_marker(pytest.mark.frameworks)
+            marker = MARKED_FILES.get(item.path.name)
+            if marker is not None:
+                item.add_marker(marker)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

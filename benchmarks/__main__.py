@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from typing import Any, TypeVar
@@ -30,7 +30,7 @@ from .front import measure_front
 from .lifecycle import measure_lifecycle
 from .live import measure_live, measure_time_to_first_token
 from .memory import measure_memory
-from .plot import plot, read_rows
+from .plot import plot
 from .readers import Endpoint
 from .recording import record_both
 from .replay_cost import measure_replay
@@ -290,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.recorded:
         if not args.plot:
             parser.error("--from draws a recorded run: give --plot DIR too")
-        return _draw(read_rows(args.recorded), args.plot, _note(args.recorded))
+        return _draw(args.recorded, args.plot)
     settings = QUICK if args.quick else FULL
     started = time.perf_counter()
     rows = run(settings, args.only)
@@ -308,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.markdown, "w", encoding="utf-8") as file:
             file.write(markdown(rows))
     if args.plot:
-        _draw(read_rows(args.output or default), args.plot, _note(args.output or default))
+        _draw(args.output or default, args.plot)
     missed = [row.name for row in rows if row.verdict == "MISSED"]
     print(f"targets missed: {', '.join(missed)}" if missed else "all targets met")
     if args.quick:
@@ -316,19 +316,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _note(results: str) -> str:
-    """What a chart says of where its figures come from."""
+def _draw(results: str, folder: str) -> int:
+    """The charts of the run recorded in `results`, each noting the command and machine."""
     with open(results, encoding="utf-8") as file:
         recorded = json.load(file)
     machine = recorded["machine"]
-    return (
+    note = (
         f"{recorded['command']}; {machine['cpus']} CPUs, {machine['platform']}, "
         f"Python {machine['python']}, llama-server {machine['llama_server']}"
     )
-
-
-def _draw(rows: Sequence[Mapping[str, Any]], folder: str, note: str) -> int:
-    for path in plot(rows, folder, note):
+    for path in plot(recorded["rows"], folder, note):
         print(f"wrote {path}")
     return 0
 

@@ -7,7 +7,6 @@ names a cluster of bars and its `series` (if any) the bar within it, so a chart 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import textwrap
@@ -15,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CHARTS", "Chart", "plot", "read_rows"]
+__all__ = ["CHARTS", "Chart", "plot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +76,6 @@ CHARTS = (
         r"(?P<group>[^:]+): (?P<series>decode rate \(server\)|delivered rate \(caller\))",
     ),
 )
-
-
-def read_rows(path: str) -> list[Mapping[str, Any]]:
-    """The rows of a results file that `python -m benchmarks` wrote."""
-    with open(path, encoding="utf-8") as file:
-        rows: list[Mapping[str, Any]] = json.load(file)["rows"]
-    return rows
 
 
 def plot(rows: Sequence[Mapping[str, Any]], folder: str, note: str) -> list[str]:

@@ -63,8 +63,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def base_url(site: Path) -> Iterator[str]:
     """The site served over HTTP, as a reader's browser gets it (search runs in a web
     worker, which a file: URL does not allow)."""
-    quiet = type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": print_none})
-    handler = functools.partial(quiet, directory=str(site))
+    handler = functools.partial(_QuietHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -74,8 +73,9 @@ def base_url(site: Path) -> Iterator[str]:
     server.server_close()
 
 
-def print_none(*_: object) -> None:
-    """Keeps the server's access log out of the test output."""
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        """Keeps the server's access log out of the test output."""
 
 
 @pytest.fixture(scope="module")
